@@ -1,0 +1,42 @@
+"""InstantID on diffusers with a per-layer choice of which cross-attention layers carry the face branch.
+
+The public API is what this module exports; ``review/`` uses nothing else. Names load lazily so that
+``import instantid`` stays cheap (torch and diffusers load on first use of the engine).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # layer maps
+    "LayerInfo": "layers", "SDXL_LAYERS": "layers", "SD15_LAYERS": "layers", "layer_map_for": "layers",
+    "layers_by_name": "layers",
+    # presets
+    "Preset": "presets", "PresetError": "presets", "PRESET_NAMES": "presets", "resolve_preset": "presets",
+    "describe_presets": "presets", "select_layers": "presets", "ACCEPTED_FORMS": "presets",
+    # work model
+    "preset_work": "work_model",
+    # faces
+    "Face": "face", "FaceAnalyzer": "face", "FaceError": "face", "ImageReadError": "face", "NoFaceError": "face",
+    "load_image": "face", "draw_kps": "face", "build_tiny_face_models": "tiny_face_models",
+    # engine
+    "Engine": "engine", "GenerationRequest": "engine", "GenerationResult": "engine", "GenerationError": "engine",
+    "load_engine": "engine", "WeightsError": "loading",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'instantid' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

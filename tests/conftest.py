@@ -9,3 +9,34 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    """The tiny InstantID pipeline (SDXL topology, random weights) with its face adapter attached."""
+    from instantid.adapter import attach_face_adapter
+    from instantid.layers import layer_map_for
+    from instantid.loading import layer_widths
+    from instantid.pipeline import InstantIDPipeline
+    from instantid.tiny import TinyConfig, random_adapter_state, tiny_components
+
+    config = TinyConfig()
+    pipe = InstantIDPipeline(**tiny_components(config))
+    layers = layer_map_for(pipe.unet)
+    state = random_adapter_state(layers, layer_widths(pipe.unet, layers), resampler_width=config.resampler_width)
+    patcher = attach_face_adapter(pipe, state, "tiny")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, patcher, state
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tmp_path_factory):
+    """The whole offline engine, as the app runs it (tiny face models in a temporary cache)."""
+    import os
+
+    os.environ["INSTANTID_CACHE"] = str(tmp_path_factory.mktemp("instantid-cache"))
+    from instantid import load_engine
+
+    return load_engine("tiny")

@@ -1,0 +1,190 @@
+"""The engine: one loaded InstantID stack that generates with any set of patched layers.
+
+``load_engine("tiny")`` builds the offline random stack; ``load_engine("<folder or repo id>")`` loads real
+weights. ``Engine.generate(request, preset)`` analyses the face, patches the preset's layers (a processor swap
+on the same UNet), runs the pipeline and returns the image with per-step timings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .adapter import attach_face_adapter
+from .face import Face, FaceAnalyzer, draw_kps
+from .layers import layer_map_for
+from .loading import WeightsError, find_adapter_file, layer_widths, load_base, load_controlnet, read_adapter
+from .patching import FacePatcher
+from .pipeline import InstantIDPipeline
+from .presets import Preset, resolve_preset, select_layers
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE = "stabilityai/stable-diffusion-xl-base-1.0"  # overridden by --base or INSTANTID_BASE
+
+
+class GenerationError(RuntimeError):
+    """Generation failed or produced an unusable image (NaN, all black, out of memory)."""
+
+
+@dataclass
+class GenerationRequest:
+    face_image: PIL.Image.Image | None  # reference photo; its largest face is used
+    prompt: str
+    negative_prompt: str = ""  # empty: SDXL's zero negative embedding
+    seed: int = 0  # initial latents come from a CPU generator with this seed (same on every device)
+    steps: int = 30  # denoising steps
+    width: int = 1024  # multiple of 8
+    height: int = 1024  # multiple of 8
+    ip_weight: float = 0.8  # face-branch scale (InstantID demo default)
+    cn_scale: float = 0.8  # IdentityNet strength (InstantID demo default)
+    guidance_scale: float = 5.0  # classifier-free guidance
+    face: Face | None = None  # an already analysed face; skips detection when given
+
+
+@dataclass
+class GenerationResult:
+    image: PIL.Image.Image  # RGB output
+    step_times_s: list[float]  # per denoising step
+    total_s: float  # whole generation including text encoding and decoding
+    preset: str  # preset name or spec
+    layer_count: int  # layers that carried the face branch
+    layers: tuple[str, ...]  # their names
+    face: Face  # the face that conditioned the image
+    switch_s: float = 0.0  # time to swap processors for this preset
+    warnings: list[str] = field(default_factory=list)
+
+
+class Engine:
+    """A loaded InstantID stack; presets switch by swapping processors on the same UNet."""
+
+    def __init__(self, name: str, pipe: InstantIDPipeline, patcher: FacePatcher, face_analyzer: FaceAnalyzer) -> None:
+        self.name = name
+        self.pipe = pipe
+        self.patcher = patcher
+        self.face_analyzer = face_analyzer
+        self.known_map = layer_map_for(pipe.unet)  # None: selective presets are refused
+        self.layers = self.known_map or patcher.layers
+        self.device = pipe.unet.device
+        self.dtype = pipe.unet.dtype
+
+    def resolve(self, preset: Preset | str, ip_weight: float = 0.8) -> tuple[Preset, frozenset[str], list[str]]:
+        """The preset, the layer names it patches on this UNet, and warnings (unknown topology: all layers)."""
+        if self.known_map is None:
+            name = preset if isinstance(preset, str) else preset.name
+            layers, warnings = select_layers(name, None, available=self.patcher.face)
+            return Preset(name=name, layers=layers), layers, warnings
+        if isinstance(preset, str):
+            preset = resolve_preset(preset, self.known_map, ip_weight=ip_weight)
+        layers, warnings = select_layers(preset, self.known_map, ip_weight=ip_weight)
+        return preset, layers, warnings
+
+    def apply_preset(self, preset: Preset | str, ip_weight: float = 0.8) -> float:
+        """Patch the preset's layers now; returns the seconds the swap took."""
+        _, layers, _ = self.resolve(preset, ip_weight)
+        return self.patcher.apply(layers)
+
+    def generate(self, request: GenerationRequest, preset: Preset | str = "full",
+                 progress: Callable[[int, int], None] | None = None) -> GenerationResult:
+        import time
+
+        start = time.perf_counter()
+        preset, layers, warnings = self.resolve(preset, request.ip_weight)
+        face = request.face
+        if face is None:
+            if request.face_image is None:
+                raise ValueError("a face image or an analysed face is required")
+            faces = self.face_analyzer.detect(request.face_image)
+            face = self.face_analyzer.largest(request.face_image) if not faces else faces[0]
+            if len(faces) > 1:
+                warnings.append(f"{len(faces)} faces found; the largest is used")
+        size = request.face_image.size if request.face_image is not None else (request.width, request.height)
+        hint = draw_kps(size, face.kps)
+        self.patcher.set_scale(request.ip_weight)
+        switch_s = self.patcher.apply(layers)
+        try:
+            out = self.pipe(
+                request.prompt, face.embedding, hint, negative_prompt=request.negative_prompt,
+                width=request.width, height=request.height, num_inference_steps=request.steps,
+                guidance_scale=request.guidance_scale, controlnet_conditioning_scale=request.cn_scale,
+                face_window=(preset.start, preset.end),
+                generator=torch.Generator("cpu").manual_seed(request.seed), step_callback=progress)
+        except torch.OutOfMemoryError as exc:
+            raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
+        finally:
+            self.patcher.clear_cache()
+        check_output(out.latents, out.image)
+        return GenerationResult(image=out.image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
+                                preset=preset.name, layer_count=len(layers), layers=tuple(sorted(layers)),
+                                face=face, switch_s=switch_s, warnings=warnings)
+
+    def describe(self) -> dict:
+        import diffusers
+
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
+        return {"stack": self.name, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
+                "torch": torch.__version__, "diffusers": diffusers.__version__, "gpu_name": gpu,
+                "layers": len(self.layers), "known_map": self.known_map is not None}
+
+
+def check_output(latents: torch.Tensor, image: PIL.Image.Image) -> None:
+    """Refuse NaN/Inf latents and an all-black image instead of storing them."""
+    if not torch.isfinite(latents).all():
+        raise GenerationError("the generation produced NaN or infinite values (try fp32/bf16 or a lower ip_weight)")
+    if int(np.asarray(image).max()) == 0:
+        raise GenerationError("the generation produced an all-black image")
+
+
+def _pick_device(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dtype is None:
+        return dev, torch.float16 if dev.type == "cuda" else torch.float32
+    return dev, {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+
+
+def tiny_face_folder() -> Path:
+    root = Path(os.environ.get("INSTANTID_CACHE", Path.home() / ".cache" / "instantid"))
+    return root / "tiny-face-models"
+
+
+def load_engine(stack: str = "tiny", *, base: str | None = None, device: str | None = None,
+                dtype: str | None = None, face_model_root: str | None = None, seed: int = 0) -> Engine:
+    """``"tiny"``: the offline random stack. Otherwise an InstantID folder / repo id (``ip-adapter.bin`` +
+    ``ControlNetModel/``) with the SDXL base from ``base``, ``$INSTANTID_BASE`` or the SDXL hub id."""
+    from .tiny_face_models import build_tiny_face_models
+    from .tiny import TinyConfig, random_adapter_state, tiny_components
+
+    dev, torch_dtype = _pick_device(device, dtype)
+    if stack == "tiny":
+        config = TinyConfig(seed=seed)
+        pipe = InstantIDPipeline(**tiny_components(config))
+        layers = layer_map_for(pipe.unet)
+        state = random_adapter_state(layers, layer_widths(pipe.unet, layers),
+                                     resampler_width=config.resampler_width, seed=seed)
+        patcher = attach_face_adapter(pipe, state, "tiny random face adapter")
+        analyzer = FaceAnalyzer(name=str(build_tiny_face_models(tiny_face_folder())))
+    else:
+        adapter_file = find_adapter_file(stack)
+        state = read_adapter(adapter_file)
+        controlnet = load_controlnet(stack, torch_dtype)
+        pipe = load_base(InstantIDPipeline, base or os.environ.get("INSTANTID_BASE", DEFAULT_BASE), controlnet,
+                         torch_dtype)
+        patcher = attach_face_adapter(pipe, state, str(adapter_file))
+        analyzer = FaceAnalyzer(root=face_model_root)
+    pipe.to(dev, torch_dtype)
+    patcher.modules.to(dev, torch_dtype)
+    pipe.resampler.to(dev, torch_dtype)
+    pipe.set_progress_bar_config(disable=True)
+    logger.info("loaded %s on %s (%s)", stack, dev, torch_dtype)
+    return Engine(stack, pipe, patcher, analyzer)
+
+
+__all__ = ["Engine", "GenerationError", "GenerationRequest", "GenerationResult", "WeightsError", "load_engine"]

@@ -1,0 +1,92 @@
+"""Which cross-attention layers carry the face branch: swap processors on one loaded UNet.
+
+Every face processor is built once, when the weights load, and kept here. Choosing a preset only points each
+attn2 layer at its face processor or at the shared text-only processor: no reload, no copy, no new tensors.
+``restore()`` puts back the processors the UNet had before InstantID was attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+from .attention import FaceAttnProcessor, FaceBranchState, TextOnlyAttnProcessor
+from .layers import LayerInfo
+
+logger = logging.getLogger(__name__)
+
+
+class FacePatcher:
+    """Owns the face processors of one UNet and applies a set of patched layers to it."""
+
+    def __init__(self, unet, layers: tuple[LayerInfo, ...], original: dict, ip_scale: float = 0.8) -> None:
+        self.unet = unet
+        self.layers = layers
+        self.original = dict(original)  # processors before InstantID (restored by restore())
+        self.state = FaceBranchState()
+        self.text_only = TextOnlyAttnProcessor()
+        self.face: dict[str, FaceAttnProcessor] = {}
+        for proc_name, proc in unet.attn_processors.items():
+            if isinstance(proc, IPAdapterAttnProcessor2_0) and not isinstance(proc, FaceAttnProcessor):
+                name = proc_name.removesuffix(".processor")
+                self.face[name] = FaceAttnProcessor.from_loaded(name, proc, self.state)
+        # keep the face weights reachable as one module so .to(device) moves them with the engine
+        self.modules = torch.nn.ModuleList(self.face.values())
+        self.patched: frozenset[str] = frozenset()
+        self.set_scale(ip_scale)
+        self.last_switch_s = 0.0
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(self.face)
+
+    def set_scale(self, scale: float) -> None:
+        for proc in self.face.values():
+            proc.scale = [float(scale)]
+
+    def apply(self, patched: frozenset[str]) -> float:
+        """Patch exactly ``patched`` (layer names); every other attn2 layer drops the face tokens.
+
+        Returns the seconds the switch took."""
+        unknown = set(patched) - set(self.face)
+        if unknown:
+            raise KeyError(f"not face-attention layers of this UNet: {sorted(unknown)[:3]}")
+        start = time.perf_counter()
+        procs = {}
+        for proc_name, proc in self.unet.attn_processors.items():
+            name = proc_name.removesuffix(".processor")
+            if name in self.face:
+                procs[proc_name] = self.face[name] if name in patched else self.text_only
+            else:
+                procs[proc_name] = proc
+        self.unet.set_attn_processor(procs)
+        self.patched = frozenset(patched)
+        self.last_switch_s = time.perf_counter() - start
+        logger.debug("patched %d of %d layers in %.2f ms", len(patched), len(self.face), self.last_switch_s * 1e3)
+        return self.last_switch_s
+
+    def clear_cache(self) -> None:
+        for proc in self.face.values():
+            proc.clear_cache()
+
+    def restore(self) -> None:
+        """Put back the UNet's processors from before InstantID."""
+        self.clear_cache()
+        self.unet.set_attn_processor(dict(self.original))
+        self.patched = frozenset()
+
+    @contextmanager
+    def using(self, patched: frozenset[str]) -> Iterator[None]:
+        """Patch ``patched`` for the block, then return to the previous set."""
+        previous = self.patched
+        self.apply(patched)
+        try:
+            yield
+        finally:
+            self.clear_cache()
+            self.apply(previous)
