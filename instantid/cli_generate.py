@@ -64,7 +64,7 @@ def main_generate(argv: Sequence[str]) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result.image.save(args.out)
-    report = {"out": args.out, "preset": result.preset, "layers": result.layer_count,
+    report = {"out": args.out, "preset": result.preset, "layer_count": result.layer_count,
               "step_times_s": [round(t, 5) for t in result.step_times_s], "total_s": round(result.total_s, 4),
               "warnings": result.warnings, **engine.describe()}
     if args.json:

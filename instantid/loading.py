@@ -155,8 +155,8 @@ def load_controlnet(source: str | os.PathLike, dtype: torch.dtype):
             folder = path / CONTROLNET_SUBFOLDER if (path / CONTROLNET_SUBFOLDER).is_dir() else path
             if not (folder / "config.json").is_file():
                 raise WeightsError(f"IdentityNet not found: {folder}/config.json is missing")
-            return ControlNetModel.from_pretrained(str(folder), torch_dtype=dtype)
-        return ControlNetModel.from_pretrained(str(source), subfolder=CONTROLNET_SUBFOLDER, torch_dtype=dtype)
+            return ControlNetModel.from_pretrained(str(folder), dtype=dtype)
+        return ControlNetModel.from_pretrained(str(source), subfolder=CONTROLNET_SUBFOLDER, dtype=dtype)
     except WeightsError:
         raise
     except Exception as exc:
@@ -168,10 +168,10 @@ def load_base(pipeline_cls, base: str | os.PathLike, controlnet, dtype: torch.dt
     path = Path(base)
     try:
         if path.is_file():
-            return pipeline_cls.from_single_file(str(path), controlnet=controlnet, torch_dtype=dtype)
+            return pipeline_cls.from_single_file(str(path), controlnet=controlnet, dtype=dtype)
         if path.is_dir() and not (path / "model_index.json").is_file():
             raise WeightsError(f"SDXL base folder {path} has no model_index.json")
-        return pipeline_cls.from_pretrained(str(base), controlnet=controlnet, torch_dtype=dtype)
+        return pipeline_cls.from_pretrained(str(base), controlnet=controlnet, dtype=dtype)
     except WeightsError:
         raise
     except Exception as exc:

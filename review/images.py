@@ -1,0 +1,151 @@
+"""Image files of the study: PNGs re-encoded from pixels, opaque random names, per-trial served copies.
+
+Blinding rules (docs: /work/shared/notes/review-app-facts.md section 6):
+- every file is written from its raw RGB pixels (``Image.frombytes``), so no text chunk, EXIF, iCCP or other
+  metadata of the source can survive; names are ``secrets.token_hex(16) + ".png"`` and reveal neither preset
+  nor arm;
+- names coming back from outside (a request, a DB row) must match ``^[0-9a-f]{32}\\.png$``, so they cannot
+  escape the data folder;
+- ``serve_copy`` writes a per-trial copy with identical pixels but different bytes (and name), so a content-hash
+  URL (Gradio's cache) never repeats across trials. Choice: a private ancillary chunk ``rnDm`` (ancillary,
+  private, reserved bit clear, safe-to-copy) holding 16-48 random bytes as hex text (zero-byte free) before the
+  image data; zlib level/filter variation alone is not guaranteed to change the bytes. The copy's sha256 is
+  compared with the source's and the copy is re-drawn in the (astronomically unlikely) case it matches.
+  Serve the copy as a file path: returning a PIL image to Gradio re-encodes it and drops the nonce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import secrets
+import struct
+from io import BytesIO
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[0-9a-f]{32}\.png$")
+NONCE_CHUNK = b"rnDm"
+IMAGE_CHUNKS = frozenset({"IHDR", "PLTE", "IDAT", "IEND"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class StoredImage(NamedTuple):
+    file: str  # opaque name inside the folder
+    sha256: str  # of the file's bytes
+    width: int
+    height: int
+
+
+class ImageNameError(ValueError):
+    """A file name that is not one of ours (could escape the data folder)."""
+
+
+def check_name(file: str) -> str:
+    """Return ``file`` when it is an opaque image name (32 lowercase hex + .png); raise ImageNameError otherwise."""
+    if not isinstance(file, str) or not NAME_RE.fullmatch(file):
+        raise ImageNameError(f"not an image name of this store: {file!r}")
+    return file
+
+
+def image_path(folder: str | Path, file: str) -> Path:
+    """The path of ``file`` inside ``folder``, after checking that the name cannot leave the folder."""
+    root = Path(folder).resolve()
+    path = (root / check_name(file)).resolve()
+    if path.parent != root:
+        raise ImageNameError(f"{file!r} resolves outside {root}")
+    return path
+
+
+def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected uint8 RGB pixels of shape (H, W, 3), got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _encode(pixels: np.ndarray, nonce: bytes | None) -> bytes:
+    height, width = pixels.shape[:2]
+    clean = Image.frombytes("RGB", (width, height), pixels.tobytes())
+    info = None
+    if nonce is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add(NONCE_CHUNK, nonce)
+    buffer = BytesIO()
+    clean.save(buffer, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    return buffer.getvalue()
+
+
+def _write_new(folder: Path, data: bytes) -> str:
+    """Write ``data`` under a fresh random name (exclusive create, fsync); return the name. A crash mid-write
+    can leave a partial file, but no database row points at it: rows are added after this returns."""
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        file = secrets.token_hex(16) + ".png"
+        try:
+            handle = open(folder / file, "xb")  # exclusive create: never overwrite an existing image
+        except FileExistsError:
+            continue
+        with handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return file
+
+
+def write_image(folder: str | Path, image: Image.Image | np.ndarray) -> StoredImage:
+    """Write pixels as a metadata-free PNG under an opaque name; return (file, sha256, width, height)."""
+    pixels = _rgb_pixels(image)
+    data = _encode(pixels, nonce=None)
+    file = _write_new(Path(folder), data)
+    height, width = pixels.shape[:2]
+    logger.debug("wrote %s (%dx%d)", file, width, height)
+    return StoredImage(file, hashlib.sha256(data).hexdigest(), width, height)
+
+
+def read_image(folder: str | Path, file: str) -> np.ndarray:
+    """The RGB uint8 pixels (H, W, 3) of an image in ``folder`` (name checked)."""
+    with Image.open(image_path(folder, file)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def serve_copy(src_folder: str | Path, src_file: str, dst_folder: str | Path) -> StoredImage:
+    """A per-trial copy of ``src_file``: same pixels, different bytes (random ``rnDm`` nonce) and name."""
+    src_path = image_path(src_folder, src_file)
+    src_sha = hashlib.sha256(src_path.read_bytes()).hexdigest()
+    pixels = read_image(src_folder, src_file)
+    while True:
+        nonce = secrets.token_hex(8 + secrets.randbelow(17)).encode("ascii")
+        data = _encode(pixels, nonce)
+        sha = hashlib.sha256(data).hexdigest()
+        if sha != src_sha:
+            break
+    file = _write_new(Path(dst_folder), data)
+    return StoredImage(file, sha, pixels.shape[1], pixels.shape[0])
+
+
+def png_chunks(path: str | Path) -> list[str]:
+    """The chunk types of a PNG file, in order."""
+    data = Path(path).read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        raise ValueError(f"{path} is not a PNG")
+    chunks, offset = [], len(_PNG_SIGNATURE)
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        chunks.append(kind.decode("latin-1"))
+        offset += 12 + length
+    return chunks
+
+
+def png_has_metadata(path: str | Path) -> list[str]:
+    """Chunks other than image data and the nonce (tEXt, iTXt, zTXt, eXIf, iCCP, pHYs, tIME...); [] = clean."""
+    return [c for c in png_chunks(path) if c not in IMAGE_CHUNKS and c != NONCE_CHUNK.decode()]

@@ -1,0 +1,76 @@
+"""The offline engine end to end, as the app and the CLI use it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from instantid import GenerationRequest, PresetError
+
+
+@pytest.fixture(scope="module")
+def face_photo():
+    from skimage.data import astronaut
+
+    return Image.fromarray(astronaut())
+
+
+def request(photo, **kw):
+    return GenerationRequest(face_image=photo, prompt="a portrait of an astronaut", steps=3, width=128, height=128,
+                             **kw)
+
+
+def test_tiny_engine_generates_deterministically(tiny_engine, face_photo):
+    a = tiny_engine.generate(request(face_photo, seed=4), "full")
+    b = tiny_engine.generate(request(face_photo, seed=4), "full")
+    assert a.layer_count == 70 and a.image.size == (128, 128) and a.image.mode == "RGB"
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert len(a.step_times_s) == 3 and a.total_s >= sum(a.step_times_s)
+    assert a.face.embedding.shape == (512,)
+
+
+def test_presets_change_the_image_and_report_their_layers(tiny_engine, face_photo):
+    full = tiny_engine.generate(request(face_photo, seed=2), "full")
+    fast = tiny_engine.generate(request(face_photo, seed=2), "fast")
+    none = tiny_engine.generate(request(face_photo, seed=2), "none")
+    assert (fast.layer_count, none.layer_count) == (20, 0)
+    assert all(name.startswith("up_blocks.0.attentions.") for name in fast.layers)
+    assert not np.array_equal(np.asarray(full.image), np.asarray(fast.image))
+
+
+def test_unknown_preset_is_a_clear_error(tiny_engine, face_photo):
+    with pytest.raises(PresetError, match="accepted"):
+        tiny_engine.generate(request(face_photo), "fastest")
+
+
+def test_describe_names_device_and_versions(tiny_engine):
+    info = tiny_engine.describe()
+    assert info["stack"] == "tiny" and info["device"] == "cpu" and info["dtype"] == "float32"
+    assert info["torch"] and info["diffusers"] and info["layers"] == 70
+
+
+def test_cli_generate_writes_the_image_and_prints_step_times(tmp_path, face_photo):
+    face_photo.save(tmp_path / "face.png")
+    env = {**os.environ, "INSTANTID_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "instantid", "generate", "--stack", "tiny", "--face", str(tmp_path / "face.png"),
+         "--prompt", "a portrait", "--preset", "fast", "--seed", "3", "--steps", "2", "--size", "128x128",
+         "--out", str(tmp_path / "out.png"), "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["preset"] == "fast" and report["layer_count"] == 20 and len(report["step_times_s"]) == 2
+    assert Image.open(tmp_path / "out.png").size == (128, 128)
+
+
+def test_cli_generate_reports_an_unreadable_face(tmp_path):
+    (tmp_path / "face.png").write_bytes(b"not an image")
+    proc = subprocess.run(
+        [sys.executable, "-m", "instantid", "generate", "--face", str(tmp_path / "face.png"), "--prompt", "x",
+         "--out", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "face.png" in proc.stderr
