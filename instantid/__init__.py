@@ -20,6 +20,7 @@ _EXPORTS = {
     "preset_work": "work_model",
     # faces
     "Face": "face", "FaceAnalyzer": "face", "FaceError": "face", "ImageReadError": "face", "NoFaceError": "face",
+    "FaceModelError": "face",
     "load_image": "face", "draw_kps": "face", "build_tiny_face_models": "tiny_face_models",
     # engine
     "Engine": "engine", "GenerationRequest": "engine", "GenerationResult": "engine", "GenerationError": "engine",

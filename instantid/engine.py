@@ -18,12 +18,12 @@ import PIL.Image
 import torch
 
 from .adapter import attach_face_adapter
-from .face import Face, FaceAnalyzer, draw_kps
+from .face import Face, FaceAnalyzer, NoFaceError, draw_kps
 from .layers import layer_map_for
 from .loading import WeightsError, find_adapter_file, layer_widths, load_base, load_controlnet, read_adapter
 from .patching import FacePatcher
 from .pipeline import InstantIDPipeline
-from .presets import Preset, resolve_preset, select_layers
+from .presets import Preset, PresetError, resolve_preset, select_layers
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,26 @@ class Engine:
         self.layers = self.known_map or patcher.layers
         self.device = pipe.unet.device
         self.dtype = pipe.unet.dtype
+        self.telemetry: dict[str, float] | None = None  # {layer: mean face/text ratio}; enables "auto-K"
+
+    def load_telemetry(self, path: str | Path) -> dict[str, float]:
+        """Load per-layer contributions (``python -m instantid.bench --telemetry``) so "auto-K" resolves."""
+        from .telemetry import load_telemetry
+
+        self.telemetry = load_telemetry(path)
+        return self.telemetry
 
     def resolve(self, preset: Preset | str, ip_weight: float = 0.8) -> tuple[Preset, frozenset[str], list[str]]:
         """The preset, the layer names it patches on this UNet, and warnings (unknown topology: all layers)."""
+        from .telemetry import auto_preset, is_auto_spec
+
+        auto = is_auto_spec(preset)
+        if auto is not None:
+            preset = auto_preset(self.telemetry or {}, int(auto.group(1)))
+            unknown = preset.layers - set(self.patcher.face)
+            if unknown:
+                raise PresetError(f"telemetry names layers this UNet lacks: {sorted(unknown)[:3]}")
+            return preset, preset.layers, []
         if self.known_map is None:
             name = preset if isinstance(preset, str) else preset.name
             layers, warnings = select_layers(name, None, available=self.patcher.face)
@@ -85,6 +102,10 @@ class Engine:
             preset = resolve_preset(preset, self.known_map, ip_weight=ip_weight)
         layers, warnings = select_layers(preset, self.known_map, ip_weight=ip_weight)
         return preset, layers, warnings
+
+    def prompt_tokens(self, prompt: str) -> int:
+        """Tokens the CLIP tokenizer makes of ``prompt`` (with start/end); above 77 the rest is cut off."""
+        return len(self.pipe.tokenizer(prompt, truncation=False).input_ids)
 
     def apply_preset(self, preset: Preset | str, ip_weight: float = 0.8) -> float:
         """Patch the preset's layers now; returns the seconds the swap took."""
@@ -102,9 +123,15 @@ class Engine:
             if request.face_image is None:
                 raise ValueError("a face image or an analysed face is required")
             faces = self.face_analyzer.detect(request.face_image)
-            face = self.face_analyzer.largest(request.face_image) if not faces else faces[0]
+            if not faces:
+                raise NoFaceError("no face found in the reference image; use a photo with a clearly visible face")
+            face = faces[0]
             if len(faces) > 1:
                 warnings.append(f"{len(faces)} faces found; the largest is used")
+        tokens = self.prompt_tokens(request.prompt)
+        limit = self.pipe.tokenizer.model_max_length
+        if tokens > limit:
+            warnings.append(f"prompt is {tokens} tokens; CLIP reads the first {limit}, the rest was truncated")
         size = request.face_image.size if request.face_image is not None else (request.width, request.height)
         hint = draw_kps(size, face.kps)
         self.patcher.set_scale(request.ip_weight)
@@ -159,8 +186,8 @@ def load_engine(stack: str = "tiny", *, base: str | None = None, device: str | N
                 dtype: str | None = None, face_model_root: str | None = None, seed: int = 0) -> Engine:
     """``"tiny"``: the offline random stack. Otherwise an InstantID folder / repo id (``ip-adapter.bin`` +
     ``ControlNetModel/``) with the SDXL base from ``base``, ``$INSTANTID_BASE`` or the SDXL hub id."""
-    from .tiny_face_models import build_tiny_face_models
     from .tiny import TinyConfig, random_adapter_state, tiny_components
+    from .tiny_face_models import build_tiny_face_models
 
     dev, torch_dtype = _pick_device(device, dtype)
     if stack == "tiny":

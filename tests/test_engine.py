@@ -74,3 +74,11 @@ def test_cli_generate_reports_an_unreadable_face(tmp_path):
         [sys.executable, "-m", "instantid", "generate", "--face", str(tmp_path / "face.png"), "--prompt", "x",
          "--out", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "face.png" in proc.stderr
+
+
+def test_over_long_prompt_is_reported_as_truncated(tiny_engine, face_photo):
+    long = "a very detailed portrait " * 30
+    assert tiny_engine.prompt_tokens(long) > 77
+    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, steps=1, width=128,
+                                                    height=128), "none")
+    assert any("truncated" in w for w in result.warnings)

@@ -1,0 +1,248 @@
+"""``python -m instantid.bench``: time denoising steps (IdentityNet + UNet, CFG batch 2) per layer preset.
+
+All presets run in one process on the same step inputs, interleaved: every repetition runs every arm once, the
+order rotating by one arm per repetition; the first ``--warmup`` repetitions are dropped. Arms are the presets
+asked for plus ``full`` (the reference) and ``full#2`` (a second full arm: the A/A ratio, which must be 1.00 within
+its CI), and ``full-nocache`` on request (every layer, face K/V recomputed each step). Before each arm the preset
+is applied (timed: ``switch_ms``) and the K/V cache cleared, so each arm-repetition is a ``--steps``-step
+generation. GPU step times come from CUDA events, CPU ones from ``perf_counter``.
+
+``--telemetry`` instead records each layer's face/text output ratio over one ``--steps``-step run and saves it
+(``--out``); ``--telemetry-file`` loads such a file so ``auto-K`` presets resolve. See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .bench_report import acceptance, bootstrap_ci, format_table, paired_ratios, summarize
+from .engine import Engine
+from .step import StepInputs, build_step_inputs, denoise_step
+from .work_model import preset_work
+
+logger = logging.getLogger(__name__)
+
+AA_ARM = "full#2"  # the second full arm (A/A)
+NOCACHE_ARM = "full-nocache"  # every layer, K/V cache off
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # preset spec, "full#2" or "full-nocache"
+    layers: frozenset[str]  # patched layer names
+    cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
+
+
+@dataclass
+class ArmRun:
+    step_ms: list[float]  # each step of one arm-repetition
+    switch_ms: float  # patcher.apply time before it
+    peak_mem_mb: float  # see memory_mb()
+
+
+def make_arms(engine: Engine, specs: Sequence[str]) -> list[Arm]:
+    """``full`` first, the requested presets, ``full#2``; duplicates dropped; presets resolve via the engine."""
+    full = frozenset(engine.patcher.face)
+    arms: dict[str, Arm] = {"full": Arm("full", full)}
+    for spec in specs:
+        spec = spec.strip()
+        if not spec or spec in arms:
+            continue
+        if spec == NOCACHE_ARM:
+            arms[spec] = Arm(spec, full, cache_kv=False)
+        elif spec == AA_ARM:
+            arms[spec] = Arm(spec, full)
+        else:
+            preset, layers, warnings = engine.resolve(spec)
+            for warning in warnings:
+                logger.warning("%s: %s", spec, warning)
+            arms[spec] = Arm(spec, layers)
+    arms.setdefault(AA_ARM, Arm(AA_ARM, full))
+    return list(arms.values())
+
+
+def memory_mb(device: torch.device) -> float:
+    """CUDA: max_memory_allocated since the arm started. CPU: the process's peak RSS (process-wide, monotone)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun:
+    """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps."""
+    pipe, patcher, device = engine.pipe, engine.patcher, engine.device
+    switch_s = patcher.apply(arm.layers)
+    patcher.clear_cache()
+    state = patcher.state
+    state.cache_kv, state.active = arm.cache_kv, True
+    timesteps = inputs.timesteps
+    try:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(steps)]
+            for i, (start, end) in enumerate(events):
+                state.step = i
+                start.record()
+                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                end.record()
+            torch.cuda.synchronize(device)
+            step_ms = [start.elapsed_time(end) for start, end in events]
+        else:
+            step_ms = []
+            for i in range(steps):
+                state.step = i
+                t0 = time.perf_counter()
+                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                step_ms.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        state.cache_kv = True
+    return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, peak_mem_mb=memory_mb(device))
+
+
+def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int,
+             warmup: int = 1) -> dict[str, list[ArmRun]]:
+    """``warmup + reps`` repetitions, each running every arm once in an order rotated by the repetition."""
+    runs: dict[str, list[ArmRun]] = {arm.name: [] for arm in arms}
+    for rep in range(warmup + reps):
+        shift = rep % len(arms)
+        for arm in list(arms[shift:]) + list(arms[:shift]):
+            run = time_arm(engine, inputs, arm, steps)
+            if rep >= warmup:
+                runs[arm.name].append(run)
+        logger.info("repetition %d/%d done", rep + 1, warmup + reps)
+    engine.patcher.apply(frozenset(engine.patcher.face))
+    engine.patcher.clear_cache()
+    return runs
+
+
+def run_meta(engine: Engine, args: argparse.Namespace, width: int, height: int) -> dict:
+    meta = engine.describe()
+    cuda = engine.device.type == "cuda"
+    meta.update(width=width, height=height, steps=args.steps, reps=args.reps, warmup=args.warmup, seed=args.seed,
+                date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), python=platform.python_version(),
+                cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), platform=platform.platform(),
+                timer="cuda-events" if cuda else "perf_counter",
+                mem_kind=("torch.cuda.max_memory_allocated per arm-repetition (max over reps)" if cuda else
+                          "process-wide peak RSS (ru_maxrss) after the arm; monotone, not per preset"))
+    return meta
+
+
+def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, steps: int, reps: int,
+              warmup: int = 1, seed: int = 0, args: argparse.Namespace | None = None) -> dict:
+    """Run the interleaved benchmark and return the JSON-ready result (``meta``, ``presets``, ``aa_*``)."""
+    arms = make_arms(engine, specs)
+    inputs = build_step_inputs(engine.pipe, width, height, max(steps, 1), seed=seed)
+    runs = run_arms(engine, inputs, arms, steps, reps, warmup)
+    rep_ms = {name: [sum(r.step_ms) / len(r.step_ms) for r in arm_runs] for name, arm_runs in runs.items()}
+    summary = summarize(rep_ms, seed=seed)
+    dtype_bytes = torch.empty((), dtype=engine.dtype).element_size()
+    for arm in arms:
+        row = summary[arm.name]
+        row["layers"] = len(arm.layers)
+        row["layer_names"] = sorted(arm.layers)
+        row["cache_kv"] = arm.cache_kv
+        row["switch_ms"] = float(sorted(r.switch_ms for r in runs[arm.name])[len(runs[arm.name]) // 2])
+        row["peak_mem_mb"] = max(r.peak_mem_mb for r in runs[arm.name])
+        work = (preset_work(arm.layers, engine.known_map, width, height, batch=2, dtype_bytes=dtype_bytes,
+                            kv_cache=arm.cache_kv) if engine.known_map else None)
+        row["flops_share"] = work["flops_share"] if work else None
+        row["bytes_share"] = work["bytes_share"] if work else None
+    aa = paired_ratios(rep_ms["full"], rep_ms[AA_ARM])
+    aa_ratio = summary[AA_ARM]["ratio_to_full"]
+    named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM)]
+    ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
+    return {"meta": run_meta(engine, ns, width, height), "aa_ratio": aa_ratio, "aa_ci": list(bootstrap_ci(aa, seed)),
+            "acceptance": acceptance(summary, aa_ratio, summary[AA_ARM]["ratio_ci"], named),
+            "order": [a.name for a in arms], "presets": summary}
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
+    if width % 8 or height % 8 or width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
+    return width, height
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m instantid.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--stack", default="tiny", help="tiny | sdxl-shape (CUDA) | InstantID weights folder or repo id")
+    p.add_argument("--base", default=None, help="SDXL base for a weights stack (default $INSTANTID_BASE or the hub)")
+    p.add_argument("--presets", default="full,balanced,fast,output_only,none",
+                   help="comma-separated specs; also full-nocache and auto-K (with --telemetry-file)")
+    p.add_argument("--steps", type=int, default=10, help="timed denoising steps per arm and repetition")
+    p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
+    p.add_argument("--reps", type=int, default=5, help="measured repetitions (>= 5)")
+    p.add_argument("--warmup", type=int, default=1, help="repetitions run first and dropped")
+    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, help="fp16 | bf16 | fp32 (default: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--seed", type=int, default=0, help="weights, inputs and bootstrap seed")
+    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON result (or telemetry) here")
+    p.add_argument("--telemetry", action="store_true", help="record per-layer face/text ratios instead of timing")
+    p.add_argument("--telemetry-file", type=Path, default=None, help="telemetry JSON that auto-K presets use")
+    return p
+
+
+def main_telemetry(engine: Engine, args: argparse.Namespace, width: int, height: int) -> int:
+    from .telemetry import contributions_from_telemetry, record_telemetry, save_telemetry
+
+    raw = record_telemetry(engine, steps=args.steps, width=width, height=height, seed=args.seed)
+    meta = run_meta(engine, args, width, height)
+    out = args.out or Path("bench-results") / f"telemetry-{Path(engine.name).name}.json"
+    save_telemetry(out, raw, meta)
+    ranked = sorted(contributions_from_telemetry(raw).items(), key=lambda kv: -kv[1])
+    print(f"telemetry: {len(ranked)} layers x {args.steps} steps -> {out}")
+    for name, ratio in ranked[:10]:
+        print(f"  {ratio:9.4f}  {name}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.reps < 5 and not args.telemetry:
+        raise SystemExit("--reps must be at least 5 (the acceptance goals use the median of >= 5 pairs)")
+    if args.steps < 1:
+        raise SystemExit("--steps must be at least 1")
+    from .bench_stack import load_bench_stack
+
+    width, height = args.size or ((128, 128) if args.stack == "tiny" else (1024, 1024))
+    engine = load_bench_stack(args.stack, args.device, args.dtype, base=args.base, seed=args.seed)
+    try:
+        if args.telemetry_file is not None:
+            engine.load_telemetry(args.telemetry_file)
+        if args.telemetry:
+            return main_telemetry(engine, args, width, height)
+        result = benchmark(engine, args.presets.split(","), width=width, height=height, steps=args.steps,
+                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args)
+    except ValueError as exc:  # PresetError, unreadable telemetry
+        raise SystemExit(f"error: {exc}") from None
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    print(text if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

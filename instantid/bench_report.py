@@ -1,0 +1,136 @@
+"""Statistics and the printed table of the benchmark (pure: lists of numbers in, dicts and text out).
+
+Ratios are **speed ratios** paired within a repetition (every repetition runs every arm once):
+* ``ratio_to_full`` = t_full / t_arm: above 1 the arm is faster than full (1.03 = 3 % less time);
+* ``ratio_to_none`` = t_arm / t_none: how much slower the arm is than the floor with no face branch;
+* ``time_share`` = (t_arm - t_none) / (t_full - t_none): the share of the face branch's measured time the arm
+  keeps, to compare with the work model's ``flops_share`` / ``bytes_share`` (the share of its work kept).
+Point estimates are medians of the per-repetition ratios; CIs are percentile bootstraps of that median.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BOOTSTRAP_RESAMPLES = 4000  # resamples of the per-repetition ratios
+CI_LEVEL = 0.95  # two-sided
+RESOLUTION = 0.01  # acceptance goal 1: CI half-width on the ratio <= 1 %
+NONE_BOUND = (1.01, 1.06)  # acceptance goal 3: full/none, GPU-bound, 1024^2
+NONE_FLAG = 1.10  # above this the patch removed more than the face branch
+
+
+def bootstrap_ci(ratios: Sequence[float], seed: int = 0, resamples: int = BOOTSTRAP_RESAMPLES,
+                 level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median of ``ratios`` (numpy, seeded)."""
+    values = np.asarray(ratios, dtype=float)
+    if values.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, values.size, size=(resamples, values.size))
+    medians = np.median(values[picks], axis=1)
+    alpha = (1.0 - level) / 2
+    low, high = np.quantile(medians, [alpha, 1.0 - alpha])
+    return (float(low), float(high))
+
+
+def paired_ratios(numerator: Sequence[float], denominator: Sequence[float]) -> list[float]:
+    """Per-repetition ``numerator[i] / denominator[i]``."""
+    if len(numerator) != len(denominator):
+        raise ValueError("paired ratios need the same repetitions on both arms")
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
+
+
+def _ratio(numerator: Sequence[float], denominator: Sequence[float], seed: int) -> tuple[float, list[float]]:
+    ratios = paired_ratios(numerator, denominator)
+    low, high = bootstrap_ci(ratios, seed)
+    return float(np.median(ratios)), [low, high]
+
+
+def r_squared(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Squared Pearson correlation of ``x`` and ``y`` (None with fewer than 3 points or no spread)."""
+    if len(x) < 3:
+        return None
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if xs.std() == 0 or ys.std() == 0:
+        return None
+    return float(np.corrcoef(xs, ys)[0, 1] ** 2)
+
+
+def summarize(rep_ms: dict[str, list[float]], *, seed: int = 0) -> dict[str, dict]:
+    """Per-arm medians and ratios from ``{arm: [mean step ms per repetition]}`` (needs "full")."""
+    full = rep_ms["full"]
+    none = rep_ms.get("none")
+    out: dict[str, dict] = {}
+    for i, (arm, times) in enumerate(rep_ms.items()):
+        row: dict = {"median_ms": float(np.median(times)), "rep_ms": [round(t, 4) for t in times]}
+        row["ratio_to_full"], row["ratio_ci"] = _ratio(full, times, seed + i)
+        row["ratio_to_none"], row["ratio_to_none_ci"] = _ratio(times, none, seed + 100 + i) if none else (None, None)
+        out[arm] = row
+    if none:
+        span = np.median(full) - np.median(none)
+        for row in out.values():
+            row["time_share"] = float((row["median_ms"] - np.median(none)) / span) if span > 0 else None
+    return out
+
+
+def acceptance(summary: dict[str, dict], aa_ratio: float, aa_ci: Sequence[float],
+               named: Sequence[str]) -> dict[str, object]:
+    """The performance model's benchmark goals that one run can check (section 8, goals 1-4)."""
+    checks: dict[str, object] = {
+        "aa_contains_1": bool(aa_ci[0] <= 1.0 <= aa_ci[1]),
+        "aa_within_1pct": bool(abs(aa_ratio - 1.0) <= RESOLUTION and 1 - RESOLUTION <= aa_ci[0]
+                               and aa_ci[1] <= 1 + RESOLUTION),
+        "resolved": {arm: bool(max(abs(row["ratio_ci"][0] - row["ratio_to_full"]),
+                                   abs(row["ratio_ci"][1] - row["ratio_to_full"])) <= RESOLUTION)
+                     for arm, row in summary.items() if arm != "full"},
+    }
+    if "none" in summary:
+        none = summary["none"]["ratio_to_full"]
+        checks["none_ratio"] = none
+        checks["none_in_bound"] = bool(NONE_BOUND[0] <= none <= NONE_BOUND[1])
+        checks["none_removes_more_than_branch"] = bool(none > NONE_FLAG)
+        points = [(summary[a]["bytes_share"], summary[a]["time_share"]) for a in named
+                  if summary[a].get("bytes_share") is not None and summary[a].get("time_share") is not None]
+        checks["proportionality_r2"] = r_squared([p[0] for p in points], [p[1] for p in points])
+    return checks
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result: dict) -> str:
+    """The human-readable report: one row per arm, then the A/A line and the run's settings."""
+    meta = result["meta"]
+    lines = [f"InstantID step benchmark: stack {meta['stack']}, {meta['width']}x{meta['height']}, CFG batch 2, "
+             f"{meta['steps']} steps x {meta['reps']} reps (+{meta['warmup']} warm-up dropped), "
+             f"{meta['device']} {meta['dtype']}" + (f" ({meta['gpu_name']})" if meta.get("gpu_name") else ""),
+             f"{'arm':<14}{'layers':>7}{'median ms':>11}{'full/arm':>10}{'95% CI':>17}{'arm/none':>10}"
+             f"{'flops kept':>11}{'bytes kept':>11}{'time kept':>10}{'switch ms':>10}{'peak MB':>10}"]
+    for arm, row in result["presets"].items():
+        ci = row["ratio_ci"]
+        lines.append(
+            f"{arm:<14}{row['layers']:>7}{row['median_ms']:>11.2f}{row['ratio_to_full']:>10.4f}"
+            f"{f'[{ci[0]:.4f}, {ci[1]:.4f}]':>17}{_fmt(row['ratio_to_none'], '.4f'):>10}"
+            f"{_fmt(row['flops_share'], '.3f'):>11}{_fmt(row['bytes_share'], '.3f'):>11}"
+            f"{_fmt(row.get('time_share'), '.3f'):>10}{row['switch_ms']:>10.3f}{row['peak_mem_mb']:>10.0f}")
+    aa_ci = result["aa_ci"]
+    lines.append(f"A/A full vs full#2: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
+                 f" ({'contains' if aa_ci[0] <= 1 <= aa_ci[1] else 'EXCLUDES'} 1.00)")
+    checks = result["acceptance"]
+    if "none_ratio" in checks:
+        lines.append(f"bound check full/none = {checks['none_ratio']:.4f} (goal 1.01-1.06 GPU-bound at 1024^2; "
+                     f">1.10 flags removing more than the face branch); time-vs-bytes R^2 = "
+                     f"{_fmt(checks['proportionality_r2'], '.3f')}")
+    lines.append(f"memory: {meta['mem_kind']}; timer: {meta['timer']}; torch {meta['torch']}, diffusers "
+                 f"{meta['diffusers']}, {meta['date']}")
+    return "\n".join(lines)
+
+
+__all__ = ["acceptance", "bootstrap_ci", "format_table", "paired_ratios", "r_squared", "summarize"]

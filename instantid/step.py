@@ -1,0 +1,115 @@
+"""One denoising step of :class:`~instantid.pipeline.InstantIDPipeline` (its step 6), callable on its own.
+
+The benchmark and the telemetry recorder build the step inputs once (:func:`build_step_inputs`) and call
+:func:`denoise_step` (IdentityNet + UNet + CFG, no scheduler) or :func:`denoise` (the whole loop with the
+scheduler) directly, so no text encoding, face analysis or decoding is timed. With a prompt and a face embedding
+the inputs are exactly the pipeline's (``tests/test_bench.py`` checks that :func:`denoise` reproduces
+``pipe(...)``); without them the text and face context are random tensors of the right shapes, which is all a
+timing needs and lets a stack without text encoders (``sdxl-shape``) run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import torch
+
+from .attention import FaceBranchState
+
+logger = logging.getLogger(__name__)
+
+TEXT_TOKENS = 77  # CLIP context length
+POOLED_DIM = 1280  # OpenCLIP-G pooled text embedding (SDXL's text_embeds)
+
+
+@dataclass
+class StepInputs:
+    """Everything one denoising step reads; built once, reused by every step and every preset."""
+
+    latents: torch.Tensor  # [1, 4, H/8, W/8] initial latents (already scaled by init_noise_sigma)
+    timesteps: torch.Tensor  # the scheduler's timesteps for ``steps`` steps
+    face_tokens: torch.Tensor  # [2, 16, 2048] with CFG: cat(Resampler(zeros), Resampler(face))
+    context: tuple[torch.Tensor, list[torch.Tensor]]  # (text tokens [2, 77, 2048], [face tokens])
+    added_cond: dict[str, torch.Tensor]  # {"text_embeds": [2, 1280], "time_ids": [2, 6]}
+    hint: torch.Tensor  # [2, 3, H, W] keypoint image for IdentityNet
+    guidance_scale: float = 5.0  # classifier-free guidance (the pipeline default)
+    cn_scale: float = 0.8  # IdentityNet strength (the pipeline default)
+
+
+def _text_context(pipe, prompt: str | None, width: int, height: int, device: torch.device, dtype: torch.dtype,
+                  gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Pipeline step 3 when a prompt and text encoders are there; otherwise random [2,77,D] / [2,1280]."""
+    if prompt is not None and getattr(pipe, "text_encoder_2", None) is not None:
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompt, None, device, 1, True, None, None)
+        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
+                                          text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+        text = torch.cat([negative, embeds])
+        pooled = torch.cat([negative_pooled, pooled])
+        time_ids = torch.cat([time_ids, time_ids])
+    else:
+        dim = pipe.unet.config.cross_attention_dim
+        text = torch.randn(2, TEXT_TOKENS, dim, generator=gen)
+        pooled = torch.randn(2, POOLED_DIM, generator=gen)
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]] * 2, dtype=torch.float32)
+    added = {"text_embeds": pooled.to(device, dtype), "time_ids": time_ids.to(device, dtype)}
+    return text.to(device, dtype), added
+
+
+@torch.no_grad()
+def build_step_inputs(pipe, width: int = 1024, height: int = 1024, steps: int = 30, *,
+                      prompt: str | None = None, face_embedding: np.ndarray | None = None,
+                      keypoint_image: PIL.Image.Image | None = None, seed: int = 0,
+                      guidance_scale: float = 5.0, cn_scale: float = 0.8) -> StepInputs:
+    """Steps 2-5 of the pipeline, with CFG (batch 2). Random text / face / keypoints where not given."""
+    if width % 8 or height % 8:
+        raise ValueError(f"width and height must be multiples of 8, got {width}x{height}")
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    gen = torch.Generator("cpu").manual_seed(seed)
+    if face_embedding is None:
+        face_embedding = (torch.randn(512, generator=gen) * 20).numpy()  # raw antelopev2-like scale
+    face_tokens = pipe.face_tokens(face_embedding, True).to(dtype)
+    text, added = _text_context(pipe, prompt, width, height, device, dtype, gen)
+    image = keypoint_image if keypoint_image is not None else PIL.Image.new("RGB", (width, height))
+    hint = pipe.prepare_image(image, width, height, 1, 1, device, pipe.controlnet.dtype,
+                              do_classifier_free_guidance=True)
+    pipe.scheduler.set_timesteps(steps, device=device)
+    latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, dtype, device,
+                                   torch.Generator("cpu").manual_seed(seed))
+    return StepInputs(latents=latents, timesteps=pipe.scheduler.timesteps, face_tokens=face_tokens,
+                      context=(text, [face_tokens]), added_cond=added, hint=hint,
+                      guidance_scale=guidance_scale, cn_scale=cn_scale)
+
+
+@torch.no_grad()
+def denoise_step(pipe, inputs: StepInputs, t: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+    """IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG: the noise prediction for ``latents`` at ``t``."""
+    latents = inputs.latents if latents is None else latents
+    model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+    down_res, mid_res = pipe.controlnet(
+        model_input, t, encoder_hidden_states=inputs.face_tokens, controlnet_cond=inputs.hint,
+        conditioning_scale=inputs.cn_scale, added_cond_kwargs=inputs.added_cond, return_dict=False)
+    noise = pipe.unet(
+        model_input, t, encoder_hidden_states=inputs.context, added_cond_kwargs=inputs.added_cond,
+        down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res, return_dict=False)[0]
+    uncond, cond = noise.chunk(2)
+    return uncond + inputs.guidance_scale * (cond - uncond)
+
+
+@torch.no_grad()
+def denoise(pipe, inputs: StepInputs, state: FaceBranchState | None = None) -> torch.Tensor:
+    """The whole denoising loop (scheduler included) over ``inputs.timesteps``; returns the final latents.
+
+    The scheduler must still hold the timesteps ``build_step_inputs`` set (call it again to rerun)."""
+    state = state or pipe.face_state or FaceBranchState()
+    latents = inputs.latents
+    for i, t in enumerate(inputs.timesteps):
+        state.step, state.active = i, True
+        noise = denoise_step(pipe, inputs, t, latents)
+        latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+    return latents
+
+
+__all__ = ["StepInputs", "build_step_inputs", "denoise", "denoise_step"]
