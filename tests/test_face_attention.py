@@ -6,7 +6,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-import torch.nn.functional as F
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from instantid.attention import FaceAttnProcessor, TextOnlyAttnProcessor

@@ -31,8 +31,8 @@ def user_folders(tmp_path_factory):
 
 
 def test_engine_loads_from_user_folders_and_generates(user_folders):
-    from skimage.data import astronaut
     from PIL import Image
+    from skimage.data import astronaut
 
     engine = load_engine(str(user_folders / "instantid"), base=str(user_folders / "base"),
                          face_model_root=str(user_folders / "faces"))
