@@ -1,0 +1,175 @@
+"""``python -m review generate``: paired generation (full vs selective presets) into the study database.
+
+Examples::
+
+    python -m review generate --stack tiny --db var/study.db --faces data/faces/astronaut.jpg \\
+        --prompts "a portrait photo, studio light" --presets balanced,fast --seeds 1,2 --steps 2
+    python -m review generate --stack /models/InstantID --db var/study.db --faces data/faces \\
+        --prompts data/prompts.txt --presets balanced,fast,output_only --seeds 1-4 --steps 30
+    python -m review generate --stack tiny --db var/study.db --matrix usecases --presets balanced,fast
+
+Re-running skips every pair the database already holds. Exit codes: 0 done, 1 some generations failed (the rest
+are stored; re-run to retry), 2 bad input (nothing generated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .conditions import (
+    Condition,
+    ConditionSettings,
+    InputError,
+    expand_conditions,
+    face_files,
+    load_matrix,
+    parse_presets,
+    parse_size,
+    read_prompts,
+)
+from .inputs import parse_seeds
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = "var/study.db"  # var/ is git-ignored
+TINY_STEPS, TINY_SIZE, TINY_SCALE = 4, "128x128", 0.125  # tiny-stack defaults (steps, --size, --size-scale)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m review generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--stack", default="tiny", help="'tiny' (offline random stack) or an InstantID weights folder / repo id")
+    add("--base", default=None, help="SDXL base for real weights (default $INSTANTID_BASE or the hub id)")
+    add("--device", default=None, help="torch device (default cuda when available)")
+    add("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
+    add("--face-model-root", default=None, help="insightface root holding models/antelopev2")
+    add("--db", default=DEFAULT_DB, help=f"SQLite database (created when missing; default {DEFAULT_DB})")
+    add("--data-dir", default=None, help="where images/ and faces/ are written (default: the database's folder)")
+    add("--faces", default=None, help="a face image or a folder of them")
+    add("--prompts", default=None, help="a prompts file (one per line, # comments) or one prompt text")
+    add("--matrix", default=None, help="'usecases' or a matrix JSON file; replaces --faces/--prompts/--size/...")
+    add("--presets", default="balanced,fast", help="selective presets, comma separated (default balanced,fast)")
+    add("--seeds", default=None, help="seeds: 1,2,3 or ranges 1-4 (default 1; with --matrix the file's)")
+    add("--steps", type=int, default=None, help=f"denoising steps (default 30; {TINY_STEPS} on tiny)")
+    add("--size", default=None, help=f"WxH, multiples of 8 (default 1024x1024; {TINY_SIZE} on tiny)")
+    add("--size-scale", type=float, default=None, help=f"--matrix only: scale its sizes (default 1; {TINY_SCALE} "
+                                                       "on tiny)")
+    add("--ip-weight", type=float, default=ConditionSettings.ip_weight, help="face-branch scale (default 0.8)")
+    add("--cn-scale", type=float, default=ConditionSettings.cn_scale, help="IdentityNet strength (default 0.8)")
+    add("--guidance", type=float, default=ConditionSettings.guidance_scale, help="guidance scale (default 5.0)")
+    add("--negative-prompt", default="", help="negative prompt (default empty)")
+    add("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
+    add("--quiet", action="store_true", help="no progress bar")
+    add("-v", "--verbose", action="store_true", help="log each generation")
+    return parser
+
+
+def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
+    """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
+    tiny = args.stack == "tiny"
+    if args.steps is not None and args.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {args.steps}")
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    if args.matrix is not None:
+        clashing = [f"--{name.replace('_', '-')}" for name in ("faces", "prompts", "size")
+                    if getattr(args, name) is not None]
+        if clashing:
+            raise InputError(f"--matrix defines faces, prompts and sizes; drop {', '.join(clashing)}")
+        scale = args.size_scale if args.size_scale is not None else (TINY_SCALE if tiny else 1.0)
+        return load_matrix(args.matrix, seeds=seeds, steps=args.steps or (TINY_STEPS if tiny else None),
+                           size_scale=scale)
+    if args.faces is None or args.prompts is None:
+        raise InputError("give --faces and --prompts (or --matrix usecases)")
+    if args.size_scale is not None:
+        raise InputError("--size-scale applies to --matrix only; use --size")
+    width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
+    settings = ConditionSettings(negative_prompt=args.negative_prompt, steps=args.steps or (TINY_STEPS if tiny else 30),
+                        width=width, height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale,
+                        guidance_scale=args.guidance)
+    return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
+
+
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_generate(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from instantid import FaceError, PresetError, WeightsError, load_image
+
+    try:
+        conditions = conditions_from_args(args)
+        presets = parse_presets(args.presets)
+        faces = list(dict.fromkeys(c.face for c in conditions))
+        for face in faces:  # unreadable files fail here, before the engine loads
+            load_image(face)
+    except (InputError, FaceError) as exc:
+        return _error(str(exc))
+    db = Path(args.db).expanduser()
+    data_dir = Path(args.data_dir).expanduser() if args.data_dir else db.parent
+    face_dirs = {f.resolve().parent for f in faces}
+    if (data_dir / "faces").resolve() in face_dirs:
+        return _error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
+    return _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError))
+
+
+def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
+         input_errors: tuple[type[Exception], ...]) -> int:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from instantid import GenerationError, load_engine
+
+    from .jobs import PairRunner, summarize
+    from .store import Store
+
+    try:
+        engine = load_engine(args.stack, base=args.base, device=args.device, dtype=args.dtype,
+                             face_model_root=args.face_model_root)
+    except (*input_errors, OSError, ValueError) as exc:
+        return _error(f"cannot load the stack {args.stack!r}: {exc}")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with Store(db) as store:
+        runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup)
+        try:
+            for face in dict.fromkeys(c.face for c in conditions):
+                runner.check_face(face)  # NoFaceError names the file
+            presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
+        except input_errors as exc:
+            return _error(str(exc))
+        arms = 1 + len(presets)
+        added, failed = [], 0
+        with logging_redirect_tqdm(), tqdm(total=len(conditions) * arms, unit="arm", disable=args.quiet,
+                                           desc="generate") as bar:
+            for condition in conditions:
+                start = bar.n
+
+                def tick(label: str, where: str = f"{condition.face.name} {condition.size}") -> None:
+                    bar.set_postfix_str(f"{where} {label}", refresh=False)
+                    bar.update(1)
+
+                try:
+                    added += runner.run_condition(condition, presets, progress=tick)
+                except GenerationError as exc:
+                    failed += 1
+                    logger.error("%s seed %d %s: %s", condition.face.name, condition.seed, condition.size, exc)
+                    bar.update(start + arms - bar.n)
+        condition_ids = {runner.condition_row(c)["id"] for c in conditions}
+        summary = summarize([p for p in store.list_pairs() if p["condition_id"] in condition_ids])
+    print(f"{len(conditions)} conditions x {len(presets)} presets on {runner.device} ({runner.dtype}), "
+          f"run {runner.run_id}: generated {runner.generated} images, added {len(added)} pairs; "
+          f"{summary['pairs']} pairs in {db}, {summary['identity_failures']} identity failures"
+          + (f", SSIM {summary['ssim_min']:.3f}..{summary['ssim_max']:.3f}" if summary["pairs"] else "")
+          + (f", {summary['mixed_runs']} with arms from different runs" if summary["mixed_runs"] else ""))
+    if failed:
+        print(f"error: {failed} condition(s) failed (see the log); re-run to retry them", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,97 @@
+"""``python -m review leaderboard``: per-preset statistics of the study database.
+
+Examples::
+
+    python -m review leaderboard --db var/study.db
+    python -m review leaderboard --db var/study.db --without-failing --margin 0.55
+    python -m review leaderboard --db var/study.db --json > leaderboard.json
+
+Reads only: a missing database is an error (exit 2), never created. Exit codes: 0 done, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def _margin(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.5 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"the margin is an ABX accuracy in (0.5, 1), not {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def add_leaderboard_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared with ``python -m review export``."""
+    add = parser.add_argument
+    add("--db", required=True, help="the study's SQLite database (must exist)")
+    add("--margin", type=_margin, default=0.60,
+        help="equivalence margin: ABX accuracy upper bound below this -> indistinguishable (default 0.60)")
+    add("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    add("--n-boot", type=_positive, default=1000, help="bootstrap replicates for pair statistics (default 1000)")
+    add("-v", "--verbose", action="store_true", help="log progress")
+
+
+def leaderboard_kw(args: argparse.Namespace) -> dict[str, Any]:
+    return {"margin": args.margin, "seed": args.seed, "n_boot": args.n_boot}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m review leaderboard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_leaderboard_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the table")
+    parser.add_argument("--without-failing", action="store_true",
+                        help="table and verdicts without the reviewers failing the gold screening")
+    return parser
+
+
+def error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main_leaderboard(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    from review.leaderboard_view import text_table, verdicts_markdown
+    from review.study import StudyDatabaseError, compute_leaderboard, open_study
+
+    try:
+        store = open_study(args.db)
+    except StudyDatabaseError as exc:
+        return error(str(exc))
+    with store:
+        result = compute_leaderboard(store, **leaderboard_kw(args))
+    if args.json:
+        print(json.dumps(result, indent=1, default=str))
+    else:
+        print(text_table(result, args.without_failing))
+        print()
+        print(verdicts_markdown(result, args.without_failing))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_leaderboard(sys.argv[1:]))
