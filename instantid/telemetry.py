@@ -38,7 +38,7 @@ def auto_preset(contributions: dict[str, float], k: int) -> Preset:
     """The ``k`` layers with the largest mean contribution (ties broken by layer name)."""
     if not contributions:
         raise PresetError("auto-K needs recorded telemetry; none was loaded (record it with "
-                          "`python -m instantid.bench --telemetry` and load it with Engine.load_telemetry)")
+                          "`python -m instantid.bench --telemetry` and load it with --telemetry-file or Engine.load_telemetry)")
     if k < 0 or k > len(contributions):
         raise PresetError(f"auto-{k}: K must be between 0 and {len(contributions)} (layers with telemetry)")
     ranked = sorted(contributions, key=lambda name: (-contributions[name], name))
