@@ -236,7 +236,7 @@ class PairRunner:
 
     def _image_file(self, image_id: int) -> str:
         # The Store has no get_image(); read the one column through its read-only inspection handle.
-        row = self.store.db["images"].get(image_id)
+        row = self.store.get_image(image_id)
         return str(row["file"])
 
     def _pair(self, full: Arm, sel: Arm, ref: Reference) -> Row | None:

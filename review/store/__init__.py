@@ -260,6 +260,17 @@ class Store:
         rows = self._conn.rows(q.PAIRS_SEEN, {"reviewer": reviewer_id, "mode": mode})
         return {r["pair_id"]: r["trials"] for r in rows}
 
+    def get_face(self, face_id: int) -> Row | None:
+        return self._get("faces", "id = ?", [face_id])
+
+    def get_image(self, image_id: int) -> Row | None:
+        return self._get("images", "id = ?", [image_id])
+
+    def study_version(self) -> tuple[int, int]:
+        """(pairs, votes) stored: changes whenever the leaderboard's inputs change."""
+        row = self._conn.rows("SELECT (SELECT count(*) FROM pairs) AS pairs, (SELECT count(*) FROM votes) AS votes")[0]
+        return row["pairs"], row["votes"]
+
     def vote_rows(self) -> list[Row]:
         """One flat dict per vote: vote, trial (mode, arms, gold), pair metrics and condition columns."""
         return self._conn.rows(q.VOTE_ROWS)

@@ -1,0 +1,235 @@
+"""Study logic of the review tab, without Gradio: which pair comes next, which side shows which arm, gold and
+ABX trials, what a choice means, which votes are refused, per-trial image copies and rate limits.
+
+Blinding: everything here runs on the server. A trial's answer key (arms, preset, condition) is written to the
+store and never handed to the page; the page only gets an opaque trial id and per-trial image copies whose names
+and bytes differ from every other trial's (``review.images.serve_copy``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from review.images import NAME_RE, serve_copy
+
+logger = logging.getLogger(__name__)
+
+ARMS = ("full", "selective")
+MODES = ("preference", "abx")
+CHOICES: dict[str, tuple[str, ...]] = {"preference": ("left", "right", "same"), "abx": ("a", "b")}
+TRIAL_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+Row = dict[str, Any]
+
+
+class VoteRefused(ValueError):
+    """A vote (or a request for a trial) the server does not accept; the message is safe to show the page."""
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    gold_rate: float = 0.1  # share of preference trials that show one image twice ('no visible difference' is right)
+    trials_per_session: int = 20  # the progress target shown as "7 of 20" (capped by the unseen pairs)
+    reveal: bool = True  # after a vote, say which side was which before the next pair
+    modes: tuple[str, ...] = ("preference", "abx")  # tasks a reviewer may pick; the first is the default
+    serve_max_age_s: float = 900.0  # per-trial copies older than this are deleted (Gradio keeps its own copy)
+    vote_burst: int = 10  # per reviewer: votes allowed at once ...
+    vote_per_s: float = 1.0  # ... and refilled per second
+    address_burst: int = 120  # per client address, all review calls together (a lab behind one NAT shares it)
+    address_per_s: float = 10.0
+    trial_burst: int = 40  # per client address: new trials (each writes image copies) ...
+    trial_per_s: float = 2.0  # ... refilled per second
+    admin_burst: int = 5  # per client address: admin password attempts
+    admin_per_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.gold_rate < 1.0:
+            raise ValueError(f"gold_rate must be in [0, 1), not {self.gold_rate}")
+        if self.trials_per_session < 1:
+            raise ValueError("trials_per_session must be at least 1")
+        if not self.modes or any(m not in MODES for m in self.modes):
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, not {self.modes}")
+
+
+# -- picking the next pair ------------------------------------------------------------------------------------
+def load_by(rows: Iterable[Row], key: str) -> dict[Any, int]:
+    """``store.vote_counts(by)`` rows -> key -> served trials (votes given plus votes pending)."""
+    return {r[key]: int(r["trials"]) for r in rows}
+
+
+def pick_pair(pairs: Sequence[Row], seen: Mapping[int, int], preset_load: Mapping[str, int],
+              condition_load: Mapping[int, int], pair_load: Mapping[int, int],
+              rng: random.Random) -> Row | None:
+    """The next pair for a reviewer: one they have not seen, from the preset with the fewest trials, then the
+    condition with the fewest, then the pair with the fewest; ties broken at random. None when all are seen."""
+    unseen = [p for p in pairs if p["pair_id"] not in seen]
+    if not unseen:
+        return None
+
+    def key(p: Row) -> tuple[int, int, int, float]:
+        return (preset_load.get(p["preset"], 0), condition_load.get(p["condition_id"], 0),
+                pair_load.get(p["pair_id"], 0), rng.random())
+
+    return min(unseen, key=key)
+
+
+def assign_left_arm(history: Sequence[str], rng: random.Random) -> str:
+    """Counterbalancing by blocks of two: the arm shown on the left so far less often, else a coin flip.
+
+    ``history`` is the reviewer's earlier left arms (non-gold trials of one mode), so every reviewer sees each
+    arm on the left half of the time (exactly, up to one trial)."""
+    full, selective = history.count("full"), history.count("selective")
+    if full != selective:
+        return "full" if full < selective else "selective"
+    return rng.choice(ARMS)
+
+
+def choose_gold(rng: random.Random, rate: float, mode: str, seen: Mapping[int, int]) -> bool:
+    """Whether the next trial is a gold trial: preference mode only, and only once the reviewer has seen a pair
+    (the gold image comes from an already seen pair, so no real pair is spent on a check)."""
+    return mode == "preference" and bool(seen) and rng.random() < rate
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    mode: str
+    left_arm: str  # the arm recorded as shown left (ABX: side A); gold: the arm shown on both sides
+    is_gold: bool
+    left_source: str  # which arm's image each served copy is made from
+    right_source: str
+    x_source: str | None  # ABX: always the full arm
+
+    @property
+    def x_arm(self) -> str | None:
+        return self.x_source
+
+
+def other(arm: str) -> str:
+    return "selective" if arm == "full" else "full"
+
+
+def plan_trial(mode: str, left_arm: str, *, gold: bool = False) -> TrialPlan:
+    """Which arm's image goes where. Preference: left/right; gold: one arm on both sides; ABX: A=left, B=right,
+    X is the full image."""
+    if mode not in MODES or left_arm not in ARMS:
+        raise ValueError(f"bad trial: mode {mode!r}, left arm {left_arm!r}")
+    if gold:
+        if mode != "preference":
+            raise ValueError("gold trials are preference trials")
+        return TrialPlan(mode, left_arm, True, left_arm, left_arm, None)
+    return TrialPlan(mode, left_arm, False, left_arm, other(left_arm), "full" if mode == "abx" else None)
+
+
+def serve_trial_images(plan: TrialPlan, pair: Row, image_dir: str | Path, serve_dir: str | Path) -> dict[str, str]:
+    """Per-trial copies (same pixels, new bytes and opaque names) of the pair's images, as the trial columns."""
+    source = {"full": pair["full_file"], "selective": pair["sel_file"]}
+    names = {"left_image": serve_copy(image_dir, source[plan.left_source], serve_dir).file,
+             "right_image": serve_copy(image_dir, source[plan.right_source], serve_dir).file,
+             "x_image": None}
+    if plan.x_source is not None:
+        names["x_image"] = serve_copy(image_dir, source[plan.x_source], serve_dir).file
+    return names
+
+
+def clean_serve_dir(serve_dir: str | Path, max_age_s: float, now: float | None = None) -> int:
+    """Delete served copies (opaque names only) older than ``max_age_s``; returns how many went."""
+    folder, now = Path(serve_dir), time.time() if now is None else now
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    for path in folder.iterdir():
+        if NAME_RE.fullmatch(path.name) and now - path.stat().st_mtime > max_age_s:
+            path.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        logger.info("removed %d served copies older than %.0f s", removed, max_age_s)
+    return removed
+
+
+# -- votes ----------------------------------------------------------------------------------------------------
+def outcome_for(trial: Row, choice: str) -> tuple[str, bool | None]:
+    """(outcome, correct) of a choice. Preference: the arm shown on the chosen side or 'same' (correct only for
+    gold: 'same' is right); ABX: 'correct' when the chosen side shows the X arm."""
+    if trial["mode"] == "abx":
+        picked = trial["left_arm"] if choice == "a" else other(trial["left_arm"])
+        correct = picked == trial["x_arm"]
+        return ("correct" if correct else "wrong"), correct
+    gold = bool(trial["is_gold"])
+    if choice == "same":
+        return "same", (True if gold else None)
+    arm = trial["left_arm"] if choice == "left" else other(trial["left_arm"])
+    return arm, (False if gold else None)
+
+
+def validate_vote(trial: Row | None, *, session: str, reviewer_id: str, choice: object, voted: bool) -> str:
+    """Refuse a vote that does not fit: unknown trial, another session's or reviewer's trial, a second vote, a
+    choice outside the trial's mode. Returns the choice when it is acceptable."""
+    if trial is None:
+        raise VoteRefused("Unknown trial: this pair was not given to you.")
+    if trial["session"] != session or trial["reviewer_id"] != reviewer_id:
+        raise VoteRefused("This pair was not given to this session.")
+    if voted:
+        raise VoteRefused("This pair already has your vote.")
+    allowed = CHOICES[trial["mode"]]
+    if not isinstance(choice, str) or choice not in allowed:
+        raise VoteRefused(f"Choice must be one of {', '.join(allowed)}.")
+    return choice
+
+
+def valid_trial_id(value: object) -> str:
+    if not isinstance(value, str) or not TRIAL_ID_RE.fullmatch(value):
+        raise VoteRefused("Unknown trial: this pair was not given to you.")
+    return value
+
+
+# -- rate limits ----------------------------------------------------------------------------------------------
+class TokenBucket:
+    """``burst`` tokens, refilled at ``per_s`` per second; ``take()`` spends one or says no."""
+
+    def __init__(self, burst: int, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if burst < 1 or per_s < 0:
+            raise ValueError("burst must be >= 1 and per_s >= 0")
+        self.burst, self.per_s, self._clock = burst, per_s, clock
+        self.tokens, self.stamp = float(burst), clock()
+
+    def take(self) -> bool:
+        now = self._clock()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.per_s)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RateLimiter:
+    """One token bucket per key (reviewer id, client address), the least recently used dropped past
+    ``max_keys``; thread-safe."""
+
+    def __init__(self, burst: int, per_s: float, *, max_keys: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst, self.per_s, self.max_keys, self._clock = burst, per_s, max_keys, clock
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        with self._lock:
+            bucket = self._buckets.pop(key, None) or TokenBucket(self.burst, self.per_s, self._clock)
+            self._buckets[key] = bucket
+            while len(self._buckets) > self.max_keys:
+                self._buckets.popitem(last=False)
+            return bucket.take()
+
+    def check(self, key: str, what: str = "requests") -> None:
+        """Raise VoteRefused when ``key`` is over its limit."""
+        if not self.allow(key):
+            raise VoteRefused(f"Too many {what}; please slow down and try again in a moment.")

@@ -1,0 +1,59 @@
+"""``build_demo(services) -> gr.Blocks``: the four tabs, the banner, keyboard shortcuts; ``launch_options``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from review.ui.export_tab import build_export_tab
+from review.ui.generate_tab import build_generate_tab
+from review.ui.leaderboard_tab import build_leaderboard_tab
+from review.ui.review_desk import ReviewDesk
+from review.ui.review_tab import KEYS_JS, build_review_tab
+from review.ui.services import Services
+
+logger = logging.getLogger(__name__)
+
+TITLE = "Face-attention review"
+CSS = "#review-progress p, #review-reveal p { font-size: 1.1em; }"
+
+
+def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
+    """The whole app. ``desk`` (the review tab's server side) is made from ``services`` unless given."""
+    desk = desk or ReviewDesk(services)
+    # Gradio's cached copies of served files are deleted after 30 min (checked every 5 min)
+    with gr.Blocks(title=TITLE, delete_cache=(300, 1800), analytics_enabled=False) as demo:
+        gr.Markdown(f"## {TITLE}")
+        if services.config.banner:
+            gr.Markdown(f"**{services.config.banner}**", elem_id="banner")
+        with gr.Tabs():
+            build_review_tab(demo, services, desk)
+            build_generate_tab(services)
+            build_export_tab(services)
+            build_leaderboard_tab(services.board, services.board_version)
+        demo.load(None, None, None, js=KEYS_JS)
+    demo.queue(api_open=False, default_concurrency_limit=8)
+    return demo
+
+
+def launch_options(services: Services) -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch`` (Gradio 6 takes css/footer there).
+
+    No API page link; only gr.Error messages reach the page (show_error=False hides other exceptions' text,
+    which could name a condition); uploads limited; the generated images, faces and the database are blocked
+    from Gradio's file route; the serve and export folders are allowed so their files can be returned from
+    anywhere (e.g. a persistent /data volume outside the working and temp directories)."""
+    blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve())]
+    if isinstance(services.store.path, Path):
+        blocked.append(str(services.store.path.resolve()))
+    return {
+        "footer_links": ["gradio"],
+        "show_error": False,
+        "max_file_size": "20mb",
+        "css": CSS,
+        "allowed_paths": [str(services.dirs.serve.resolve()), str(services.dirs.exports.resolve())],
+        "blocked_paths": blocked,
+    }

@@ -1,0 +1,58 @@
+"""The Leaderboard tab: per-preset table, speed-versus-quality plots and verdicts.
+
+``board(without_failing)`` returns a :class:`review.study.BoardView`. Nothing is computed or sent until the tab is
+opened, so a reviewer's page never carries preset names or results unless asked for. While the tab is open a
+timer re-checks every few seconds and recomputes only when the number of votes or pairs changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 10.0  # how often an open leaderboard checks for new votes
+
+
+def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable[[], Any] | None = None) -> None:
+    """The Leaderboard tab; call inside ``gr.Tabs()``. ``version()`` changes when votes or pairs arrive."""
+    with gr.Tab("Leaderboard", id="leaderboard") as tab:
+        note = gr.Markdown("Open this tab or press Refresh to compute the leaderboard." if board else
+                           "The leaderboard is not available yet.")
+        without = gr.Checkbox(label="Leave out reviewers who fail the gold trials", value=False)
+        table = gr.Dataframe(value=None, interactive=False, wrap=True)
+        with gr.Row():
+            ssim_plot = gr.Plot(label="step-time ratio vs SSIM")
+            identity_plot = gr.Plot(label="step-time ratio vs identity")
+        verdicts = gr.Markdown()
+        refresh = gr.Button("Refresh", interactive=board is not None)
+        timer = gr.Timer(REFRESH_S, active=False)
+        seen = gr.State(None)
+
+    outputs = [table, ssim_plot, identity_plot, verdicts, note, seen]
+
+    def load(without_failing: bool, last: Any = None, only_if_changed: bool = False) -> list[Any]:
+        if board is None:
+            return [gr.skip()] * 4 + ["The leaderboard is not available yet.", last]
+        current = version() if version else None
+        if only_if_changed and current is not None and current == last:
+            return [gr.skip()] * 6
+        try:
+            view = board(bool(without_failing))
+        except Exception as exc:
+            logger.exception("leaderboard failed")
+            return [gr.skip()] * 4 + [f"The leaderboard could not be computed: {exc}", last]
+        return [view.table, view.ssim_plot, view.identity_plot, view.markdown, "", current]
+
+    def opened(without_failing: bool, last: Any) -> list[Any]:
+        return [*load(without_failing, last), gr.Timer(active=True)]
+
+    private: dict[str, Any] = dict(api_visibility="private", show_progress="minimal")
+    tab.select(opened, [without, seen], [*outputs, timer], **private)
+    refresh.click(load, [without, seen], outputs, **private)
+    without.change(load, [without, seen], outputs, **private)
+    timer.tick(lambda w, last: load(w, last, only_if_changed=True), [without, seen], outputs, **private)

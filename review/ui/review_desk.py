@@ -1,0 +1,286 @@
+"""The review tab's server side, without Gradio: one seat per page load (Gradio session), the trial it holds,
+and the checks every vote passes.
+
+A seat binds a session to a reviewer id when the page opens; later calls of that session use the bound id, not
+whatever the client sends. The page only ever holds the opaque trial id and the per-trial image copies; arms,
+preset and condition stay in the store until the vote is in (then ``VoteReceipt.reveal`` may say them).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from review.images import write_image
+from review.store import DuplicateVote, StoreIntegrityError
+from review.trials import (
+    ARMS,
+    TRIAL_ID_RE,
+    RateLimiter,
+    VoteRefused,
+    assign_left_arm,
+    choose_gold,
+    clean_serve_dir,
+    load_by,
+    other,
+    outcome_for,
+    pick_pair,
+    plan_trial,
+    serve_trial_images,
+    valid_trial_id,
+    validate_vote,
+)
+from review.ui.services import Services
+
+logger = logging.getLogger(__name__)
+
+FACE_SIDE = 384  # the reference face is served at most this large
+
+
+@dataclass
+class TrialView:
+    """What the page shows: file paths of per-trial copies and progress; never an arm or a preset."""
+
+    reviewer_id: str
+    mode: str
+    trial_id: str | None = None
+    face: str | None = None
+    left: str | None = None
+    right: str | None = None
+    x: str | None = None
+    number: int = 0  # this pair's place in the session (1-based)
+    target: int = 0
+    message: str = ""  # when there is no trial: why
+
+
+@dataclass
+class VoteReceipt:
+    reveal: str
+    voted: int
+    target: int
+
+
+@dataclass
+class Seat:
+    reviewer_id: str
+    mode: str
+    last_seen: float
+    trial_id: str | None = None
+    view: TrialView | None = None
+    served_at: float = 0.0
+    voted: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ReviewDesk:
+    def __init__(self, services: Services, *, rng: random.Random | None = None,
+                 clock: Callable[[], float] = time.monotonic, seat_ttl_s: float = 4 * 3600) -> None:
+        self.services, self.store, self.dirs = services, services.store, services.dirs
+        self.config = services.config.study
+        self.rng = rng or random.SystemRandom()
+        self.clock, self.seat_ttl_s = clock, seat_ttl_s
+        self.vote_limiter = RateLimiter(self.config.vote_burst, self.config.vote_per_s, clock=clock)
+        self.address_limiter = RateLimiter(self.config.address_burst, self.config.address_per_s, clock=clock)
+        self.trial_limiter = RateLimiter(self.config.trial_burst, self.config.trial_per_s, clock=clock)
+        self._seats: dict[str, Seat] = {}
+        self._history: dict[tuple[str, str], list[str]] = {}  # (reviewer, mode) -> left arms served
+        self._faces: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._last_clean = 0.0
+
+    # -- seats --------------------------------------------------------------------------------------------------
+    def open(self, session: str, claimed_id: object, mode: object, address: str) -> TrialView:
+        """A page load: bind the session to the claimed reviewer id (or a fresh random one), serve a trial."""
+        self.address_limiter.check(address)
+        session = self._session(session)
+        reviewer = claimed_id if isinstance(claimed_id, str) and TRIAL_ID_RE.fullmatch(claimed_id) else None
+        with self._lock:
+            self._drop_idle()
+            seat = self._seats.get(session)
+            if seat is None:
+                seat = Seat(reviewer or secrets.token_hex(16), self._mode(mode), self.clock())
+                self._seats[session] = seat
+        self.store.get_or_create_reviewer(seat.reviewer_id)
+        return self.next(session, mode, address, _checked=True)
+
+    def _seat(self, session: str) -> Seat:
+        with self._lock:
+            seat = self._seats.get(self._session(session))
+        if seat is None:
+            raise VoteRefused("No review session: open the review page first.")
+        seat.last_seen = self.clock()
+        return seat
+
+    def _drop_idle(self) -> None:
+        now = self.clock()
+        for key in [k for k, s in self._seats.items() if now - s.last_seen > self.seat_ttl_s]:
+            del self._seats[key]
+
+    def _mode(self, mode: object) -> str:
+        return mode if isinstance(mode, str) and mode in self.config.modes else self.config.modes[0]
+
+    @staticmethod
+    def _session(session: object) -> str:
+        if not isinstance(session, str) or not 0 < len(session) <= 128:
+            raise VoteRefused("No review session: open the review page first.")
+        return session
+
+    def reviewer_of(self, session: str) -> str:
+        return self._seat(session).reviewer_id
+
+    # -- trials -------------------------------------------------------------------------------------------------
+    def next(self, session: str, mode: object, address: str, *, _checked: bool = False) -> TrialView:
+        """The session's open trial (same mode), else a new one; a message when nothing is left."""
+        if not _checked:
+            self.address_limiter.check(address)
+        seat = self._seat(session)
+        mode = self._mode(mode)
+        with seat.lock:
+            if seat.trial_id and seat.view and seat.mode == mode and self.store.get_vote(seat.trial_id) is None:
+                return seat.view
+            seat.mode, seat.trial_id, seat.view = mode, None, None
+            target = self.config.trials_per_session
+            if seat.voted >= target:
+                return TrialView(seat.reviewer_id, mode, number=seat.voted, target=target,
+                                 message=f"That was {seat.voted} of {target}: thank you! "
+                                         "Reload the page to review more.")
+            view = self._new_trial(session, seat, address)
+            seat.view, seat.trial_id, seat.served_at = view, view.trial_id, self.clock()
+            return view
+
+    def _new_trial(self, session: str, seat: Seat, address: str) -> TrialView:
+        store, mode, reviewer = self.store, seat.mode, seat.reviewer_id
+        pairs = store.list_pairs()
+        if not pairs:
+            return TrialView(reviewer, mode, message="No pairs to review yet. Please come back in a moment.")
+        self.trial_limiter.check(address, "new pairs")
+        seen = store.pairs_seen_by(reviewer, mode=mode)
+        gold = choose_gold(self.rng, self.config.gold_rate, mode, seen)
+        if gold:
+            pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
+            plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
+        else:
+            pair = pick_pair(pairs, seen, load_by(store.vote_counts("preset", mode=mode), "preset"),
+                             load_by(store.vote_counts("condition", mode=mode), "condition_id"),
+                             load_by(store.vote_counts("pair", mode=mode), "pair_id"), self.rng)
+            if pair is None:
+                return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
+                                 message="You have reviewed every pair: thank you!")
+            history = self._arm_history(reviewer, mode)
+            plan = plan_trial(mode, assign_left_arm(history, self.rng))
+            history.append(plan.left_arm)
+        self._clean()
+        names = serve_trial_images(plan, pair, self.dirs.images, self.dirs.serve)
+        trial = store.create_trial(reviewer_id=reviewer, session=session, pair_id=pair["pair_id"], mode=mode,
+                                   left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold, **names)
+        logger.info("trial %s served to reviewer %s", trial["id"], reviewer[:8])
+        unseen_left = sum(1 for p in pairs if p["pair_id"] not in seen) - (0 if gold else 1)
+        target = min(self.config.trials_per_session, seat.voted + 1 + unseen_left)
+        serve = self.dirs.serve
+        return TrialView(reviewer, mode, trial["id"], self._face(pair["face_id"]), str(serve / names["left_image"]),
+                         str(serve / names["right_image"]),
+                         str(serve / names["x_image"]) if names["x_image"] else None,
+                         number=seat.voted + 1, target=max(target, seat.voted + 1))
+
+    def _arm_history(self, reviewer: str, mode: str) -> list[str]:
+        with self._lock:
+            if (reviewer, mode) not in self._history:
+                rows = [r for r in self.store.trial_rows() if r["reviewer_id"] == reviewer and not r["is_gold"]]
+                for m in self.config.modes:
+                    self._history[(reviewer, m)] = [r["left_arm"] for r in rows if r["mode"] == m]
+            return self._history.setdefault((reviewer, mode), [])
+
+    def _clean(self) -> None:
+        now = self.clock()
+        if now - self._last_clean > 60.0:
+            self._last_clean = now
+            clean_serve_dir(self.dirs.serve, self.config.serve_max_age_s)
+
+    def _face(self, face_id: int) -> str | None:
+        """A served copy of the reference face (one per face; faces are not blinded, but names stay opaque)."""
+        cached = self._faces.get(face_id)
+        if cached and Path(cached).exists():
+            return cached
+        row = self._face_row(face_id)
+        path = self._locate(row["file"]) if row else None
+        if path is None:
+            logger.warning("reference face %s not found", face_id)
+            return None
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image).convert("RGB")
+            image.thumbnail((FACE_SIDE, FACE_SIDE))
+            stored = write_image(self.dirs.serve / "faces", np.asarray(image))
+        self._faces[face_id] = str(self.dirs.serve / "faces" / stored.file)
+        return self._faces[face_id]
+
+    def _face_row(self, face_id: int) -> dict | None:
+        getter = getattr(self.store, "get_face", None)
+        if getter is not None:
+            return getter(face_id)
+        try:  # the store has no get_face yet: read the row through sqlite-utils' table API
+            return self.store.get_face(face_id)
+        except Exception:  # sqlite_utils.NotFoundError
+            return None
+
+    def _locate(self, file: str) -> Path | None:
+        path = Path(file)
+        candidates = [path] if path.is_absolute() else [self.dirs.root / path, self.dirs.faces / path,
+                                                         self.dirs.faces / path.name, self.dirs.images / path]
+        return next((c for c in candidates if c.is_file()), None)
+
+    # -- votes --------------------------------------------------------------------------------------------------
+    def vote(self, session: str, trial_id: object, choice: object, address: str) -> VoteReceipt:
+        """Check and store one vote: rate limits, the trial belongs to this session and reviewer and is the one
+        open, not yet voted, a choice of its mode. Raises VoteRefused with a message safe for the page."""
+        self.address_limiter.check(address)
+        seat = self._seat(session)
+        trial_id = valid_trial_id(trial_id)
+        with seat.lock:
+            self.vote_limiter.check(seat.reviewer_id, "votes")
+            trial = self.store.get_trial(trial_id)
+            voted = trial is not None and self.store.get_vote(trial_id) is not None
+            choice = validate_vote(trial, session=session, reviewer_id=seat.reviewer_id, choice=choice,
+                                   voted=voted)
+            assert trial is not None
+            if trial_id != seat.trial_id:
+                raise VoteRefused("This pair is no longer open.")
+            outcome, correct = outcome_for(trial, choice)
+            latency_ms = max(0, int((self.clock() - seat.served_at) * 1000))
+            try:
+                self.store.record_vote(trial_id=trial_id, reviewer_id=seat.reviewer_id, choice=choice,
+                                       outcome=outcome, correct=correct, latency_ms=latency_ms,
+                                       client=self.services.client_tag(address))
+            except DuplicateVote:
+                raise VoteRefused("This pair already has your vote.") from None
+            except StoreIntegrityError:
+                logger.exception("vote on trial %s refused by the store", trial_id)
+                raise VoteRefused("This vote does not fit its pair.") from None
+            seat.voted += 1
+            seat.trial_id = None
+            target = seat.view.target if seat.view else seat.voted
+            return VoteReceipt(self._reveal(trial, choice, outcome), seat.voted, max(target, seat.voted))
+
+    def _reveal(self, trial: dict, choice: str, outcome: str) -> str:
+        """Said after the vote only: which side showed which arm (and the preset)."""
+        if not self.config.reveal:
+            return "Thank you, your vote is in."
+        pair = self.store.get_pair(trial["pair_id"]) or {}
+        preset = f"selective preset `{pair.get('preset', '?')}`, {pair.get('layer_count', '?')} layers"
+        if trial["is_gold"]:
+            verdict = "well spotted" if choice == "same" else "the expected answer was 'no visible difference'"
+            return f"That was a check pair: both sides showed the same image ({verdict})."
+        left, right = trial["left_arm"], other(trial["left_arm"])
+        if trial["mode"] == "abx":
+            answer = "A" if left == trial["x_arm"] else "B"
+            return (f"X was **{answer}** ({'correct' if outcome == 'correct' else 'not this time'}). "
+                    f"A: {left}, B: {right} ({preset}).")
+        return f"Left: **{left}** attention, right: **{right}** ({preset})."

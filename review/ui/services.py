@@ -1,0 +1,180 @@
+"""What the tabs are given: the store, data folders, configuration, the generation job function, the admin check.
+
+Nothing here imports Gradio or torch; ``app.py`` fills a :class:`Services` and ``review.ui.app.build_demo`` builds
+the tabs from it. Handlers are plain functions of these services, so tests can call them without a browser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from review.store import Store
+from review.trials import RateLimiter, StudyConfig, VoteRefused
+
+logger = logging.getLogger(__name__)
+
+TINY_BANNER = "Offline tiny stack: random weights; images are noise, not faces."
+
+
+@dataclass(frozen=True)
+class DataDirs:
+    """Folders under one data root (put the root on persistent storage on Spaces)."""
+
+    root: Path
+    images: Path  # generated images (opaque names, as the ``images`` table lists them)
+    faces: Path  # uploaded reference faces
+    serve: Path  # per-trial copies handed to the page (cleaned by age)
+    exports: Path  # CSV/JSON exports (one random subfolder per request)
+
+    @classmethod
+    def under(cls, root: str | Path) -> DataDirs:
+        root = Path(root)
+        return cls(root=root, images=root / "images", faces=root / "faces", serve=root / "serve",
+                   exports=root / "exports")
+
+    def make(self) -> DataDirs:
+        for folder in (self.root, self.images, self.faces, self.serve, self.exports):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """One admin request from the Generate tab: every seed x every preset against the full arm."""
+
+    face_path: str  # uploaded reference photo
+    prompt: str
+    presets: tuple[str, ...]  # selective presets (names or specs); the full arm is always generated
+    seeds: tuple[int, ...]
+    negative_prompt: str = ""
+    steps: int = 30  # denoising steps
+    width: int = 1024  # multiples of 8
+    height: int = 1024
+    ip_weight: float = 0.8
+    cn_scale: float = 0.8
+    guidance_scale: float = 5.0
+
+
+# run_job(job, progress(fraction, text)) -> one summary row per pair made
+JobRunner = Callable[[GenerateJob, Callable[[float, str], None]], list[dict[str, Any]]]
+# () -> (table rows or DataFrame, plot or None)
+BoardFn = Callable[[bool], Any]  # without_failing -> review.study.BoardView
+
+
+class StatusBoard:
+    """A one-line status (e.g. demo pairs being generated) that the page polls; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._text, self._busy = "", False
+
+    def set(self, text: str, *, busy: bool) -> None:
+        with self._lock:
+            self._text, self._busy = text, busy
+        logger.info("status: %s", text)
+
+    def get(self) -> tuple[str, bool]:
+        with self._lock:
+            return self._text, self._busy
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    study: StudyConfig = field(default_factory=StudyConfig)
+    admin_password: str | None = None  # REVIEW_ADMIN_PASSWORD; None -> Generate disabled, exports redacted
+    banner: str = ""  # shown on top (the tiny-stack warning)
+    preset_choices: tuple[str, ...] = ()  # selective presets offered by the Generate tab
+    stack: str = "tiny"  # engine name shown to the admin
+    trust_proxy: bool = False  # take the client address from X-Forwarded-For (behind the Spaces proxy)
+    client_salt: str = field(default_factory=lambda: secrets.token_hex(16))  # hashes client addresses
+    browser_secret: str = "instantid-review"  # BrowserState encryption key (obfuscation only: sent to the page)
+    max_seeds: int = 16  # per Generate call
+    max_side: int = 2048  # largest width/height the Generate tab accepts
+
+
+@dataclass
+class Services:
+    store: Store
+    dirs: DataDirs
+    config: AppConfig = field(default_factory=AppConfig)
+    run_job: JobRunner | None = None  # None -> the Generate tab says generation is unavailable
+    board: BoardFn | None = None  # the leaderboard tab's data; None -> placeholder text
+    board_version: Callable[[], Any] | None = None  # changes when votes/pairs arrive (auto-refresh)
+    status: StatusBoard = field(default_factory=StatusBoard)
+    admin_limiter: RateLimiter | None = None
+    generate_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.admin_limiter is None:
+            s = self.config.study
+            self.admin_limiter = RateLimiter(s.admin_burst, s.admin_per_s)
+
+    def check_admin(self, password: object, address: str) -> None:
+        """Refuse unless the admin password is configured and ``password`` matches (constant-time compare);
+        attempts are rate-limited per client address. Called by every admin handler, on every call."""
+        expected = self.config.admin_password
+        if not expected:
+            raise VoteRefused("Admin functions are disabled: no admin password is configured "
+                              "(set REVIEW_ADMIN_PASSWORD).")
+        assert self.admin_limiter is not None
+        self.admin_limiter.check(f"admin:{address}", "password attempts")
+        given = password.encode("utf-8") if isinstance(password, str) else b""
+        if not hmac.compare_digest(given, expected.encode("utf-8")):
+            logger.warning("admin password refused for client %s", self.client_tag(address))
+            raise VoteRefused("Wrong admin password.")
+
+    def client_tag(self, address: str) -> str:
+        """A salted hash of the client address (what the votes table keeps; never the address itself)."""
+        return hashlib.sha256(f"{self.config.client_salt}:{address}".encode()).hexdigest()[:16]
+
+
+def client_address(headers: Any, host: str | None, trust_proxy: bool) -> str:
+    """The client address: the first X-Forwarded-For entry when the proxy is trusted, else the socket peer."""
+    if trust_proxy and headers is not None:
+        forwarded = headers.get("x-forwarded-for") or ""
+        first = forwarded.split(",")[0].strip()
+        if first:
+            return first
+    return host or "unknown"
+
+
+def parse_seeds(text: object, limit: int) -> tuple[int, ...]:
+    """'0, 1, 5-7' -> (0, 1, 5, 6, 7); raises VoteRefused on anything else or more than ``limit`` seeds."""
+    seeds: list[int] = []
+    for part in str(text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+        except ValueError:
+            raise VoteRefused(f"Seeds must be integers or ranges like 0-3, not {part!r}.") from None
+        if last < first or len(seeds) + last - first + 1 > limit:
+            raise VoteRefused(f"At most {limit} seeds per request, ranges low-high.")
+        seeds.extend(range(first, last + 1))
+        if len(seeds) > limit:
+            raise VoteRefused(f"At most {limit} seeds per request.")
+    if not seeds or any(s < 0 or s >= 2**32 for s in seeds):
+        raise VoteRefused("Give at least one seed in 0 .. 2^32-1.")
+    return tuple(dict.fromkeys(seeds))
+
+
+def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
+    """Checked presets plus comma-separated custom specs; 'full' is the baseline arm, never a selective preset."""
+    specs = [str(p).strip() for p in (chosen or [])]
+    specs += [s.strip() for s in str(custom or "").split(",")]
+    specs = [s for s in dict.fromkeys(specs) if s and s != "full"]
+    if not specs:
+        raise VoteRefused("Pick at least one selective preset.")
+    if any(len(s) > 200 for s in specs):
+        raise VoteRefused("Preset specs are limited to 200 characters.")
+    return tuple(specs)

@@ -1,0 +1,247 @@
+"""The launched app refuses what the page never sends, when called straight over Gradio's HTTP queue API:
+foreign trials, second votes, choices outside the mode, admin calls without the password. Served images are
+per-trial copies: same pixels under different URLs, no metadata, data folders not reachable."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fixtures_review import free_port, launched, make_services
+from PIL import Image
+
+from review.images import png_has_metadata
+from review.trials import RateLimiter, StudyConfig
+
+PASSWORD = "s3cret-admin"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Api:
+    """Gradio's queue protocol by hand: POST queue/join, then read queue/data (SSE) until the event completes."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = httpx.Client(base_url=base, timeout=30)
+        config = self.http.get("config").json()
+        self.fn = {d["api_name"]: d["id"] for d in config["dependencies"]}
+
+    def call(self, api_name: str, data: list[Any], session: str) -> tuple[bool, Any]:
+        """(success, output data or error message)."""
+        body = {"data": data, "fn_index": self.fn[api_name], "session_hash": session, "event_data": None,
+                "trigger_id": None}
+        joined = self.http.post("gradio_api/queue/join", json=body)
+        joined.raise_for_status()
+        event_id = joined.json()["event_id"]
+        with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("event_id") == event_id and message.get("msg") == "process_completed":
+                    output = message.get("output") or {}
+                    if message.get("success"):
+                        return True, output.get("data")
+                    return False, output.get("error") or str(output)
+        raise AssertionError(f"no completion for {api_name}")
+
+    def open(self, session: str, reviewer: str = "", mode: str = "preference") -> list[Any]:
+        ok, data = self.call("open_page", [reviewer, mode], session)
+        assert ok, data
+        return data
+
+    def vote(self, session: str, trial_id: Any, choice: Any, mode: str = "preference") -> tuple[bool, Any]:
+        return self.call("vote", [trial_id, choice, mode], session)
+
+
+def image_urls(data: list[Any]) -> list[str]:
+    """The left, X and right image URLs in an open_page/next_pair output."""
+    return [d["value"]["url"] for d in data[3:6] if isinstance(d, dict) and d.get("value")]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    services = make_services(tmp_path_factory.mktemp("study"), password=PASSWORD, seeds=(0,), presets=("fast",),
+                             study=StudyConfig(gold_rate=0.0, admin_burst=100))
+    calls: list[Any] = []
+    services.run_job = lambda job, progress: calls.append(job) or [{"pair_id": 99, "preset": "x"}]
+    with launched(services) as base:
+        yield Api(base), services, calls
+
+
+def session() -> str:
+    return secrets.token_hex(6)
+
+
+def test_every_event_is_private(app):
+    api, _, _ = app
+    assert api.http.get("gradio_api/info").json() == {"named_endpoints": {}, "unnamed_endpoints": {}}
+
+
+def test_a_vote_for_another_sessions_trial_is_refused(app):
+    api, services, _ = app
+    mine, theirs = session(), session()
+    trial_id = api.open(mine)[1]
+    api.open(theirs)
+    ok, error = api.vote(theirs, trial_id, "left")
+    assert not ok and "not given to this session" in error
+    ok, error = api.vote(session(), trial_id, "left")  # a session that never opened the page
+    assert not ok and "open the review page" in error
+    ok, error = api.vote(theirs, "0" * 32, "left")
+    assert not ok and "Unknown trial" in error
+    assert services.store.get_vote(trial_id) is None
+
+
+def test_a_second_vote_on_one_trial_is_refused(app):
+    api, services, _ = app
+    me = session()
+    trial_id = api.open(me)[1]
+    ok, _ = api.vote(me, trial_id, "right")
+    assert ok
+    ok, error = api.vote(me, trial_id, "left")
+    assert not ok and "already has your vote" in error
+    assert services.store.get_vote(trial_id)["choice"] == "right"
+
+
+@pytest.mark.parametrize("choice", ["a", "middle", "", 3, None, ["left"]])
+def test_a_choice_outside_the_mode_is_refused(app, choice):
+    api, services, _ = app
+    me = session()
+    trial_id = api.open(me)[1]
+    ok, error = api.vote(me, trial_id, choice)
+    assert not ok and "Choice must be one of left, right, same" in error
+    assert services.store.get_vote(trial_id) is None
+
+
+@pytest.mark.parametrize("password", ["", "wrong", PASSWORD + " ", None])
+def test_admin_calls_without_the_password_are_refused(app, password):
+    api, services, calls = app
+    pairs = len(services.store.list_pairs())
+    form = [password, None, "a portrait", "", ["fast"], "", "0", 4, 64, 64, 0.8, 0.8, 5.0]
+    ok, error = api.call("generate", form, session())
+    assert not ok and "admin password" in error.lower()
+    ok, error = api.call("unlock", [password], session())
+    assert not ok and "admin password" in error.lower()
+    ok, error = api.call("prepare", [password], session())
+    assert not ok and "admin password" in error.lower()
+    assert calls == [] and len(services.store.list_pairs()) == pairs
+
+
+def test_the_right_password_reaches_the_job_and_the_exports(app, tmp_path):
+    api, services, calls = app
+    face = tmp_path / "face.png"
+    Image.new("RGB", (32, 32)).save(face)
+    uploaded = api.http.post("gradio_api/upload", files={"files": ("face.png", face.read_bytes(), "image/png")})
+    file_data = {"path": uploaded.json()[0], "meta": {"_type": "gradio.FileData"}}
+    form = [PASSWORD, file_data, "a portrait", "", ["fast"], "balanced", "0-1", 4, 64, 64, 0.8, 0.8, 5.0]
+    ok, data = api.call("generate", form, session())
+    assert ok, data
+    assert calls[-1].seeds == (0, 1) and calls[-1].presets == ("fast", "balanced")
+    ok, data = api.call("prepare", [PASSWORD], session())
+    assert ok and len(data) == 7
+    calls.clear()
+
+
+def test_password_attempts_are_rate_limited_per_address(app):
+    api, services, _ = app
+    kept, services.admin_limiter = services.admin_limiter, RateLimiter(2, 0.0)
+    try:
+        results = [api.call("unlock", [password], session()) for password in ("x", "y", PASSWORD)]
+    finally:
+        services.admin_limiter = kept
+    assert [ok for ok, _ in results] == [False, False, False]
+    assert "Too many password attempts" in results[2][1]
+
+
+def _fetch_png(api: Api, url: str, tmp_path: Path) -> tuple[bytes, np.ndarray, list[str]]:
+    response = api.http.get(url)
+    response.raise_for_status()
+    path = tmp_path / hashlib.sha256(response.content).hexdigest()
+    path.write_bytes(response.content)
+    pixels = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB"))
+    return response.content, pixels, png_has_metadata(path)
+
+
+def test_same_pixels_are_served_under_different_urls_without_metadata(app, tmp_path):
+    api, services, _ = app
+    first, second = api.open(session()), api.open(session())  # one pair in the study: both show it
+    urls = image_urls(first) + image_urls(second)
+    assert len(urls) == 4 and len(set(urls)) == 4
+    served = [_fetch_png(api, url, tmp_path) for url in urls]
+    assert all(chunks == [] for _, _, chunks in served)
+    assert len({hashlib.sha256(data).hexdigest() for data, _, _ in served}) == 4
+    pair = services.store.list_pairs()[0]
+    names = [Path(u).name for u in urls]
+    for name, (_, pixels, _) in zip(names, served, strict=True):
+        trial = next(t for t in services.store.trial_rows() if name in (t["left_image"], t["right_image"]))
+        arm = trial["left_arm"] if name == trial["left_image"] else \
+            ("selective" if trial["left_arm"] == "full" else "full")
+        original = Image.open(services.dirs.images / pair["full_file" if arm == "full" else "sel_file"])
+        assert (np.asarray(original.convert("RGB")) == pixels).all()
+
+
+def test_the_data_folders_are_not_served(app):
+    api, services, _ = app
+    pair = services.store.list_pairs()[0]
+    for path in (services.dirs.images / pair["full_file"], services.store.path):
+        response = api.http.get(f"gradio_api/file={path}")
+        assert response.status_code in (403, 404)
+
+
+def test_generate_is_disabled_without_a_configured_password(tmp_path):
+    services = make_services(tmp_path, password=None, seeds=(0,), presets=("fast",))
+    services.run_job = lambda job, progress: pytest.fail("ran without a password")
+    with launched(services) as base:
+        api = Api(base)
+        ok, error = api.call("generate", ["", None, "p", "", ["fast"], "", "0", 4, 64, 64, 0.8, 0.8, 5.0],
+                             session())
+        assert not ok and "disabled" in error
+        voter, idle = session(), session()
+        voted = api.open(voter)[1]
+        assert api.vote(voter, voted, "same")[0]
+        api.open(idle)  # an open, unanswered trial: its key must not be exported
+        ok, data = api.call("prepare", [""], session())  # public export: answered trials only
+        assert ok
+        trials = json.loads(Path(data[6]["value"]["path"]).read_text())
+        assert [t["trial_id"] for t in trials] == [voted]
+        assert "session" not in trials[0] and "client" not in trials[0]
+        assert trials[0]["reviewer_id"] != services.store.get_trial(voted)["reviewer_id"]  # hashed
+
+
+def test_app_py_takes_flags_and_environment_and_serves_the_page(tmp_path):
+    """python app.py: environment variables set the defaults, the tiny stack shows its banner."""
+    env = {**os.environ, "REVIEW_DB": str(tmp_path / "env.db"), "REVIEW_DATA": str(tmp_path / "data"),
+           "REVIEW_DEMO": "0", "REVIEW_GOLD_RATE": "0.25", "COLUMNS": "400"}
+    env.pop("REVIEW_WEIGHTS", None)
+    help_text = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, env=env, capture_output=True,
+                               text=True, timeout=60, check=True).stdout
+    for flag in ("--weights", "--db", "--data", "--host", "--port", "--gold-rate", str(tmp_path / "env.db"),
+                 "0.25", "127.0.0.1", "7860"):
+        assert flag in help_text
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, page = time.monotonic() + 60, None
+        while time.monotonic() < deadline and page is None:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2).text
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert page is not None, "app.py did not start"
+        assert "Offline tiny stack: random weights; images are noise, not faces." in page
+        assert (tmp_path / "env.db").exists() and (tmp_path / "data" / "images").is_dir()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
