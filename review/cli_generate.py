@@ -88,9 +88,9 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
     if args.size_scale is not None:
         raise InputError("--size-scale applies to --matrix only; use --size")
     width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
-    settings = ConditionSettings(negative_prompt=args.negative_prompt, steps=args.steps or (TINY_STEPS if tiny else 30),
-                        width=width, height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale,
-                        guidance_scale=args.guidance)
+    settings = ConditionSettings(
+        negative_prompt=args.negative_prompt, steps=args.steps or (TINY_STEPS if tiny else 30), width=width,
+        height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
 

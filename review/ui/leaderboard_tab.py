@@ -24,7 +24,7 @@ def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable
         note = gr.Markdown("Open this tab or press Refresh to compute the leaderboard." if board else
                            "The leaderboard is not available yet.")
         without = gr.Checkbox(label="Leave out reviewers who fail the gold trials", value=False)
-        table = gr.Dataframe(value=None, interactive=False, wrap=True)
+        table = gr.Dataframe(value=None, interactive=False, wrap=False)
         with gr.Row():
             ssim_plot = gr.Plot(label="step-time ratio vs SSIM")
             identity_plot = gr.Plot(label="step-time ratio vs identity")
