@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .inputs import InputError  # one error type and one seed syntax for CLI and UI
+from .errors import InputError  # one error type for CLI and UI
 
 logger = logging.getLogger(__name__)
 
