@@ -20,7 +20,7 @@ def attach_face_adapter(pipe: InstantIDPipeline, state: dict, source: str) -> Fa
     unet = pipe.unet
     original = dict(unet.attn_processors)
     names = tuple(n.removesuffix(".processor") for n in original if n.endswith("attn2.processor"))
-    layers = layer_map_for(unet) or _plain_layers(names)
+    layers = layer_map_for(unet) or plain_layers(names)
     validate_adapter(state, layers, layer_widths(unet, layers), unet.config.cross_attention_dim, source)
     pipe.load_ip_adapter(state, subfolder=None, weight_name=None, image_encoder_folder=None)
     pipe.resampler = unet.encoder_hid_proj.image_projection_layers[0]
@@ -31,7 +31,7 @@ def attach_face_adapter(pipe: InstantIDPipeline, state: dict, source: str) -> Fa
     return patcher
 
 
-def _plain_layers(names: tuple[str, ...]) -> tuple[LayerInfo, ...]:
+def plain_layers(names: tuple[str, ...]) -> tuple[LayerInfo, ...]:
     """Layer records for a UNet that matches no known map: names and weight keys only."""
     return tuple(LayerInfo(index=i, name=n, processor_name=n + ".processor", block=n.split(".transformer_blocks")[0],
                            comfy_key=("unknown", 0, i), weight_key=2 * i + 1, width=0, tokens_1024=0)

@@ -82,3 +82,33 @@ def test_over_long_prompt_is_reported_as_truncated(tiny_engine, face_photo):
     result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, steps=1, width=128,
                                                     height=128), "none")
     assert any("truncated" in w for w in result.warnings)
+
+
+def test_unknown_topology_refuses_selective_presets_and_runs_full(tmp_path):
+    """A UNet whose cross-attention layers match no layer map: the adapter still loads (keys from the UNet's
+    own attn2 order), and a selective preset runs as full with a warning."""
+    import numpy as np_
+    from diffusers import UNet2DConditionModel
+
+    from instantid import Face
+    from instantid.adapter import plain_layers, attach_face_adapter
+    from instantid.engine import Engine
+    from instantid.layers import attn2_layer_names, layer_map_for
+    from instantid.loading import layer_widths
+    from instantid.pipeline import InstantIDPipeline
+    from instantid.tiny import TinyConfig, random_adapter_state, tiny_components
+
+    parts = tiny_components(TinyConfig(seed=1))
+    unet = UNet2DConditionModel(**{**parts["unet"].config, "transformer_layers_per_block": (1, 1, 3)})
+    assert layer_map_for(unet) is None
+    pipe = InstantIDPipeline(**{**parts, "unet": unet})
+    layers = plain_layers(tuple(attn2_layer_names(unet)))
+    state = random_adapter_state(layers, layer_widths(unet, layers), resampler_width=128)
+    patcher = attach_face_adapter(pipe, state, "odd.bin")
+    engine = Engine("odd", pipe, patcher, face_analyzer=None)
+    face = Face(bbox=np_.array([0, 0, 64, 64.0]), kps=np_.full((5, 2), 32.0),
+                embedding=np_.ones(512, dtype=np_.float32), det_score=0.9)
+    result = engine.generate(GenerationRequest(face_image=None, face=face, prompt="x", steps=1, width=128,
+                                               height=128), "fast")
+    assert result.layer_count == len(layers) == 23  # down 2+6, mid 3, up 9+3
+    assert any("matches no known layer map" in w for w in result.warnings)
