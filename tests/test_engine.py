@@ -91,7 +91,7 @@ def test_unknown_topology_refuses_selective_presets_and_runs_full(tmp_path):
     from diffusers import UNet2DConditionModel
 
     from instantid import Face
-    from instantid.adapter import plain_layers, attach_face_adapter
+    from instantid.adapter import attach_face_adapter, plain_layers
     from instantid.engine import Engine
     from instantid.layers import attn2_layer_names, layer_map_for
     from instantid.loading import layer_widths
