@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,8 +115,6 @@ class Engine:
 
     def generate(self, request: GenerationRequest, preset: Preset | str = "full",
                  progress: Callable[[int, int], None] | None = None) -> GenerationResult:
-        import time
-
         start = time.perf_counter()
         preset, layers, warnings = self.resolve(preset, request.ip_weight)
         face = request.face

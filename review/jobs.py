@@ -44,7 +44,7 @@ from .conditions import (
     load_matrix,
     normalize_preset,
 )
-from .images import read_image, write_image
+from .images import image_path, read_image, write_image
 from .metrics import cosine, identity_scores, ssim
 from .store import Store, StoreIntegrityError
 
@@ -97,7 +97,7 @@ class PairRunner:
     """Runs conditions against one engine into one store; see the module docstring."""
 
     def __init__(self, engine: Engine, store: Store, data_dir: str | Path, run_id: str | None = None,
-                 warmup: bool = True) -> None:
+                 warmup: bool = True, versions: dict[str, Any] | None = None) -> None:
         self.engine = engine
         self.store = store
         self.data_dir = Path(data_dir)
@@ -107,6 +107,7 @@ class PairRunner:
         self.warmup = warmup
         info = engine.describe()
         self.device, self.dtype, self.versions = _device_label(info), str(info["dtype"]), _versions(info)
+        self.versions.update(versions or {})  # e.g. process_index / num_processes under accelerate launch
         self._refs: dict[Path, Reference] = {}
         self.generated = 0  # arms generated (and stored) by this runner, warm-up excluded
 
@@ -137,6 +138,9 @@ class PairRunner:
             copy = write_image(self.faces_dir, ref.image)
             ref.row = self.store.add_face(sha256=ref.sha256, file=copy.file, width=copy.width, height=copy.height,
                                           label=ref.path.stem)
+            if ref.row["file"] != copy.file:  # another process registered this face meanwhile: keep theirs
+                image_path(self.faces_dir, copy.file).unlink(missing_ok=True)
+                return ref.row
             logger.info("face %s registered as %s", ref.path, copy.file)
         return ref.row
 
