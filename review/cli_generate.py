@@ -8,6 +8,10 @@ Examples::
         --prompts data/prompts.txt --presets balanced,fast,output_only --seeds 1-4 --steps 30
     python -m review generate --stack tiny --db var/study.db --matrix usecases --presets balanced,fast
 
+Several GPUs or processes (each takes whole conditions, all write the same --db; see docs/scale-out.md)::
+
+    accelerate launch --multi_gpu --num_processes 4 -m review generate --stack /models/InstantID --db var/study.db ...
+
 Re-running skips every pair the database already holds. Exit codes: 0 done, 1 some generations failed (the rest
 are stored; re-run to retry), 2 bad input (nothing generated).
 """
@@ -18,7 +22,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .conditions import (
     Condition,
@@ -32,6 +38,9 @@ from .conditions import (
     read_prompts,
 )
 from .inputs import parse_seeds
+
+if TYPE_CHECKING:
+    from .jobs import PairRunner
 
 logger = logging.getLogger(__name__)
 
@@ -121,55 +130,113 @@ def main_generate(argv: Sequence[str]) -> int:
     return _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError))
 
 
+@dataclass
+class Outcome:
+    """What one process did; gathered on the main process for the summary."""
+    code: int = 0  # 0 done, 1 some conditions failed, 2 bad input / engine not loaded
+    conditions: int = 0  # this process's share
+    generated: int = 0
+    added: int = 0
+    failed: int = 0
+    device: str = ""
+    dtype: str = ""
+    run_id: str = ""
+
+
 def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
          input_errors: tuple[type[Exception], ...]) -> int:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from instantid import GenerationError, load_engine
+    """Generate this process's share (all of it without a launcher); the main process prints the summary once
+    every process is done. Every process reaches ``gather`` exactly once, whatever happens to its share."""
+    from instantid import load_engine
 
     from .jobs import PairRunner, summarize
+    from .sharding import barrier, gather, shard
     from .store import Store
 
-    try:
-        engine = load_engine(args.stack, base=args.base, device=args.device, dtype=args.dtype,
-                             face_model_root=args.face_model_root)
-    except (*input_errors, OSError, ValueError) as exc:
-        return _error(f"cannot load the stack {args.stack!r}: {exc}")
+    part = shard(conditions, device=args.device)
+    mine = Outcome(conditions=len(part.conditions))
+    engine = None
+    if part.conditions:  # more processes than conditions: the spare ones load nothing
+        device = args.device or part.device
+        if args.device and part.device and args.device != part.device:
+            logger.warning("process %d uses --device %s, not its own %s", part.process_index, args.device,
+                           part.device)
+        try:
+            engine = load_engine(args.stack, base=args.base, device=device, dtype=args.dtype,
+                                 face_model_root=args.face_model_root)
+        except (*input_errors, OSError, ValueError) as exc:
+            mine.code = _error(f"cannot load the stack {args.stack!r}: {exc}")
+    if engine is None:
+        barrier()
+        gather(mine)
+        return mine.code
     db.parent.mkdir(parents=True, exist_ok=True)
     with Store(db) as store:
-        runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup)
+        runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup,
+                            versions={"process_index": part.process_index, "num_processes": part.num_processes})
+        mine.device, mine.dtype, mine.run_id = runner.device, runner.dtype, runner.run_id
         try:
             for face in dict.fromkeys(c.face for c in conditions):
                 runner.check_face(face)  # NoFaceError names the file
             presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
         except input_errors as exc:
-            return _error(str(exc))
-        arms = 1 + len(presets)
-        added, failed = [], 0
-        with logging_redirect_tqdm(), tqdm(total=len(conditions) * arms, unit="arm", disable=args.quiet,
-                                           desc="generate") as bar:
-            for condition in conditions:
-                start = bar.n
-
-                def tick(label: str, where: str = f"{condition.face.name} {condition.size}") -> None:
-                    bar.set_postfix_str(f"{where} {label}", refresh=False)
-                    bar.update(1)
-
-                try:
-                    added += runner.run_condition(condition, presets, progress=tick)
-                except GenerationError as exc:
-                    failed += 1
-                    logger.error("%s seed %d %s: %s", condition.face.name, condition.seed, condition.size, exc)
-                    bar.update(start + arms - bar.n)
+            mine.code = _error(str(exc))
+        else:
+            _generate(runner, part.conditions, presets, mine, quiet=args.quiet or part.process_index != 0)
+        barrier()
+        everyone = gather(mine)
+        if part.process_index != 0 or mine.code == 2:
+            return mine.code
+        if any(o.code == 2 for o in everyone):
+            print("error: a process could not start (see its error above); its conditions were not generated",
+                  file=sys.stderr)
         condition_ids = {runner.condition_row(c)["id"] for c in conditions}
         summary = summarize([p for p in store.list_pairs() if p["condition_id"] in condition_ids])
-    print(f"{len(conditions)} conditions x {len(presets)} presets on {runner.device} ({runner.dtype}), "
-          f"run {runner.run_id}: generated {runner.generated} images, added {len(added)} pairs; "
-          f"{summary['pairs']} pairs in {db}, {summary['identity_failures']} identity failures"
-          + (f", SSIM {summary['ssim_min']:.3f}..{summary['ssim_max']:.3f}" if summary["pairs"] else "")
-          + (f", {summary['mixed_runs']} with arms from different runs" if summary["mixed_runs"] else ""))
+    print(_summary_line(everyone, len(conditions), len(presets), summary, db))
+    failed = sum(o.failed for o in everyone)
     if failed:
         print(f"error: {failed} condition(s) failed (see the log); re-run to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return max(o.code for o in everyone)
+
+
+def _generate(runner: PairRunner, conditions: list[Condition], presets: list[str],
+              mine: Outcome, quiet: bool) -> None:
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from instantid import GenerationError
+
+    arms = 1 + len(presets)
+    with logging_redirect_tqdm(), tqdm(total=len(conditions) * arms, unit="arm", disable=quiet,
+                                       desc="generate") as bar:
+        for condition in conditions:
+            start = bar.n
+
+            def tick(label: str, where: str = f"{condition.face.name} {condition.size}") -> None:
+                bar.set_postfix_str(f"{where} {label}", refresh=False)
+                bar.update(1)
+
+            try:
+                mine.added += len(runner.run_condition(condition, presets, progress=tick))
+            except GenerationError as exc:
+                mine.failed += 1
+                logger.error("%s seed %d %s: %s", condition.face.name, condition.seed, condition.size, exc)
+                bar.update(start + arms - bar.n)
+    mine.generated = runner.generated
+    mine.code = 1 if mine.failed else 0
+
+
+def _summary_line(everyone: list[Outcome], conditions: int, presets: int, summary: dict, db: Path) -> str:
+    working = [o for o in everyone if o.run_id]
+    if len(everyone) == 1:
+        where = f"on {working[0].device} ({working[0].dtype}), run {working[0].run_id}"
+    else:
+        shares = "; ".join(f"process {i}: {o.conditions} condition(s) on {o.device or 'nothing'}"
+                           for i, o in enumerate(everyone))
+        dtypes = "/".join(dict.fromkeys(o.dtype for o in working))
+        where = f"on {len(everyone)} processes ({shares}; {dtypes}), runs {', '.join(o.run_id for o in working)}"
+    return (f"{conditions} conditions x {presets} presets {where}: generated {sum(o.generated for o in everyone)} "
+            f"images, added {sum(o.added for o in everyone)} pairs; "
+            f"{summary['pairs']} pairs in {db}, {summary['identity_failures']} identity failures"
+            + (f", SSIM {summary['ssim_min']:.3f}..{summary['ssim_max']:.3f}" if summary["pairs"] else "")
+            + (f", {summary['mixed_runs']} with arms from different runs" if summary["mixed_runs"] else ""))
