@@ -5,8 +5,8 @@ Rules this module keeps:
 - Resumable: a pair already in the store is skipped; a stored generation (full or selective) is reused from its
   image file instead of being generated again; so a re-run adds nothing.
 - Timing: each arm's ``step_times_s``/``total_s`` come from ``Engine.generate`` (per denoising step, synchronized
-  on GPU). Before the first timed generation of a process the engine runs one untimed warm-up generation
-  (1 step on the tiny stack, 2 otherwise, at the first condition's size). Every generation row records the
+  on GPU). Before the first timed generation of each size the engine runs one untimed warm-up generation
+  (1 step on the tiny stack, 2 otherwise) at each new output size. Every generation row records the
   device (with the GPU name), dtype, library versions and this process's ``run_id``.
 - Machines are never mixed in a ratio, but arms are: ``UNIQUE(condition, preset)`` means a full arm stored by an
   earlier run (maybe another machine) is kept and paired with selective arms generated now. Such pairs have
@@ -58,7 +58,7 @@ Progress = Callable[[str], None]  # called once per arm (generated, reused or sk
 
 RUN_ID = uuid.uuid4().hex  # one per process: pairs whose arms share it were timed on one machine, one session
 NO_FACE = "no face detected in the generated image"
-_warmed: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines already warmed up in this process
+_warmed: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()  # engine -> sizes warmed up
 
 
 @dataclass
@@ -183,12 +183,13 @@ class PairRunner:
         return added
 
     def _warm_up(self, condition: Condition, ref: Reference) -> None:
-        if not self.warmup or self.engine in _warmed:
+        sizes = _warmed.setdefault(self.engine, set())
+        if not self.warmup or condition.size in sizes:  # new shapes get their own warm-up (kernels, allocator)
             return
         steps = 1 if self.engine.name == "tiny" else min(2, condition.steps)
         logger.info("warm-up generation (%d step(s), %s), not timed", steps, condition.size)
         self.engine.generate(self._request(condition, ref, steps), "full")
-        _warmed.add(self.engine)
+        sizes.add(condition.size)
 
     def _request(self, condition: Condition, ref: Reference, steps: int | None = None) -> GenerationRequest:
         return GenerationRequest(

@@ -62,7 +62,7 @@ def run(tiny_engine, tmp_path_factory):
         calls.append((str(preset), request.steps))
         return generate(request, preset, progress)
 
-    jobs._warmed.discard(tiny_engine)
+    jobs._warmed.pop(tiny_engine, None)
     with pytest.MonkeyPatch.context() as mp, Store(data_dir / "study.db") as store:
         mp.setattr(tiny_engine, "generate", spy)
         first = PairRunner(tiny_engine, store, data_dir)
