@@ -25,6 +25,7 @@ def attach_face_adapter(pipe: InstantIDPipeline, state: dict, source: str) -> Fa
     pipe.load_ip_adapter(state, subfolder=None, weight_name=None, image_encoder_folder=None)
     pipe.resampler = unet.encoder_hid_proj.image_projection_layers[0]
     unet.encoder_hid_proj = None  # the pipeline passes (text, [face tokens]) itself
+    unet.register_to_config(encoder_hid_dim_type=None)
     patcher = FacePatcher(unet, layers, original)
     pipe.face_state = patcher.state
     patcher.apply(frozenset(patcher.face))

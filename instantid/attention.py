@@ -92,7 +92,10 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
         self._kv_source, self._kv, self._kv_version = None, None, -1
 
     def face_kv(self, face: torch.Tensor, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Face keys/values shaped for SDPA; computed once per face-token tensor when caching is on."""
+        """Face keys/values shaped for SDPA; computed once per face-token tensor when caching is on.
+
+        The cache is keyed on the tensor object, so it hits with the tuple context the pipeline passes; the
+        ``cat(text, face)`` form slices a new tensor every call and is computed each time (still exact)."""
         cached = (self.state.cache_kv and self._kv is not None and self._kv_source is face
                   and self._kv_version == face._version)
         if cached:

@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="SDXL base for a weights stack (default $INSTANTID_BASE or the hub)")
     p.add_argument("--presets", default="full,balanced,fast,output_only,none",
                    help="comma-separated specs; also full-nocache and auto-K (with --telemetry-file)")
-    p.add_argument("--steps", type=int, default=10, help="timed denoising steps per arm and repetition")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed denoising steps per arm and repetition (default 10; tiny: 2)")
     p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
     p.add_argument("--reps", type=int, default=5, help="measured repetitions (>= 5)")
     p.add_argument("--warmup", type=int, default=1, help="repetitions run first and dropped")
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: fp16 on CUDA, fp32 on CPU")
     p.add_argument("--seed", type=int, default=0, help="weights, inputs and bootstrap seed")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; 1 is steadier on a shared CPU)")
+                   help="torch CPU threads (default: torch's; tiny on CPU: 1, steadier on a shared CPU)")
     p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result (or telemetry) here")
     p.add_argument("--telemetry", action="store_true", help="record per-layer face/text ratios instead of timing")
@@ -223,6 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.reps < 5 and not args.telemetry:
         raise SystemExit("--reps must be at least 5 (the acceptance goals use the median of >= 5 pairs)")
+    tiny = args.stack == "tiny"
+    if args.steps is None:
+        args.steps = 2 if tiny else 10  # tiny defaults keep a default run well under a minute on a 2-core CPU
+    if args.threads is None and tiny and args.device in (None, "cpu") and not torch.cuda.is_available():
+        args.threads = 1
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")
     from .bench_stack import load_bench_stack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,12 +20,12 @@ import PIL.Image
 import torch
 
 from .adapter import attach_face_adapter
-from .face import Face, FaceAnalyzer, NoFaceError, draw_kps
+from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
 from .layers import layer_map_for
 from .loading import WeightsError, find_adapter_file, layer_widths, load_base, load_controlnet, read_adapter
 from .patching import FacePatcher
-from .pipeline import InstantIDPipeline
-from .presets import Preset, PresetError, resolve_preset, select_layers
+from .pipeline import DenoiseOutput, InstantIDPipeline
+from .presets import Preset, PresetError, preset_window, resolve_preset, select_layers
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class Engine:
         self.layers = self.known_map or patcher.layers
         self.device = pipe.unet.device
         self.dtype = pipe.unet.dtype
+        self._lock = threading.Lock()
         self.telemetry: dict[str, float] | None = None  # {layer: mean face/text ratio}; enables "auto-K"
 
     def load_telemetry(self, path: str | Path) -> dict[str, float]:
@@ -98,7 +100,8 @@ class Engine:
         if self.known_map is None:
             name = preset if isinstance(preset, str) else preset.name
             layers, warnings = select_layers(name, None, available=self.patcher.face)
-            return Preset(name=name, layers=layers), layers, warnings
+            start, end = preset_window(name) if isinstance(preset, str) else (preset.start, preset.end)
+            return Preset(name=name, layers=layers, start=start, end=end), layers, warnings
         if isinstance(preset, str):
             preset = resolve_preset(preset, self.known_map, ip_weight=ip_weight)
         layers, warnings = select_layers(preset, self.known_map, ip_weight=ip_weight)
@@ -107,11 +110,6 @@ class Engine:
     def prompt_tokens(self, prompt: str) -> int:
         """Tokens the CLIP tokenizer makes of ``prompt`` (with start/end); above 77 the rest is cut off."""
         return len(self.pipe.tokenizer(prompt, truncation=False).input_ids)
-
-    def apply_preset(self, preset: Preset | str, ip_weight: float = 0.8) -> float:
-        """Patch the preset's layers now; returns the seconds the swap took."""
-        _, layers, _ = self.resolve(preset, ip_weight)
-        return self.patcher.apply(layers)
 
     def generate(self, request: GenerationRequest, preset: Preset | str = "full",
                  progress: Callable[[int, int], None] | None = None) -> GenerationResult:
@@ -131,8 +129,18 @@ class Engine:
         limit = self.pipe.tokenizer.model_max_length
         if tokens > limit:
             warnings.append(f"prompt is {tokens} tokens; CLIP reads the first {limit}, the rest was truncated")
-        size = request.face_image.size if request.face_image is not None else (request.width, request.height)
-        hint = draw_kps(size, face.kps)
+        source = request.face_image.size if request.face_image is not None else (request.width, request.height)
+        hint = draw_kps((request.width, request.height), fit_kps(face.kps, source, (request.width, request.height)))
+        with self._lock:  # one generation at a time: processors, face state and scheduler are shared
+            out, switch_s = self._run(request, preset, layers, face, hint, progress)
+        check_output(out.latents, out.image)
+        order = [layer.name for layer in self.layers if layer.name in layers]
+        return GenerationResult(image=out.image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
+                                preset=preset.name, layer_count=len(layers), layers=tuple(order),
+                                face=face, switch_s=switch_s, warnings=warnings)
+
+    def _run(self, request: GenerationRequest, preset: Preset, layers: frozenset[str], face: Face,
+             hint: PIL.Image.Image, progress: Callable[[int, int], None] | None) -> tuple[DenoiseOutput, float]:
         self.patcher.set_scale(request.ip_weight)
         switch_s = self.patcher.apply(layers)
         try:
@@ -146,10 +154,7 @@ class Engine:
             raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
         finally:
             self.patcher.clear_cache()
-        check_output(out.latents, out.image)
-        return GenerationResult(image=out.image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
-                                preset=preset.name, layer_count=len(layers), layers=tuple(sorted(layers)),
-                                face=face, switch_s=switch_s, warnings=warnings)
+        return out, switch_s
 
     def describe(self) -> dict:
         import diffusers

@@ -246,6 +246,17 @@ class FaceAnalyzer:
         return faces[0]
 
 
+def fit_kps(kps: np.ndarray, source: tuple[int, int], target: tuple[int, int]) -> np.ndarray:
+    """Keypoints of a ``source``-sized photo in the coordinates of a ``target``-sized output.
+
+    The photo is scaled to cover the output (aspect kept) and centred, as a centre crop would place it, so the
+    keypoint geometry is never stretched when the output's aspect ratio differs from the photo's."""
+    (sw, sh), (tw, th) = source, target
+    scale = max(tw / sw, th / sh)
+    offset = np.array([(tw - sw * scale) / 2, (th - sh * scale) / 2])
+    return np.asarray(kps, dtype=np.float64) * scale + offset
+
+
 def draw_kps(image_size: tuple[int, int], kps: np.ndarray) -> Image.Image:
     """InstantID's IdentityNet hint: the 5 keypoints drawn on black, ``image_size`` = (width, height).
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
@@ -39,7 +37,6 @@ class FacePatcher:
         self.modules = torch.nn.ModuleList(self.face.values())
         self.patched: frozenset[str] = frozenset()
         self.set_scale(ip_scale)
-        self.last_switch_s = 0.0
 
     @property
     def layer_names(self) -> tuple[str, ...]:
@@ -66,9 +63,9 @@ class FacePatcher:
                 procs[proc_name] = proc
         self.unet.set_attn_processor(procs)
         self.patched = frozenset(patched)
-        self.last_switch_s = time.perf_counter() - start
-        logger.debug("patched %d of %d layers in %.2f ms", len(patched), len(self.face), self.last_switch_s * 1e3)
-        return self.last_switch_s
+        seconds = time.perf_counter() - start
+        logger.debug("patched %d of %d layers in %.2f ms", len(patched), len(self.face), seconds * 1e3)
+        return seconds
 
     def clear_cache(self) -> None:
         for proc in self.face.values():
@@ -79,14 +76,3 @@ class FacePatcher:
         self.clear_cache()
         self.unet.set_attn_processor(dict(self.original))
         self.patched = frozenset()
-
-    @contextmanager
-    def using(self, patched: frozenset[str]) -> Iterator[None]:
-        """Patch ``patched`` for the block, then return to the previous set."""
-        previous = self.patched
-        self.apply(patched)
-        try:
-            yield
-        finally:
-            self.clear_cache()
-            self.apply(previous)

@@ -49,6 +49,9 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
             raise RuntimeError("no face adapter attached: call attach_face_adapter() first")
         param = next(self.resampler.parameters())
         emb = torch.as_tensor(np.asarray(embedding, dtype=np.float32)).reshape(1, 1, -1)
+        expected = self.resampler.proj_in.in_features
+        if emb.shape[-1] != expected:
+            raise ValueError(f"face embedding has {emb.shape[-1]} values; the Resampler takes {expected}")
         emb = emb.to(device=param.device, dtype=param.dtype)
         if do_cfg:
             emb = torch.cat([torch.zeros_like(emb), emb])
@@ -116,7 +119,7 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
             synchronize(device)
             t0 = time.perf_counter()
             fraction = i / len(timesteps)
-            state.step, state.active = i, start <= fraction <= end
+            state.step, state.active = i, start <= fraction < end  # [start, end): windows tile without overlap
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             down_res, mid_res = self.controlnet(
@@ -142,12 +145,16 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> PIL.Image.Image:
+        """VAE decode; an fp16 VAE that needs it decodes in fp32 and is put back even when decoding fails."""
         vae = self.vae
-        needs_upcast = vae.dtype == torch.float16 and vae.config.force_upcast
-        if needs_upcast:
-            self.upcast_vae()
-        latents = latents.to(next(vae.post_quant_conv.parameters()).dtype) / vae.config.scaling_factor
-        image = vae.decode(latents, return_dict=False)[0]
-        if needs_upcast:
-            vae.to(dtype=torch.float16)
+        dtype = vae.dtype
+        upcast = dtype == torch.float16 and vae.config.force_upcast
+        try:
+            if upcast:
+                vae.to(torch.float32)
+            latents = latents.to(vae.dtype) / vae.config.scaling_factor
+            image = vae.decode(latents, return_dict=False)[0]
+        finally:
+            if upcast:
+                vae.to(dtype)
         return self.image_processor.postprocess(image, output_type="pil")[0]

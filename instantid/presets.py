@@ -184,6 +184,12 @@ def _parse_window(text: str) -> tuple[float, float]:
     return start, end
 
 
+def preset_window(spec: str) -> tuple[float, float]:
+    """The step window of a spec (``"fast@0-0.5"`` -> (0.0, 0.5)); (0, 1) when it has none."""
+    _, at, window = "".join(spec.split()).partition("@")
+    return _parse_window(window) if at else (0.0, 1.0)
+
+
 def _named_term(
     term: str, layers: Sequence[LayerInfo], ip_weight: float, threshold: float
 ) -> set[str] | None:

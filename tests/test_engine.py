@@ -112,3 +112,22 @@ def test_unknown_topology_refuses_selective_presets_and_runs_full(tmp_path):
                                                height=128), "fast")
     assert result.layer_count == len(layers) == 23  # down 2+6, mid 3, up 9+3
     assert any("matches no known layer map" in w for w in result.warnings)
+
+
+def test_non_square_output_gets_an_undistorted_keypoint_hint(tiny_engine, face_photo, monkeypatch):
+    seen = {}
+    original = tiny_engine.pipe.__class__.__call__
+
+    def spy(pipe, prompt, embedding, hint, **kw):
+        seen["hint"] = hint
+        return original(pipe, prompt, embedding, hint, **kw)
+
+    monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
+    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", steps=1, width=160,
+                                                    height=128), "none")
+    assert result.image.size == (160, 128) and seen["hint"].size == (160, 128)
+    # the 512x512 photo covers 160x128 at scale 160/512, centred: keypoints keep their relative geometry
+    from instantid.face import fit_kps
+
+    fitted = fit_kps(result.face.kps, (512, 512), (160, 128))
+    np.testing.assert_allclose(fitted[:, 0], result.face.kps[:, 0] * 160 / 512)

@@ -338,3 +338,12 @@ def test_default_providers_prefer_cuda_only_when_available(monkeypatch: pytest.M
     monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert face_mod._default_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def test_fit_kps_keeps_geometry_when_the_output_aspect_differs():
+    from instantid.face import fit_kps
+
+    kps = np.array([[50.0, 100.0], [0.0, 0.0], [100.0, 200.0]])
+    fitted = fit_kps(kps, (100, 200), (200, 200))  # scale 2 (cover), centred vertically: offset y -100
+    np.testing.assert_allclose(fitted, [[100.0, 100.0], [0.0, -100.0], [200.0, 300.0]])
+    assert np.allclose(fit_kps(kps, (100, 200), (100, 200)), kps)

@@ -193,3 +193,50 @@ def test_preset_run_touches_only_its_layers_in_telemetry(tiny_pipe, spec):
         patcher.state.telemetry = None
         patcher.apply(frozenset(patcher.face))
     assert recorded == keep
+
+
+def test_step_windows_tile_without_overlap(tiny_pipe):
+    pipe, patcher, _ = tiny_pipe
+    patcher.apply(frozenset(patcher.face))
+    counts = []
+    for window in ((0.0, 0.5), (0.5, 1.0)):
+        patcher.state.face_calls = 0
+        run(pipe, steps=4, face_window=window)
+        counts.append(patcher.state.face_calls // len(patcher.face))
+    assert counts == [2, 2]
+
+
+def test_whole_pipeline_matches_a_loop_written_out_in_the_test(tiny_pipe):
+    """Independent of pipeline.__call__: uncond = Resampler(zeros), IdentityNet gets the face tokens (not text)
+    and the keypoint hint, the UNet gets cat(text, face) through the reference equation, CFG, Euler."""
+    pipe, patcher, _ = tiny_pipe
+    patcher.apply(frozenset(patcher.face))
+    ours = run(pipe, steps=3)
+
+    with torch.no_grad():
+        emb = torch.as_tensor(EMB).reshape(1, 1, 512)
+        face = pipe.resampler(torch.cat([torch.zeros_like(emb), emb]))  # [uncond, cond]
+        text, neg, pooled, neg_pooled = pipe.encode_prompt("a portrait", None, "cpu", 1, True, None)
+        text, pooled = torch.cat([neg, text]), torch.cat([neg_pooled, pooled])
+        time_ids = torch.tensor([[128.0, 128, 0, 0, 128, 128]] * 2)
+        cond = {"text_embeds": pooled, "time_ids": time_ids}
+        hint = torch.zeros(2, 3, 128, 128)  # the black HINT image, as the ControlNet preprocessor gives it
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(3)
+        latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1)) * scheduler.init_noise_sigma
+        reference = {f"{n}.processor": ReferenceProcessor(p) for n, p in patcher.face.items()}
+        current = pipe.unet.attn_processors
+        pipe.unet.set_attn_processor({k: reference.get(k, v) for k, v in current.items()})
+        try:
+            for t in scheduler.timesteps:
+                x = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+                down, mid = pipe.controlnet(x, t, encoder_hidden_states=face, controlnet_cond=hint,
+                                            conditioning_scale=0.8, added_cond_kwargs=cond, return_dict=False)
+                noise = pipe.unet(x, t, encoder_hidden_states=(text, [face]), added_cond_kwargs=cond,
+                                  down_block_additional_residuals=down, mid_block_additional_residual=mid,
+                                  return_dict=False)[0]
+                uncond, conditioned = noise.chunk(2)
+                latents = scheduler.step(uncond + 5.0 * (conditioned - uncond), t, latents, return_dict=False)[0]
+        finally:
+            patcher.apply(frozenset(patcher.face))
+    torch.testing.assert_close(ours.latents, latents, rtol=1e-4, atol=1e-4)
