@@ -109,7 +109,7 @@ def _pair_block(preset: str, rows: list[dict], seed: int, n_boot: int) -> dict[s
                      for r in rows], dtype=bool)
     ok = same & (full_t > 0) & (sel_t > 0)
     # one device per ratio: pairs timed on another device than the most common one are excluded, never pooled
-    devices = [r.get("full_device") for r, keep in zip(rows, ok) if keep]
+    devices = [r.get("full_device") for r, keep in zip(rows, ok, strict=True) if keep]
     out["timing_device"] = max(set(devices), key=devices.count) if devices else None
     ok &= np.array([r.get("full_device") == out["timing_device"] for r in rows], dtype=bool)
     ratio = sel_t[ok] / full_t[ok]
