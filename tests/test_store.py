@@ -508,3 +508,9 @@ def test_images_and_metrics_feed_the_store_directly(store: Store, tmp_path: Path
                           **score.as_row())
     assert pair["ssim"] == value and pair["id_cos_full_ref"] == 1.0 and pair["id_cos_sel_ref"] is None
     assert store.get_pair(pair["id"])["full_file"] == files[0]
+
+
+def test_study_version_counts_pairs_and_votes(tmp_path):
+    with Store(tmp_path / "v.db") as store:
+        assert store.study_version() == (0, 0)
+        assert store.get_face(1) is None and store.get_image(1) is None

@@ -268,7 +268,7 @@ class Store:
 
     def study_version(self) -> tuple[int, int]:
         """(pairs, votes) stored: changes whenever the leaderboard's inputs change."""
-        row = self._conn.rows("SELECT (SELECT count(*) FROM pairs) AS pairs, (SELECT count(*) FROM votes) AS votes")[0]
+        row = self._conn.rows(q.STUDY_VERSION)[0]
         return row["pairs"], row["votes"]
 
     def vote_rows(self) -> list[Row]:

@@ -78,3 +78,5 @@ UPSERT_REVIEWER = """INSERT INTO reviewers (id, created_at, last_seen) VALUES (:
     ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen"""
 
 TOUCH_REVIEWER = "UPDATE reviewers SET last_seen = :now WHERE id = :id"
+
+STUDY_VERSION = "SELECT (SELECT count(*) FROM pairs) AS pairs, (SELECT count(*) FROM votes) AS votes"
