@@ -6,7 +6,7 @@ launch. On Spaces, ``spaces.GPU`` wraps each generation; elsewhere it is a no-op
 
 Environment (flags win): REVIEW_WEIGHTS, REVIEW_DB, REVIEW_DATA, REVIEW_HOST, REVIEW_PORT, REVIEW_GOLD_RATE,
 REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords off command lines),
-REVIEW_TRUST_PROXY, REVIEW_DEMO (0 to skip demo pairs).
+REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs).
 """
 
 from __future__ import annotations
@@ -142,6 +142,17 @@ def make_demo_pairs(services: Services, tiny: bool) -> None:
         status.set("Demo pairs could not be generated (see the server log).", busy=False)
 
 
+def warm_up() -> None:
+    """Gradio asks matplotlib for its backend around every event, and the first ask imports pyplot (~0.4 s on
+    the 2-core VM): asked once here, so the first page loads do not queue behind it."""
+    try:
+        import matplotlib
+
+        matplotlib.get_backend()
+    except ImportError:
+        pass
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -164,6 +175,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="do not generate demo pairs on an empty database")
     parser.add_argument("--trust-proxy", action="store_true", default=ON_SPACES or env("REVIEW_TRUST_PROXY") == "1",
                         help="client address from X-Forwarded-For (on by default on Spaces)")
+    parser.add_argument("--proxy-hops", type=int, default=int(env("REVIEW_PROXY_HOPS", "1")),
+                        help="with --trust-proxy: trusted proxies in front of the app; the client address is this "
+                             "many entries from the right of X-Forwarded-For (REVIEW_PROXY_HOPS)")
     return parser.parse_args(argv)
 
 
@@ -184,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()))
     config = AppConfig(study=study, admin_password=os.environ.get("REVIEW_ADMIN_PASSWORD") or None,
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
-                       trust_proxy=args.trust_proxy)
+                       trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
                         board=lambda without_failing: board_view(store, without_failing=without_failing),
                         board_version=store.study_version)
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     if not store.list_pairs() and not args.no_demo:
         threading.Thread(target=make_demo_pairs, args=(services, tiny), name="demo-pairs", daemon=True).start()
     demo = build_demo(services)
+    warm_up()
     logger.info("serving on http://%s:%d (db %s, data %s, stack %s)", args.host, args.port, args.db, dirs.root,
                 engines.stack)
     demo.launch(server_name=args.host, server_port=args.port, **launch_options(services))

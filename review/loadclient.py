@@ -1,9 +1,14 @@
 """Simulated reviewers for ``review.loadtest``: the page's own protocol, driven from asyncio + httpx.
 
-One event = POST ``/gradio_api/queue/join`` (fn_index, data, session hash) and then the SSE stream
-``/gradio_api/queue/data?session_hash=...`` read until ``process_completed`` for that event, as the browser does.
-A reviewer opens the page (``open_page``), fetches the served images like a browser would, then M times: looks
-(think time), votes with a random allowed choice through the fn of the matching button, asks for the next pair.
+Each event goes the way the page sends it, read from the app's config: a queued event is POST
+``/gradio_api/queue/join`` (fn_index, data, session hash) and then the SSE stream
+``/gradio_api/queue/data?session_hash=...`` read until ``process_completed``; an event with ``queue=False`` (the
+review events) is one POST ``/gradio_api/run/predict`` answered with its outputs. A reviewer opens the page
+(``open_page``) and fetches the served images like a browser would, then M times: looks (think time), votes
+with a random allowed choice through the fn of the matching button. The vote's answer carries the reveal and the
+next trial, staged; the page shows it when the reviewer presses 'Next pair' (in the page, no server call), so
+the reviewer then fetches its images and goes on. The vote sends the milliseconds the pair was on screen, as
+the page does (-1 for the first pair).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from review.trials import CHOICES
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SLOTS = slice(2, 6)  # face, left, x, right in an open_page / next_pair output
+IMAGES = ("face", "left", "x", "right")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,6 @@ class Tally:
     refused: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     vote_ms: list[float] = field(default_factory=list)
-    next_ms: list[float] = field(default_factory=list)
     image_ms: list[float] = field(default_factory=list)
     active: int = 0  # reviewers still running
 
@@ -61,31 +65,52 @@ class ProtocolError(RuntimeError):
 @dataclass(frozen=True)
 class Endpoints:
     open: int
-    next: int
     vote: dict[str, int]  # choice -> fn_index of its button
+    direct: frozenset[int]  # fn indices with queue=False (POST /run, no queue)
+    outputs: dict[int, dict[str, int]]  # fn_index -> elem_id -> position in its output
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Endpoints:
-        """fn indices by api name (open_page, next_pair) and, for votes, by the clicked button's elem_id."""
-        elem = {c["id"]: (c.get("props") or {}).get("elem_id") for c in config["components"]}
-        fns = {d["api_name"]: d["id"] for d in config["dependencies"]}
+        """fn indices by api name (open_page) and, for votes, by the clicked button's elem_id; for each, where
+        the trial id and the images are in its output (by the components' elem_ids)."""
+        elem = {c["id"]: (c.get("props") or {}).get("elem_id") or "" for c in config["components"]}
+        deps = [d for d in config["dependencies"] if d.get("backend_fn")]
+        opened = next(d["id"] for d in deps if d["api_name"] == "open_page")
         votes = {}
-        for dep in config["dependencies"]:
+        for dep in deps:
             for target, _ in dep.get("targets") or []:
                 name = elem.get(target) or ""
                 if dep["api_name"].startswith("vote") and name.startswith("vote-"):
                     votes[name.removeprefix("vote-")] = dep["id"]
-        return cls(fns["open_page"], fns["next_pair"], votes)
+        outputs = {d["id"]: {elem[o]: i for i, o in enumerate(d["outputs"]) if elem.get(o)} for d in deps}
+        return cls(opened, votes, frozenset(d["id"] for d in deps if d.get("queue") is False), outputs)
 
     @classmethod
     async def fetch(cls, client: httpx.AsyncClient) -> Endpoints:
         return cls.from_config((await client.get("config")).raise_for_status().json())
 
+    def trial(self, fn: int, data: list[Any]) -> tuple[str, list[str]]:
+        """(trial id, image URLs) in an output of ``fn``: the page's trial after open_page, the staged one after
+        a vote (the one 'Next pair' shows)."""
+        slots, prefix = self.outputs[fn], "staged-" if fn in self.vote.values() else "review-"
+        trial = data[slots[prefix + "trial"]]
+        return (trial if isinstance(trial, str) else ""), image_urls([data[slots[prefix + name]]
+                                                                         for name in IMAGES])
 
-async def call(client: httpx.AsyncClient, fn: int, data: list[Any], session: str,
+
+async def call(client: httpx.AsyncClient, api: Endpoints, fn: int, data: list[Any], session: str,
                headers: dict[str, str]) -> tuple[bool, Any]:
-    """One event: (success, output data or the error message)."""
+    """One event, sent as the page sends it: (success, output data or the error message)."""
     body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
+    if fn in api.direct:
+        response = await client.post("gradio_api/run/predict", json=body, headers=headers)
+        if response.status_code == 200:
+            return True, response.json().get("data")
+        try:
+            return False, str(response.json().get("error") or response.text)
+        except ValueError:
+            response.raise_for_status()
+            return False, response.text
     joined = await client.post("gradio_api/queue/join", json=body, headers=headers)
     joined.raise_for_status()
     event_id = joined.json()["event_id"]
@@ -107,10 +132,10 @@ async def call(client: httpx.AsyncClient, fn: int, data: list[Any], session: str
     raise ProtocolError("queue stream ended before the event completed")
 
 
-def image_urls(data: list[Any]) -> list[str]:
-    """Image URLs in an output, whether sent as component updates ({"value": FileData}) or as plain FileData."""
+def image_urls(items: list[Any]) -> list[str]:
+    """Image URLs among output items, whether sent as component updates ({"value": FileData}) or as FileData."""
     urls = []
-    for item in data[IMAGE_SLOTS]:
+    for item in items:
         file = item.get("value") if isinstance(item, dict) and "__type__" in item else item
         if isinstance(file, dict) and isinstance(file.get("url"), str):
             urls.append(file["url"])
@@ -139,27 +164,29 @@ async def reviewer(client: httpx.AsyncClient, api: Endpoints, index: int, opts: 
     tally.active += 1
     try:
         await asyncio.sleep(rng.uniform(0.0, opts.think_s))  # page loads spread over the first think time
-        ok, data = await call(client, api.open, ["", mode], session, headers)
+        ok, data = await call(client, api, api.open, ["", mode], session, headers)
+        trial, urls = api.trial(api.open, data) if ok else ("", [])
+        shown_at: float | None = None  # when 'Next pair' showed a staged pair (the page's clock)
         for _ in range(opts.votes):
-            trial = data[1] if ok else None
             if not trial:
                 tally.errors.append(f"reviewer {index}: no trial served ({data})")
                 return
             if opts.fetch_images:
-                await fetch_images(client, image_urls(data), cached, tally, headers)
+                await fetch_images(client, urls, cached, tally, headers)
             await asyncio.sleep(opts.think_s * rng.uniform(0.5, 1.5))
             choice = rng.choice(CHOICES[mode])
+            shown_ms = -1 if shown_at is None else round((time.perf_counter() - shown_at) * 1000)
             tally.sent += 1
             start = time.perf_counter()
-            ok, out = await call(client, api.vote[choice], [trial, choice, mode], session, headers)
+            fn = api.vote[choice]
+            ok, data = await call(client, api, fn, [trial, choice, mode, shown_ms], session, headers)
             tally.vote_ms.append((time.perf_counter() - start) * 1000)
-            if ok:
-                tally.acked.append((trial, choice))
-            else:
-                tally.refused.append(str(out))
-            start = time.perf_counter()
-            ok, data = await call(client, api.next, [mode], session, headers)
-            tally.next_ms.append((time.perf_counter() - start) * 1000)
+            if not ok:  # the page keeps the pair and its answers: the reviewer tries again after a pause
+                tally.refused.append(str(data))
+                continue
+            tally.acked.append((trial, choice))
+            trial, urls = api.trial(fn, data)  # 'Next pair': the staged trial, shown by the page itself
+            shown_at = time.perf_counter()
     except (httpx.HTTPError, ProtocolError) as exc:
         tally.errors.append(f"reviewer {index}: {type(exc).__name__}: {exc}")
     finally:
@@ -214,9 +241,10 @@ async def serves_again(base: str) -> tuple[bool, list[tuple[str, str]]]:
             return False, []
         api = await Endpoints.fetch(client)
         session, headers = f"restart{random.getrandbits(48):012x}", {"x-forwarded-for": "10.255.255.254"}
-        ok, data = await call(client, api.open, ["", "preference"], session, headers)
-        if not ok or not data[1]:
+        ok, data = await call(client, api, api.open, ["", "preference"], session, headers)
+        trial, urls = api.trial(api.open, data) if ok else ("", [])
+        if not trial:
             return False, []
-        await fetch_images(client, image_urls(data), set(), Tally(), headers)
-        ok, _ = await call(client, api.vote["left"], [data[1], "left", "preference"], session, headers)
-        return ok, [(data[1], "left")] if ok else []
+        await fetch_images(client, urls, set(), Tally(), headers)
+        ok, _ = await call(client, api, api.vote["left"], [trial, "left", "preference", -1], session, headers)
+        return ok, [(trial, "left")] if ok else []

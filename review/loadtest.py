@@ -2,12 +2,14 @@
 
 Starts ``app.py`` as a subprocess on 127.0.0.1 (``review.loadserver``) with a fresh database of synthetic
 tiny-stack-like pairs written through the Store API (one face; per condition a full generation and one selective
-generation per preset), then runs N simulated reviewers at once through the page's own queue protocol
-(``review.loadclient``): open the page, fetch the images, then M times think, vote, next pair.
+generation per preset), then runs N simulated reviewers at once through the page's own protocol
+(``review.loadclient``): open the page, fetch the images, then M times think and vote (the vote's answer carries
+the next pair, which the page shows without another server call).
 
 Reviewers come from distinct addresses (``X-Forwarded-For``; the server runs with ``--trust-proxy``, as on
 Spaces) and by default pace themselves at about one vote per second, the server's sustained per-reviewer vote
-limit: the most N legitimate reviewers can send. Latency is send (join) -> ``process_completed``. Afterwards the
+limit: the most N legitimate reviewers can send. Latency is request sent -> answer received (for the vote: the
+whole server side of a review cycle). Afterwards the
 DB is read: ``lost`` = acknowledged but not stored with the choice sent, ``duplicates`` = trials with more than
 one vote row plus trials acknowledged twice.
 
@@ -158,8 +160,7 @@ def _run(opts: LoadOptions, work: Path) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "sent": tally.sent, "acknowledged": len(tally.acked), **compare(rows, tally.acked),
         "p50_ms": percentile(tally.vote_ms, 50), "p99_ms": percentile(tally.vote_ms, 99),
-        "max_ms": percentile(tally.vote_ms, 100), "next_p50_ms": percentile(tally.next_ms, 50),
-        "next_p99_ms": percentile(tally.next_ms, 99), "images_p50_ms": percentile(tally.image_ms, 50),
+        "max_ms": percentile(tally.vote_ms, 100), "images_p50_ms": percentile(tally.image_ms, 50),
         "images_p99_ms": percentile(tally.image_ms, 99), "refused": len(tally.refused),
         "errors": len(tally.errors), "integrity": "ok" if not problems else "; ".join(problems), **facts}
     if opts.kill_after_s is not None:
@@ -186,8 +187,7 @@ def passed(figures: dict[str, Any]) -> bool:
     return ok
 
 
-SHOWN = ("sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms", "next_p50_ms",
-         "next_p99_ms", "images_p50_ms", "images_p99_ms", "refused", "errors", "integrity",
+SHOWN = ("sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms", "images_p50_ms", "images_p99_ms", "refused", "errors", "integrity",
          "reviewers_active_at_kill", "acknowledged_before_kill", "lost_after_kill", "unacknowledged_stored",
          "served_after_restart", "duration_s", "votes_per_s", "server_cpu_s", "client_cpu_s", "load_avg_before", "machine", "date")
 

@@ -29,18 +29,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Api:
-    """Gradio's queue protocol by hand: POST queue/join, then read queue/data (SSE) until the event completes."""
+    """Gradio's protocols by hand, as the page speaks them: a queued event is POST queue/join and then queue/data
+    (SSE) read until the event completes; a ``queue=False`` event (the review tab's) is one POST to run/predict."""
 
     def __init__(self, base: str) -> None:
         self.base = base
         self.http = httpx.Client(base_url=base, timeout=30)
         config = self.http.get("config").json()
-        self.fn = {d["api_name"]: d["id"] for d in config["dependencies"]}
+        deps = [d for d in config["dependencies"] if d.get("backend_fn")]
+        self.fn = {d["api_name"]: d["id"] for d in deps}
+        self.direct = {d["id"] for d in deps if d.get("queue") is False}
 
     def call(self, api_name: str, data: list[Any], session: str) -> tuple[bool, Any]:
         """(success, output data or error message)."""
         body = {"data": data, "fn_index": self.fn[api_name], "session_hash": session, "event_data": None,
                 "trigger_id": None}
+        if body["fn_index"] in self.direct:
+            response = self.http.post("gradio_api/run/predict", json=body)
+            if response.status_code == 200:
+                return True, response.json()["data"]
+            return False, response.json().get("error") or response.text
         joined = self.http.post("gradio_api/queue/join", json=body)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
@@ -61,13 +69,16 @@ class Api:
         assert ok, data
         return data
 
-    def vote(self, session: str, trial_id: Any, choice: Any, mode: str = "preference") -> tuple[bool, Any]:
-        return self.call("vote", [trial_id, choice, mode], session)
+    def vote(self, session: str, trial_id: Any, choice: Any, mode: str = "preference",
+             shown_ms: Any = -1) -> tuple[bool, Any]:
+        """The vote; its answer is [reveal, progress, staged trial id, face, left, x, right, staged progress]."""
+        return self.call("vote", [trial_id, choice, mode, shown_ms], session)
 
 
 def image_urls(data: list[Any]) -> list[str]:
-    """The left, X and right image URLs in an open_page/next_pair output."""
-    return [d["value"]["url"] for d in data[3:6] if isinstance(d, dict) and d.get("value")]
+    """The left, X and right image URLs in an open_page/next_pair output (FileData, or an update carrying one)."""
+    files = [d.get("value") if isinstance(d, dict) and "__type__" in d else d for d in data[3:6]]
+    return [f["url"] for f in files if isinstance(f, dict) and f.get("url")]
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +123,43 @@ def test_a_second_vote_on_one_trial_is_refused(app):
     ok, error = api.vote(me, trial_id, "left")
     assert not ok and "already has your vote" in error
     assert services.store.get_vote(trial_id)["choice"] == "right"
+
+
+def test_the_vote_brings_the_next_trial_and_the_pages_clock_only_shortens_latency(tmp_path):
+    services = make_services(tmp_path, seeds=(0,), presets=("fast", "balanced"), study=StudyConfig(gold_rate=0.0))
+    with launched(services) as base:
+        api, me = Api(base), session()
+        first = api.open(me)[1]
+        time.sleep(0.3)
+        ok, data = api.vote(me, first, "left", shown_ms=5)  # the page: on screen for 5 ms (the server saw 300)
+        assert ok and data[2] and data[2] != first and data[4]["url"] and data[6]["url"]
+        assert data[3] is None  # the same reference face: the page keeps the one it shows
+        assert services.store.get_vote(first)["latency_ms"] == 5
+        ok, again = api.call("next_pair", ["preference"], me)  # the staged trial is the session's open trial
+        assert ok and again[1] == data[2]
+        ok, done = api.vote(me, data[2], "right", shown_ms=10**9)  # more than the server saw: the server's
+        assert ok and services.store.get_vote(data[2])["latency_ms"] < 10_000
+        assert done[2] == "" and "every pair" in done[7]  # nothing left: no trial staged, the page says why
+
+
+def test_a_stored_vote_is_acknowledged_when_preparing_the_next_pair_fails(tmp_path, monkeypatch):
+    from review.ui.review_desk import ReviewDesk
+
+    services = make_services(tmp_path, seeds=(0,), presets=("fast", "balanced"), study=StudyConfig(gold_rate=0.0))
+    served = ReviewDesk._new_trial
+
+    def fails_after_the_first(self, session, seat, address):
+        if services.store.trial_rows():
+            raise OSError("disk full")
+        return served(self, session, seat, address)
+
+    monkeypatch.setattr(ReviewDesk, "_new_trial", fails_after_the_first)
+    with launched(services) as base:
+        api, me = Api(base), session()
+        trial = api.open(me)[1]
+        ok, data = api.vote(me, trial, "same")
+        assert ok and services.store.get_vote(trial)["choice"] == "same"  # acknowledged because stored
+        assert data[2] == "" and "could not be prepared" in data[7]
 
 
 @pytest.mark.parametrize("choice", ["a", "middle", "", 3, None, ["left"]])

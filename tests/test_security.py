@@ -21,10 +21,12 @@ import numpy as np
 import pytest
 from fixtures_review import PRESETS, launched, make_services
 from PIL import Image
+from starlette.datastructures import Headers
 from test_app_server import Api, image_urls
 
 from review.images import png_has_metadata
 from review.trials import StudyConfig
+from review.ui.services import AppConfig, client_address
 
 PASSWORD = "s3cret-admin"
 LIMITS = StudyConfig(gold_rate=0.0, vote_burst=2, vote_per_s=0.0, address_burst=12, address_per_s=0.0,
@@ -151,8 +153,6 @@ def test_a_forged_forwarded_for_does_not_escape_the_limit_without_a_trusted_prox
     assert not results[-1][0] and "Too many requests" in results[-1][1]
 
 
-@pytest.mark.xfail(strict=True, reason="client_address() keys on the left-most X-Forwarded-For entry, which the "
-                   "client writes when a proxy appends; the right-most (proxy-written) entry would hold")
 def test_a_client_written_forwarded_for_entry_does_not_escape_the_limit_behind_a_proxy(app):
     base, _, _, _, _ = app
     api, me = client(base), session()
@@ -164,6 +164,37 @@ def test_a_client_written_forwarded_for_entry_does_not_escape_the_limit_behind_a
         api.http.headers["x-forwarded-for"] = f"{next(_addresses)}, {real}"
         results.append(api.call("next_pair", ["preference"], me))
     assert not results[-1][0] and "Too many requests" in results[-1][1]
+
+
+@pytest.mark.parametrize(("lines", "hops", "expected"), [
+    (["203.0.113.9"], 1, "203.0.113.9"),
+    (["6.6.6.6, 203.0.113.9"], 1, "203.0.113.9"),  # the client wrote the first entry, the proxy appended
+    (["6.6.6.6", "203.0.113.9"], 1, "203.0.113.9"),  # the same as two header lines
+    (["6.6.6.6, 203.0.113.9, 10.0.0.2"], 2, "203.0.113.9"),  # two trusted proxies
+    (["203.0.113.9"], 2, "203.0.113.9"),  # fewer entries than hops: all proxy-written, the left-most
+    ([" , 203.0.113.9 ,"], 1, "203.0.113.9"),
+    ([""], 1, "192.0.2.7"),  # nothing usable: the socket peer
+])
+def test_the_client_address_is_the_entry_the_trusted_proxy_wrote(lines, hops, expected):
+    headers = Headers(raw=[(b"x-forwarded-for", line.encode()) for line in lines])
+    assert client_address(headers, "192.0.2.7", True, hops) == expected
+    assert client_address(headers, "192.0.2.7", False, hops) == "192.0.2.7"  # proxy not trusted
+    # Gradio's dict-backed headers: one line; a header named "getlist" is a value, not a method
+    plain = {"x-forwarded-for": ", ".join(lines), "getlist": "x"}
+    assert client_address(plain, "192.0.2.7", True, hops) == expected
+    with pytest.raises(ValueError, match="proxy_hops"):
+        AppConfig(proxy_hops=0)
+
+
+def test_a_stored_vote_is_acknowledged_even_when_the_next_pair_is_refused(app):
+    base, services, _, _, _ = app
+    api, me = client(base), session()
+    trial = api.open(me)[1]
+    for _ in range(LIMITS.trial_burst - 1):  # other tabs behind the same address use up its new pairs
+        api.open(session())
+    ok, data = api.vote(me, trial, "left")  # stored; the next pair is refused: said instead of a pair staged
+    assert ok and services.store.get_vote(trial)["choice"] == "left"
+    assert data[2] == "" and "Too many new pairs" in data[7]
 
 
 # -- admin handlers ---------------------------------------------------------------------------------------------
@@ -244,7 +275,7 @@ def test_hostile_strings_in_every_parameter_are_refused_and_touch_nothing_outsid
     api, tried = client(base), 0
     for name, dep in handlers.items():
         for slot, component in enumerate(dep["inputs"]):
-            if components[component]["type"] not in ("textbox", "radio", "dropdown", "browserstate", "image"):
+            if components[component]["type"] not in ("textbox", "radio", "dropdown", "browserstate", "image", "number"):
                 continue
             for value in hostile(secret, services.dirs.root):
                 api.http.headers["x-forwarded-for"] = next(_addresses)
@@ -359,9 +390,10 @@ def test_nothing_before_the_vote_reveals_the_assignment_and_gold_twins_get_two_u
             left, right = image_urls(data)
             assert left != right and (pixels(api, left, tmp_path) == pixels(api, right, tmp_path)).all()
         ok, receipt = api.vote(me, data[1], "same")
-        assert ok and (trial["is_gold"] or ASSIGNMENT.search(json.dumps(receipt)))  # the reveal: with the vote
+        assert ok and (trial["is_gold"] or ASSIGNMENT.search(receipt[0]))  # the reveal: with the vote
+        assert not ASSIGNMENT.search(json.dumps(receipt[1:]))  # ... and only there: not in the staged next trial
         ok, data = api.call("next_pair", ["preference"], me)
-        assert ok
+        assert ok and data[1] == receipt[2]
     assert golds >= 1 and len(set(urls)) == len(urls) == 10
 
 

@@ -67,6 +67,7 @@ class VoteReceipt:
     reveal: str
     voted: int
     target: int
+    face: str | None = None  # the reference face shown with the voted pair
 
 
 @dataclass
@@ -210,7 +211,7 @@ class ReviewDesk:
         cached = self._faces.get(face_id)
         if cached and Path(cached).exists():
             return cached
-        row = self._face_row(face_id)
+        row = self.store.get_face(face_id)
         path = self._locate(row["file"]) if row else None
         if path is None:
             logger.warning("reference face %s not found", face_id)
@@ -222,15 +223,6 @@ class ReviewDesk:
         self._faces[face_id] = str(self.dirs.serve / "faces" / stored.file)
         return self._faces[face_id]
 
-    def _face_row(self, face_id: int) -> dict | None:
-        getter = getattr(self.store, "get_face", None)
-        if getter is not None:
-            return getter(face_id)
-        try:  # the store has no get_face yet: read the row through sqlite-utils' table API
-            return self.store.get_face(face_id)
-        except Exception:  # sqlite_utils.NotFoundError
-            return None
-
     def _locate(self, file: str) -> Path | None:
         path = Path(file)
         candidates = [path] if path.is_absolute() else [self.dirs.root / path, self.dirs.faces / path,
@@ -238,12 +230,17 @@ class ReviewDesk:
         return next((c for c in candidates if c.is_file()), None)
 
     # -- votes --------------------------------------------------------------------------------------------------
-    def vote(self, session: str, trial_id: object, choice: object, address: str) -> VoteReceipt:
+    def vote(self, session: str, trial_id: object, choice: object, address: str,
+             shown_ms: object = None) -> VoteReceipt:
         """Check and store one vote: rate limits, the trial belongs to this session and reviewer and is the one
-        open, not yet voted, a choice of its mode. Raises VoteRefused with a message safe for the page."""
+        open, not yet voted, a choice of its mode. Raises VoteRefused with a message safe for the page.
+        ``latency_ms``: since the trial was served, or the page's ``shown_ms`` when lower (a staged pair is
+        shown only when the reviewer asks for it)."""
         self.address_limiter.check(address)
         seat = self._seat(session)
         trial_id = valid_trial_id(trial_id)
+        if shown_ms is not None and (isinstance(shown_ms, bool) or not isinstance(shown_ms, (int, float))):
+            raise VoteRefused("The page sent a bad display time: reload the page.")
         with seat.lock:
             self.vote_limiter.check(seat.reviewer_id, "votes")
             trial = self.store.get_trial(trial_id)
@@ -255,6 +252,8 @@ class ReviewDesk:
                 raise VoteRefused("This pair is no longer open.")
             outcome, correct = outcome_for(trial, choice)
             latency_ms = max(0, int((self.clock() - seat.served_at) * 1000))
+            if shown_ms is not None and 0 <= shown_ms < latency_ms:
+                latency_ms = int(shown_ms)
             try:
                 self.store.record_vote(trial_id=trial_id, reviewer_id=seat.reviewer_id, choice=choice,
                                        outcome=outcome, correct=correct, latency_ms=latency_ms,
@@ -266,8 +265,23 @@ class ReviewDesk:
                 raise VoteRefused("This vote does not fit its pair.") from None
             seat.voted += 1
             seat.trial_id = None
-            target = seat.view.target if seat.view else seat.voted
-            return VoteReceipt(self._reveal(trial, choice, outcome), seat.voted, max(target, seat.voted))
+            target, face = (seat.view.target, seat.view.face) if seat.view else (seat.voted, None)
+            return VoteReceipt(self._reveal(trial, choice, outcome), seat.voted, max(target, seat.voted), face)
+
+    def cycle(self, session: str, trial_id: object, choice: object, mode: object, address: str,
+              shown_ms: object = None) -> tuple[VoteReceipt, TrialView]:
+        """One review cycle, one request (one against the address limit): the vote (refusals raise), then the
+        next trial; once the vote is stored, a next pair refused or failed is a view saying why, never an error."""
+        receipt = self.vote(session, trial_id, choice, address, shown_ms)
+        try:
+            return receipt, self.next(session, mode, address, _checked=True)
+        except VoteRefused as exc:
+            message = str(exc)
+        except Exception:  # the vote is stored: it must be acknowledged; the page offers 'Next pair' again
+            logger.exception("next trial after a vote failed")
+            message = "The next pair could not be prepared: please try 'Next pair'."
+        return receipt, TrialView(self.reviewer_of(session), self._mode(mode), number=receipt.voted,
+                                  target=receipt.target, message=message)
 
     def _reveal(self, trial: dict, choice: str, outcome: str) -> str:
         """Said after the vote only: which side showed which arm (and the preset)."""

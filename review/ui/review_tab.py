@@ -3,6 +3,12 @@
 Every event is ``api_visibility="private"`` and still checked on the server (``ReviewDesk``): private endpoints
 stay callable over HTTP. The page holds only the opaque trial id; images are per-trial copies given as file
 paths (Gradio serves them as they are, no re-encoding, under a URL named after their bytes).
+
+One server event per review cycle: the vote returns the reveal and the next trial, staged in hidden components;
+locking the answers, showing the staged pair and the layout (which images and answers show) run in the page
+(``review_js``). The review events skip Gradio's queue (``queue=False``: one POST each, no SSE stream) and return
+plain values, never component updates (each update makes Gradio build a component and its config: ~0.5-3 ms of
+CPU per output on the 2-core VM; a gr.skip() is such an update too).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import gradio as gr
 
 from review.trials import VoteRefused
 from review.ui.review_desk import ReviewDesk, TrialView
+from review.ui.review_js import layout_js, lock_js, swap_js, vote_js
 from review.ui.services import Services, client_address
 
 logger = logging.getLogger(__name__)
@@ -31,66 +38,37 @@ VOTE_BUTTONS = (  # choice, label, elem_id
     ("b", "X is B  [B]", "vote-b"),
 )
 PREFERENCE_CHOICES = ("left", "right", "same")
-
-# Keyboard shortcuts: a key clicks the matching visible, enabled button (typing in a text field is left alone).
-KEYS_JS = """
-() => {
-  if (window.__reviewKeys) return;
-  window.__reviewKeys = true;
-  const keys = {"1": "vote-left", "ArrowLeft": "vote-left", "2": "vote-right", "ArrowRight": "vote-right",
-                "3": "vote-same", "0": "vote-same", "ArrowDown": "vote-same", "a": "vote-a", "b": "vote-b",
-                "n": "next-pair", "Enter": "next-pair", " ": "next-pair"};
-  document.addEventListener("keydown", (e) => {
-    const t = e.target;
-    if (e.ctrlKey || e.metaKey || e.altKey || e.repeat) return;
-    const field = t && t.tagName === "INPUT" && !["radio", "checkbox", "button", "submit"].includes(t.type);
-    if (t && (field || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
-    if (t && t.tagName === "INPUT" && e.key.startsWith("Arrow")) return;  // arrows move a focused radio
-    if (t && t.tagName === "BUTTON" && (e.key === "Enter" || e.key === " ")) return;
-    const id = keys[e.key.length === 1 ? e.key.toLowerCase() : e.key];
-    const el = id && document.getElementById(id);
-    const button = el && (el.tagName === "BUTTON" ? el : el.querySelector("button"));
-    if (!button || button.disabled || button.offsetParent === null) return;
-    e.preventDefault();
-    button.click();
-  });
-}
-"""
+DIRECT = dict(queue=False)  # the review events: a plain POST to /gradio_api/run, no queue and no SSE stream
 
 
 def request_address(request: gr.Request | None, services: Services) -> str:
     if request is None:
         return "unknown"
     host = request.client.host if request.client else None
-    return client_address(request.headers, host, services.config.trust_proxy)
+    return client_address(request.headers, host, services.config.trust_proxy, services.config.proxy_hops)
 
 
 def _session(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or ""
 
 
+def progress_text(view: TrialView) -> str:
+    return f"**Pair {view.number} of {view.target}**" if view.trial_id else view.message
+
+
 def render(view: TrialView) -> list[Any]:
-    """Updates for OUTPUTS (see build_review_tab) that show ``view``."""
-    abx, open_ = view.mode == "abx", view.trial_id is not None
-    progress = f"**Pair {view.number} of {view.target}**" if open_ else view.message
-    buttons = [gr.Button(visible=open_ and (choice in PREFERENCE_CHOICES) != abx, interactive=open_)
-               for choice, _, _ in VOTE_BUTTONS]
-    return [
-        view.reviewer_id, view.trial_id or "",
-        gr.Image(value=view.face, visible=open_),
-        gr.Image(value=view.left, label="A" if abx else "Left", visible=open_),
-        gr.Image(value=view.x, visible=open_ and abx),
-        gr.Image(value=view.right, label="B" if abx else "Right", visible=open_),
-        QUESTIONS[view.mode] if open_ else "", progress, "",
-        *buttons, gr.Button(visible=not open_),
-    ]
+    """Plain values for PAGE (see build_review_tab) that show ``view``: page load, mode change, 'Next pair' from
+    the server. Which images and answers show follows in the page (``layout_js``), from the trial id and mode."""
+    open_ = view.trial_id is not None
+    return [view.reviewer_id, view.trial_id or "", view.face, view.left, view.x, view.right,
+            QUESTIONS[view.mode] if open_ else "", progress_text(view), ""]
 
 
-def after_vote(receipt_reveal: str, voted: int, target: int) -> list[Any]:
-    """Updates for OUTPUTS once a vote is in: images stay, answers lock, the reveal and 'Next' appear."""
-    buttons = [gr.Button(interactive=False) for _ in VOTE_BUTTONS]
-    return [gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-            f"**{voted} of {target} done.**", receipt_reveal, *buttons, gr.Button(visible=True)]
+def staged(view: TrialView, shown_face: str | None) -> list[Any]:
+    """Plain values for STAGED: the next trial, shown by the page when the reviewer asks (``swap_js``). The face
+    is None when it is the one on the page already (``swap_js`` keeps that): one file less to check and copy."""
+    face = None if view.trial_id and view.face == shown_face else view.face
+    return [view.trial_id or "", face, view.left, view.x, view.right, progress_text(view)]
 
 
 def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
@@ -100,11 +78,16 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
         logger.info("refused: %s", exc)
         return gr.Error(str(exc), print_exception=False)
 
+    def status() -> list[Any]:
+        text, busy = services.status.get()
+        return [text, gr.Timer(active=True) if busy else gr.skip()]
+
     def open_page(reviewer_id: Any, mode: Any, request: gr.Request) -> list[Any]:
         try:
-            return render(desk.open(_session(request), reviewer_id, mode, request_address(request, services)))
+            view = desk.open(_session(request), reviewer_id, mode, request_address(request, services))
         except VoteRefused as exc:
             raise refuse(exc) from None
+        return [*render(view), *status()]
 
     def next_pair(mode: Any, request: gr.Request) -> list[Any]:
         try:
@@ -112,20 +95,19 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
         except VoteRefused as exc:
             raise refuse(exc) from None
 
-    def vote(trial_id: Any, choice: Any, mode: Any, request: gr.Request) -> list[Any]:
-        session, address = _session(request), request_address(request, services)
+    def vote(trial_id: Any, choice: Any, mode: Any, shown_ms: Any, request: gr.Request) -> list[Any]:
+        """The vote and the next trial (staged), in one request."""
         try:
-            receipt = desk.vote(session, trial_id, choice, address)
-            if services.config.study.reveal:
-                return after_vote(receipt.reveal, receipt.voted, receipt.target)
-            return render(desk.next(session, mode, address))
+            receipt, view = desk.cycle(_session(request), trial_id, choice, mode,
+                                       request_address(request, services), shown_ms)
         except VoteRefused as exc:
             raise refuse(exc) from None
+        return [receipt.reveal, f"**{receipt.voted} of {receipt.target} done.**", *staged(view, receipt.face)]
 
     def tick(trial_id: Any, mode: Any, request: gr.Request) -> list[Any]:
-        """Poll the status line (demo pairs being made); once idle, fetch a pair if the page has none."""
+        """Poll the status line while demo pairs are made; once idle, fetch a pair if the page has none."""
         text, busy = services.status.get()
-        updates: list[Any] = [gr.skip()] * len(OUTPUT_NAMES)
+        updates: list[Any] = [gr.skip()] * len(PAGE_NAMES)
         if not busy and not trial_id:
             try:
                 updates = render(desk.next(_session(request), mode, request_address(request, services)))
@@ -136,8 +118,7 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
     return {"open": open_page, "next": next_pair, "vote": vote, "tick": tick}
 
 
-OUTPUT_NAMES = ("reviewer", "trial", "face", "left", "x", "right", "question", "progress", "reveal",
-                *(elem for _, _, elem in VOTE_BUTTONS), "next")
+PAGE_NAMES = ("reviewer", "trial", "face", "left", "x", "right", "question", "progress", "reveal")
 
 
 def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> None:
@@ -151,6 +132,7 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
                         visible=len(study.modes) > 1, elem_id="review-mode")
         trial = gr.Textbox("", visible="hidden", elem_id="review-trial", show_label=False)
         choice = gr.Textbox("", visible="hidden", elem_id="review-choice", show_label=False)
+        shown = gr.Number(None, visible=False, elem_id="review-shown")  # ms the pair was on screen (vote_js)
         image = dict(type="filepath", interactive=False, buttons=["fullscreen"], show_label=True, height=420)
         with gr.Row():
             face = gr.Image(label="Reference face", elem_id="review-face", scale=1, min_width=200,
@@ -167,17 +149,34 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
                                  visible=c in PREFERENCE_CHOICES) for c, label, elem in VOTE_BUTTONS]
         reveal = gr.Markdown("", elem_id="review-reveal")
         next_button = gr.Button("Next pair  [N / Enter]", elem_id="next-pair", visible=False)
-        timer = gr.Timer(2.0, active=True)
+        more_button = gr.Button("Next pair  [N / Enter]", elem_id="more-pairs", visible=False)
+        staged_trial = gr.Textbox("", visible=False, elem_id="staged-trial")
+        staged_images = [gr.Image(visible=False, type="filepath", elem_id=f"staged-{name}")
+                         for name in ("face", "left", "x", "right")]
+        staged_progress = gr.Textbox("", visible=False, elem_id="staged-progress")
+        timer = gr.Timer(2.0, active=False)  # started by the page load only while demo pairs are being made
         gr.Markdown("You are pseudonymous: a random id kept in this browser, no personal data. "
                     "Keys: 1 / ← left, 2 / → right, 3 / ↓ no difference, A / B for ABX, N or Enter for next.")
 
-    outputs = [reviewer, trial, face, left, x, right, question, progress, reveal, *buttons, next_button]
+    page = [reviewer, trial, face, left, x, right, question, progress, reveal]
+    stage = [staged_trial, *staged_images, staged_progress]
     private: dict[str, Any] = dict(api_visibility="private", show_progress="hidden")
-    demo.load(fns["open"], [reviewer, mode], outputs, **private)
-    next_button.click(fns["next"], [mode], outputs, **private)
-    mode.input(fns["next"], [mode], outputs, **private)
+    abx_only = [c not in PREFERENCE_CHOICES for c, _, _ in VOTE_BUTTONS]
+    layout = dict(fn=None, inputs=[trial, mode], outputs=[face, left, x, right, *buttons, next_button, more_button],
+                  js=layout_js(abx_only), **private)
+    demo.load(fns["open"], [reviewer, mode], [*page, status, timer], **private, **DIRECT).success(**layout)
+    more_button.click(fns["next"], [mode], page, **private, **DIRECT).success(**layout)
+    mode.input(fns["next"], [mode], page, **private, **DIRECT).success(**layout)
+    swap = dict(fn=None, inputs=stage, outputs=[*page[1:], *buttons, next_button, more_button],
+                js=swap_js(len(buttons)))
     for (value, _, _), button in zip(VOTE_BUTTONS, buttons, strict=True):
-        # the page sends (trial id, choice, mode); the server checks all three against the session's trial
-        button.click(fns["vote"], [trial, choice, mode], outputs, js=f"(t, c, m) => [t, '{value}', m]",
-                     **private)
-    timer.tick(fns["tick"], [trial, mode], [*outputs, status, timer], **private)
+        # the page sends (trial id, choice, mode, ms on screen); the server checks them against the session's trial
+        voted = button.click(fns["vote"], [trial, choice, mode, shown], [reveal, progress, *stage],
+                             js=vote_js(value), **private, **DIRECT)
+        if study.reveal:  # answers locked, reveal shown; 'Next pair' shows the staged trial
+            voted.success(None, None, [*buttons, next_button], js=lock_js(len(buttons)), **private)
+        else:
+            voted.success(**swap, **private)
+    next_button.click(**swap, **private)
+    polled = timer.tick(fns["tick"], [trial, mode], [*page, status, timer], **private, **DIRECT)
+    polled.success(**{**layout, "js": layout_js(abx_only, if_new_trial=True)})

@@ -94,10 +94,15 @@ class AppConfig:
     preset_choices: tuple[str, ...] = ()  # selective presets offered by the Generate tab
     stack: str = "tiny"  # engine name shown to the admin
     trust_proxy: bool = False  # take the client address from X-Forwarded-For (behind the Spaces proxy)
+    proxy_hops: int = 1  # trusted proxies in front of the app, each appending to X-Forwarded-For (client_address)
     client_salt: str = field(default_factory=lambda: secrets.token_hex(16))  # hashes client addresses
     browser_secret: str = "instantid-review"  # BrowserState encryption key (obfuscation only: sent to the page)
     max_seeds: int = 16  # per Generate call
     max_side: int = 2048  # largest width/height the Generate tab accepts
+
+    def __post_init__(self) -> None:
+        if self.proxy_hops < 1:
+            raise ValueError(f"proxy_hops must be at least 1, not {self.proxy_hops}")
 
 
 @dataclass
@@ -136,13 +141,20 @@ class Services:
         return hashlib.sha256(f"{self.config.client_salt}:{address}".encode()).hexdigest()[:16]
 
 
-def client_address(headers: Any, host: str | None, trust_proxy: bool) -> str:
-    """The client address: the first X-Forwarded-For entry when the proxy is trusted, else the socket peer."""
+def client_address(headers: Any, host: str | None, trust_proxy: bool, proxy_hops: int = 1) -> str:
+    """The client address: the socket peer, or with a trusted proxy the X-Forwarded-For entry that proxy wrote.
+
+    Every proxy appends the address it received the request from, so with ``proxy_hops`` trusted proxies the
+    client is the ``proxy_hops``-th entry from the right; everything left of it came with the request and is
+    whatever the client wanted it to be. A header with fewer entries than hops holds only proxy-written ones: its
+    left-most entry is used. Several header lines count as one comma-separated list, in order."""
     if trust_proxy and headers is not None:
-        forwarded = headers.get("x-forwarded-for") or ""
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first
+        # a class method only: a header named "getlist" must not pass for one (Gradio's dict-backed headers)
+        lines = headers.getlist("x-forwarded-for") if callable(getattr(type(headers), "getlist", None)) else \
+            [headers.get("x-forwarded-for") or ""]
+        entries = [e.strip() for line in lines for e in str(line).split(",") if e.strip()]
+        if entries:
+            return entries[-proxy_hops] if len(entries) >= proxy_hops else entries[0]
     return host or "unknown"
 
 
