@@ -132,7 +132,7 @@ def run(opts: LoadOptions, workdir: Path | None = None) -> dict[str, Any]:
 def _run(opts: LoadOptions, work: Path) -> dict[str, Any]:
     dirs, db = DataDirs.under(work / "data").make(), work / "review.db"
     with Store(db) as store:
-        pairs = seed_study(store, dirs, conditions=math.ceil((opts.votes + 2) / len(PRESETS)) + 1,
+        pairs = seed_study(store, dirs, conditions=opts.votes + 3,
                            side=opts.image_side, seed=opts.seed)
     server = AppServer(db, dirs.root, work / "server.log", trials_per_session=max(opts.votes, 20),
                        profile=opts.profile)

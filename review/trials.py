@@ -69,9 +69,14 @@ def load_by(rows: Iterable[Row], key: str) -> dict[Any, int]:
 def pick_pair(pairs: Sequence[Row], seen: Mapping[int, int], preset_load: Mapping[str, int],
               condition_load: Mapping[int, int], pair_load: Mapping[int, int],
               rng: random.Random) -> Row | None:
-    """The next pair for a reviewer: one they have not seen, from the preset with the fewest trials, then the
-    condition with the fewest, then the pair with the fewest; ties broken at random. None when all are seen."""
-    unseen = [p for p in pairs if p["pair_id"] not in seen]
+    """The next pair for a reviewer: one of a condition they have not seen, from the preset with the fewest
+    trials, then the condition with the fewest, then the pair with the fewest; ties broken at random. None when
+    every condition is seen.
+
+    One pair per condition per reviewer: the pairs of a condition share its full image, so a second pair of the
+    same condition would show the reviewer the same picture again, and the repeated image is the full arm."""
+    conditions_seen = {p["condition_id"] for p in pairs if p["pair_id"] in seen}
+    unseen = [p for p in pairs if p["pair_id"] not in seen and p["condition_id"] not in conditions_seen]
     if not unseen:
         return None
 

@@ -21,8 +21,9 @@ ALL_NAMES = ("full", "selective", "balanced", "fast", "output_only", "none", "ad
 
 
 def make_study(root: Path, *, seeds: Sequence[int] = (0, 1), presets: Sequence[str] = PRESETS,
-               size: int = 64) -> tuple[Store, DataDirs]:
-    """len(seeds) conditions x len(presets) pairs (one face); images are seeded noise, full != selective."""
+               size: int = 64, shared_full: bool = False) -> tuple[Store, DataDirs]:
+    """len(seeds) x len(presets) pairs (one face); images are seeded noise, full != selective. With
+    ``shared_full`` the presets of a seed share one condition and its full arm (as real studies do)."""
     dirs = DataDirs.under(root).make()
     store = Store(root / "study.db")
     rng = np.random.default_rng(0)
@@ -30,22 +31,24 @@ def make_study(root: Path, *, seeds: Sequence[int] = (0, 1), presets: Sequence[s
     face_file = write_image(dirs.faces, face_pixels)
     face = store.add_face(sha256=hashlib.sha256(face_pixels.tobytes()).hexdigest(), file=face_file.file,
                           width=size, height=size, label="noise")
+    def generation(preset: str, count: int, cond_id: int) -> dict:
+        image = write_image(dirs.images, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        row = store.add_image(file=image.file, sha256=image.sha256, width=size, height=size)
+        return store.add_generation(condition_id=cond_id, preset=preset, layers=[f"l{i}" for i in range(count)],
+                                    layer_count=count, image_id=row["id"], total_s=1.0, step_times=[0.25] * 4,
+                                    device="cpu", dtype="float32", versions={"torch": "x"}, run_id="r1")
+
     for seed in seeds:
-        cond = store.upsert_condition(face_id=face["id"], prompt="a portrait", negative_prompt="", seed=seed,
-                                      steps=4, width=size, height=size, ip_weight=0.8, cn_scale=0.8,
-                                      guidance_scale=5.0, stack="tiny")
-
-        def generation(preset: str, count: int, cond_id: int = cond["id"]) -> dict:
-            image = write_image(dirs.images, rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-            row = store.add_image(file=image.file, sha256=image.sha256, width=size, height=size)
-            return store.add_generation(condition_id=cond_id, preset=preset, layers=[f"l{i}" for i in range(count)],
-                                        layer_count=count, image_id=row["id"], total_s=1.0, step_times=[0.25] * 4,
-                                        device="cpu", dtype="float32", versions={"torch": "x"}, run_id="r1")
-
-        full = generation("full", 10)
-        for preset in presets:
-            sel = generation(preset, 3)
-            store.add_pair(full_generation_id=full["id"], selective_generation_id=sel["id"], ssim=0.9)
+        # a reviewer gets one pair per condition; by default every pair has its own condition (and full arm)
+        groups = [list(presets)] if shared_full else [[p] for p in presets]
+        for j, group in enumerate(groups):
+            cond = store.upsert_condition(face_id=face["id"], prompt="a portrait", negative_prompt="",
+                                          seed=seed * 1000 + j, steps=4, width=size, height=size, ip_weight=0.8,
+                                          cn_scale=0.8, guidance_scale=5.0, stack="tiny")
+            full = generation("full", 10, cond["id"])
+            for preset in group:
+                sel = generation(preset, 3, cond["id"])
+                store.add_pair(full_generation_id=full["id"], selective_generation_id=sel["id"], ssim=0.9)
     return store, dirs
 
 

@@ -41,9 +41,18 @@ def trial(**kw) -> dict:
 # -- picking --------------------------------------------------------------------------------------------------
 def test_pick_pair_skips_pairs_the_reviewer_has_seen():
     rng = random.Random(0)
-    seen = {p["pair_id"]: 1 for p in PAIRS[:-1]}
-    assert pick_pair(PAIRS, seen, {}, {}, {}, rng)["pair_id"] == PAIRS[-1]["pair_id"]
+    seen = {p["pair_id"]: 1 for p in PAIRS if p["condition_id"] == 1 and p["preset"] != "none"}
+    assert pick_pair(PAIRS, seen, {}, {}, {}, rng)["condition_id"] == 2
     assert pick_pair(PAIRS, {p["pair_id"]: 1 for p in PAIRS}, {}, {}, {}, rng) is None
+
+
+def test_a_reviewer_gets_one_pair_per_condition():
+    """Pairs of one condition share the full image: a second one would expose the full arm by repetition."""
+    rng, seen, conditions = random.Random(3), {}, []
+    while (pair := pick_pair(PAIRS, seen, {}, {}, {}, rng)) is not None:
+        seen[pair["pair_id"]] = 1
+        conditions.append(pair["condition_id"])
+    assert sorted(conditions) == [1, 2]
 
 
 def test_pick_pair_prefers_the_least_served_preset_then_condition():
@@ -282,3 +291,16 @@ def test_old_served_copies_are_cleaned(tmp_path: Path):
     (tmp_path / "keep.txt").write_bytes(b"x")
     assert clean_serve_dir(tmp_path, 60.0, now=10**10) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_desk_never_shows_a_reviewer_two_pairs_of_one_condition(tmp_path: Path):
+    """Pairs of a condition share the full image; seeing it twice would reveal the full arm."""
+    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.0, vote_per_s=100.0, vote_burst=100,
+                                                         address_burst=1000), shared_full=True)
+    desk = ReviewDesk(services, rng=random.Random(2))
+    view, conditions = desk.open("sess-1", None, "preference", "10.0.0.1"), []
+    while view.trial_id is not None:
+        conditions.append(desk.store.get_pair(desk.store.get_trial(view.trial_id)["pair_id"])["condition_id"])
+        desk.vote("sess-1", view.trial_id, "left", "10.0.0.1")
+        view = desk.next("sess-1", "preference", "10.0.0.1")
+    assert len(conditions) == len(set(conditions)) == 2

@@ -164,7 +164,7 @@ class ReviewDesk:
         if not pairs:
             return TrialView(reviewer, mode, message="No pairs to review yet. Please come back in a moment.")
         self.trial_limiter.check(address, "new pairs")
-        seen = store.pairs_seen_by(reviewer, mode=mode)
+        seen = store.pairs_seen_by(reviewer)  # any mode: a pair seen in ABX is seen
         gold = choose_gold(self.rng, self.config.gold_rate, mode, seen)
         if gold:
             pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
