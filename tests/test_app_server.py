@@ -293,3 +293,24 @@ def test_app_py_takes_flags_and_environment_and_serves_the_page(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_generate_form_uses_the_shared_upload_and_settings_checks(tmp_path):
+    """make_job refuses what the batch CLI refuses (same messages) and normalises the upload to RGB PNG."""
+    from PIL import Image
+
+    from review.trials import VoteRefused
+    from review.ui.generate_tab import make_job
+
+    services = make_services(tmp_path, seeds=(0,), presets=("fast",))
+    cmyk = tmp_path / "face.jpg"
+    Image.new("CMYK", (96, 96), (0, 0, 0, 0)).save(cmyk)
+    job = make_job(services, str(cmyk), "a portrait", "", ["fast"], "", "1-2", 4, 128, 128, 0.8, 0.8, 5.0)
+    assert job.seeds == (1, 2) and Image.open(job.face_path).mode == "RGB" and job.notes
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    with pytest.raises(VoteRefused, match="not an image"):
+        make_job(services, str(tmp_path / "junk.png"), "x", "", ["fast"], "", "1", 4, 128, 128, 0.8, 0.8, 5.0)
+    with pytest.raises(VoteRefused, match="steps"):
+        make_job(services, str(cmyk), "x", "", ["fast"], "", "1", 500, 128, 128, 0.8, 0.8, 5.0)
+    with pytest.raises(VoteRefused, match="accepted"):
+        make_job(services, str(cmyk), "x", "", [], "bogus:9", "1", 4, 128, 128, 0.8, 0.8, 5.0)

@@ -25,7 +25,7 @@ from review.trials import (
     validate_vote,
 )
 from review.ui.review_desk import ReviewDesk
-from review.ui.services import clean_presets, parse_seeds
+from review.ui.services import clean_presets
 
 PAIRS = [{"pair_id": i, "preset": preset, "condition_id": cond}
          for i, (preset, cond) in enumerate(((p, c) for c in (1, 2) for p in ("balanced", "fast", "none")), 1)]
@@ -175,11 +175,7 @@ def test_rate_limiter_keeps_keys_apart_and_bounded():
 
 
 # -- form parsing ---------------------------------------------------------------------------------------------
-def test_seed_and_preset_fields_are_parsed_or_refused():
-    assert parse_seeds("0, 1; 5-7", 16) == (0, 1, 5, 6, 7)
-    for bad in ("", "x", "-3", "3-1", "0-1000000"):
-        with pytest.raises(VoteRefused):
-            parse_seeds(bad, 16)
+def test_preset_fields_are_parsed_or_refused():
     assert clean_presets(["fast", "full"], "output:0-2, fast") == ("fast", "output:0-2")
     with pytest.raises(VoteRefused):
         clean_presets(["full"], "")

@@ -8,27 +8,20 @@ Preset names reach the page only after a successful unlock, so a reviewer's page
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import gradio as gr
 
+from review.inputs import InputError, Limits, validate_settings
 from review.trials import VoteRefused
 from review.ui.review_tab import request_address
-from review.ui.services import GenerateJob, Services, clean_presets, parse_seeds
+from review.ui.services import GenerateJob, Services, clean_presets
+from review.uploads import read_upload
 
 logger = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["pair_id", "preset", "seed", "layer_count", "ssim", "note"]
-
-
-def _side(value: Any, name: str, limit: int) -> int:
-    try:
-        side = int(value)
-    except (TypeError, ValueError):
-        raise VoteRefused(f"{name} must be a whole number.") from None
-    if not 64 <= side <= limit or side % 8:
-        raise VoteRefused(f"{name} must be a multiple of 8 between 64 and {limit}.")
-    return side
 
 
 def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets: Any, custom: Any, seeds: Any,
@@ -36,22 +29,29 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     """Check the form and build the job; VoteRefused with a readable message otherwise."""
     if not isinstance(face, str) or not face:
         raise VoteRefused("Upload a reference face first.")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise VoteRefused("Write a prompt.")
     try:
-        steps_i, floats = int(steps), [float(ip_weight), float(cn_scale), float(guidance)]
+        guidance_f = float(guidance)
     except (TypeError, ValueError):
-        raise VoteRefused("Steps and weights must be numbers.") from None
-    if not 1 <= steps_i <= 150:
-        raise VoteRefused("Steps must be between 1 and 150.")
-    if not all(0.0 <= f <= 30.0 for f in floats):
-        raise VoteRefused("Weights and guidance must be between 0 and 30.")
-    limit = services.config.max_side
-    return GenerateJob(face_path=face, prompt=prompt.strip()[:2000], negative_prompt=str(negative or "")[:2000],
-                       presets=clean_presets(presets if isinstance(presets, list) else [], custom),
-                       seeds=parse_seeds(seeds, services.config.max_seeds), steps=steps_i,
-                       width=_side(width, "Width", limit), height=_side(height, "Height", limit),
-                       ip_weight=floats[0], cn_scale=floats[1], guidance_scale=floats[2])
+        raise VoteRefused("Guidance must be a number.") from None
+    if not 0.0 <= guidance_f <= 30.0:
+        raise VoteRefused("Guidance must be between 0 and 30.")
+    specs = clean_presets(presets if isinstance(presets, list) else [], custom)
+    try:  # the same checks and messages as the batch CLI: review/uploads.py, review/inputs.py
+        upload = read_upload(face)
+        settings = validate_settings(prompt, negative, list(specs), seeds, steps, width, height, ip_weight,
+                                     cn_scale, limits=Limits(max_size=services.config.max_side,
+                                                             max_seeds=services.config.max_seeds))
+    except InputError as exc:
+        raise VoteRefused(str(exc)) from None
+    folder = services.dirs.root / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    face_path = folder / f"{secrets.token_hex(16)}.png"  # the decoded, upright RGB upload
+    upload.image.save(face_path)
+    return GenerateJob(face_path=str(face_path), prompt=settings.prompt, negative_prompt=settings.negative_prompt,
+                       presets=tuple(settings.presets), seeds=tuple(settings.seeds), steps=settings.steps,
+                       width=settings.width, height=settings.height, ip_weight=settings.ip_weight,
+                       cn_scale=settings.cn_scale, guidance_scale=guidance_f,
+                       notes=tuple(upload.notes + settings.notes))
 
 
 def handlers(services: Services) -> dict[str, Any]:
@@ -87,7 +87,8 @@ def handlers(services: Services) -> dict[str, Any]:
         finally:
             services.generate_lock.release()
         table = [[r.get(c) for c in RESULT_COLUMNS] for r in rows]
-        return [f"Made {len(rows)} pair(s); they are now in the review rotation.", table]
+        notes = "".join(f" Note: {n}" for n in job.notes)
+        return [f"Made {len(rows)} pair(s); they are now in the review rotation.{notes}", table]
 
     return {"unlock": unlock, "generate": generate}
 

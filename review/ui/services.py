@@ -61,6 +61,7 @@ class GenerateJob:
     ip_weight: float = 0.8
     cn_scale: float = 0.8
     guidance_scale: float = 5.0
+    notes: tuple[str, ...] = ()  # what was fixed in the upload or settings (shown with the result)
 
 
 # run_job(job, progress(fraction, text)) -> one summary row per pair made
@@ -156,28 +157,6 @@ def client_address(headers: Any, host: str | None, trust_proxy: bool, proxy_hops
         if entries:
             return entries[-proxy_hops] if len(entries) >= proxy_hops else entries[0]
     return host or "unknown"
-
-
-def parse_seeds(text: object, limit: int) -> tuple[int, ...]:
-    """'0, 1, 5-7' -> (0, 1, 5, 6, 7); raises VoteRefused on anything else or more than ``limit`` seeds."""
-    seeds: list[int] = []
-    for part in str(text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
-        except ValueError:
-            raise VoteRefused(f"Seeds must be integers or ranges like 0-3, not {part!r}.") from None
-        if last < first or len(seeds) + last - first + 1 > limit:
-            raise VoteRefused(f"At most {limit} seeds per request, ranges low-high.")
-        seeds.extend(range(first, last + 1))
-        if len(seeds) > limit:
-            raise VoteRefused(f"At most {limit} seeds per request.")
-    if not seeds or any(s < 0 or s >= 2**32 for s in seeds):
-        raise VoteRefused("Give at least one seed in 0 .. 2^32-1.")
-    return tuple(dict.fromkeys(seeds))
 
 
 def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
