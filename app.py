@@ -108,6 +108,22 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., 
     return run_job
 
 
+def cached_board(store: Store) -> Callable[[bool], Any]:
+    """The leaderboard view, computed once per (pairs, votes) count and filter, shared by every open tab."""
+    cache: dict[tuple[Any, bool], Any] = {}
+    lock = threading.Lock()
+
+    def board(without_failing: bool) -> Any:
+        key = (store.study_version(), bool(without_failing))
+        with lock:
+            if key not in cache:
+                cache.clear()
+                cache[key] = board_view(store, without_failing=without_failing)
+            return cache[key]
+
+    return board
+
+
 def demo_face(dirs: DataDirs) -> Path:
     """data/faces/astronaut.jpg when shipped, else scikit-image's astronaut written under the data folder."""
     shipped = Path(__file__).resolve().parent / "data" / "faces" / "astronaut.jpg"
@@ -200,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
                        trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
-                        board=lambda without_failing: board_view(store, without_failing=without_failing),
+                        board=cached_board(store),
                         board_version=store.study_version)
     if not config.admin_password:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
