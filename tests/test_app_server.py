@@ -139,7 +139,7 @@ def test_the_vote_brings_the_next_trial_and_the_pages_clock_only_shortens_latenc
         assert ok and again[1] == data[2]
         ok, done = api.vote(me, data[2], "right", shown_ms=10**9)  # more than the server saw: the server's
         assert ok and services.store.get_vote(data[2])["latency_ms"] < 10_000
-        assert done[2] == "" and "every pair" in done[7]  # nothing left: no trial staged, the page says why
+        assert done[2] == "" and "thank you" in done[7]  # nothing left: no trial staged, the page says why
 
 
 def test_a_stored_vote_is_acknowledged_when_preparing_the_next_pair_fails(tmp_path, monkeypatch):

@@ -199,7 +199,7 @@ def test_desk_serves_unseen_pairs_as_fresh_copies_and_records_votes(desk: Review
         assert Path(view.left).name == trial_row["left_image"]
         desk.vote("sess-1", view.trial_id, "left", "10.0.0.1")
         view = desk.next("sess-1", "preference", "10.0.0.1")
-    assert sorted(pairs) == list(range(1, 7)) and view.trial_id is None and "every pair" in view.message
+    assert sorted(pairs) == list(range(1, 7)) and view.trial_id is None and "thank you" in view.message
     votes = desk.store.vote_rows()
     assert [v["outcome"] for v in votes] == [v["left_arm"] for v in votes]
     assert Counter(v["left_arm"] for v in votes) == {"full": 3, "selective": 3}
@@ -300,3 +300,17 @@ def test_desk_never_shows_a_reviewer_two_pairs_of_one_condition(tmp_path: Path):
         desk.vote("sess-1", view.trial_id, "left", "10.0.0.1")
         view = desk.next("sess-1", "preference", "10.0.0.1")
     assert len(conditions) == len(set(conditions)) == 2
+
+
+def test_progress_total_does_not_reveal_gold_trials(tmp_path: Path):
+    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.5, vote_per_s=100.0, vote_burst=100,
+                                                         address_burst=1000))
+    desk = ReviewDesk(services, rng=random.Random(4))
+    view, targets, golds = desk.open("sess-1", None, "preference", "10.0.0.1"), set(), 0
+    while view.trial_id is not None:
+        targets.add(view.target)
+        golds += desk.store.get_trial(view.trial_id)["is_gold"]
+        choice = "same" if desk.store.get_trial(view.trial_id)["is_gold"] else "left"
+        desk.vote("sess-1", view.trial_id, choice, "10.0.0.1")
+        view = desk.next("sess-1", "preference", "10.0.0.1")
+    assert golds > 0 and len(targets) == 1

@@ -79,6 +79,8 @@ class Seat:
     view: TrialView | None = None
     served_at: float = 0.0
     voted: int = 0
+    target: int = 0  # the progress total, fixed when the seat gets its first pair (so a gold trial can't show)
+    gold_left: int = 0  # gold checks still budgeted inside that total
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -149,7 +151,7 @@ class ReviewDesk:
             if seat.trial_id and seat.view and seat.mode == mode and self.store.get_vote(seat.trial_id) is None:
                 return seat.view
             seat.mode, seat.trial_id, seat.view = mode, None, None
-            target = self.config.trials_per_session
+            target = seat.target or self.config.trials_per_session
             if seat.voted >= target:
                 return TrialView(seat.reviewer_id, mode, number=seat.voted, target=target,
                                  message=f"That was {seat.voted} of {target}: thank you! "
@@ -165,8 +167,15 @@ class ReviewDesk:
             return TrialView(reviewer, mode, message="No pairs to review yet. Please come back in a moment.")
         self.trial_limiter.check(address, "new pairs")
         seen = store.pairs_seen_by(reviewer)  # any mode: a pair seen in ABX is seen
-        gold = choose_gold(self.rng, self.config.gold_rate, mode, seen)
+        open_conditions = len({p["condition_id"] for p in pairs}
+                              - {p["condition_id"] for p in pairs if p["pair_id"] in seen})
+        if not seat.target:  # fixed once: the pairs this reviewer can still get plus their budgeted gold checks
+            seat.gold_left = round(open_conditions * self.config.gold_rate) if mode == "preference" else 0
+            seat.target = min(self.config.trials_per_session, seat.voted + max(open_conditions + seat.gold_left, 1))
+        gold = seat.gold_left > 0 and (choose_gold(self.rng, self.config.gold_rate, mode, seen)
+                                       or (open_conditions == 0 and mode == "preference" and bool(seen)))
         if gold:
+            seat.gold_left -= 1
             pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
             plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
         else:
@@ -184,8 +193,7 @@ class ReviewDesk:
         trial = store.create_trial(reviewer_id=reviewer, session=session, pair_id=pair["pair_id"], mode=mode,
                                    left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold, **names)
         logger.info("trial %s served to reviewer %s", trial["id"], reviewer[:8])
-        unseen_left = sum(1 for p in pairs if p["pair_id"] not in seen) - (0 if gold else 1)
-        target = min(self.config.trials_per_session, seat.voted + 1 + unseen_left)
+        target = seat.target
         serve = self.dirs.serve
         return TrialView(reviewer, mode, trial["id"], self._face(pair["face_id"]), str(serve / names["left_image"]),
                          str(serve / names["right_image"]),
