@@ -17,7 +17,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from review.cli_leaderboard import add_leaderboard_options, error, leaderboard_kw
+from review.cli_common import error, open_existing_study, setup_logging
+from review.cli_leaderboard import add_leaderboard_options, leaderboard_kw
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_export(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     from review.export import ExportError, export_all
-    from review.study import StudyDatabaseError, open_study
 
-    try:
-        store = open_study(args.db)
-    except StudyDatabaseError as exc:
-        return error(str(exc))
+    store = open_existing_study(args.db)
+    if store is None:
+        return 2
     with store:
         try:
             paths = export_all(store, args.out, args.format, **leaderboard_kw(args))

@@ -42,6 +42,8 @@ from .inputs import parse_seeds
 if TYPE_CHECKING:
     from .jobs import PairRunner
 
+from .cli_common import error, setup_logging
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "var/study.db"  # var/ is git-ignored
@@ -103,15 +105,9 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
 
-def _error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     from instantid import FaceError, PresetError, WeightsError, load_image
 
     try:
@@ -121,12 +117,12 @@ def main_generate(argv: Sequence[str]) -> int:
         for face in faces:  # unreadable files fail here, before the engine loads
             load_image(face)
     except (InputError, FaceError) as exc:
-        return _error(str(exc))
+        return error(str(exc))
     db = Path(args.db).expanduser()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else db.parent
     face_dirs = {f.resolve().parent for f in faces}
     if (data_dir / "faces").resolve() in face_dirs:
-        return _error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
+        return error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
     return _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError))
 
 
@@ -165,7 +161,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
             engine = load_engine(args.stack, base=args.base, device=device, dtype=args.dtype,
                                  face_model_root=args.face_model_root)
         except (*input_errors, OSError, ValueError) as exc:
-            mine.code = _error(f"cannot load the stack {args.stack!r}: {exc}")
+            mine.code = error(f"cannot load the stack {args.stack!r}: {exc}")
     if engine is None:
         barrier()
         gather(mine)
@@ -180,7 +176,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
                 runner.check_face(face)  # NoFaceError names the file
             presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
         except input_errors as exc:
-            mine.code = _error(str(exc))
+            mine.code = error(str(exc))
         else:
             _generate(runner, part.conditions, presets, mine, quiet=args.quiet or part.process_index != 0)
         barrier()

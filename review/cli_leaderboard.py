@@ -18,6 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from review.cli_common import open_existing_study, setup_logging
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,22 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def error(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
 def main_leaderboard(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(args.verbose)
     from review.leaderboard_view import text_table, verdicts_markdown
-    from review.study import StudyDatabaseError, compute_leaderboard, open_study
+    from review.study import compute_leaderboard
 
-    try:
-        store = open_study(args.db)
-    except StudyDatabaseError as exc:
-        return error(str(exc))
+    store = open_existing_study(args.db)
+    if store is None:
+        return 2
     with store:
         result = compute_leaderboard(store, **leaderboard_kw(args))
     if args.json:
