@@ -44,6 +44,12 @@ class Arm:
     name: str  # preset spec, "full#2" or "full-nocache"
     layers: frozenset[str]  # patched layer names
     cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
+    window: tuple[float, float] = (0.0, 1.0)  # the preset's step window [start, end): face branch on in it only
+
+    def active(self, step: int, steps: int) -> bool:
+        """Whether step ``step`` of ``steps`` runs the face branch (the pipeline's rule)."""
+        start, end = self.window
+        return start <= step / steps < end
 
 
 @dataclass
@@ -69,9 +75,25 @@ def make_arms(engine: Engine, specs: Sequence[str]) -> list[Arm]:
             preset, layers, warnings = engine.resolve(spec)
             for warning in warnings:
                 logger.warning("%s: %s", spec, warning)
-            arms[spec] = Arm(spec, layers)
+            arms[spec] = Arm(spec, layers, window=(preset.start, preset.end))
     arms.setdefault(AA_ARM, Arm(AA_ARM, full))
     return list(arms.values())
+
+
+def arm_work_share(arm: Arm, engine: Engine, width: int, height: int, steps: int,
+                   dtype_bytes: int) -> dict[str, float]:
+    """The arm's face-branch work per step, averaged over the arm's ``steps``, as a share of ``full``'s (every
+    layer, K/V projected once per arm-repetition): a step window counts only its active steps, and a cached
+    projection is spread over those."""
+    active = sum(arm.active(i, steps) for i in range(steps))
+    if not active:
+        return {"flops_share": 0.0, "bytes_share": 0.0}
+    kwargs = {"batch": 2, "dtype_bytes": dtype_bytes}
+    part = preset_work(arm.layers, engine.known_map, width, height, kv_cache=arm.cache_kv, steps=active, **kwargs)
+    whole = preset_work(frozenset(engine.patcher.face), engine.known_map, width, height, kv_cache=True,
+                        steps=steps, **kwargs)
+    return {f"{kind}_share": part[kind] * active / steps / whole[kind] if whole[kind] else 0.0
+            for kind in ("flops", "bytes")}
 
 
 def memory_mb(device: torch.device) -> float:
@@ -83,7 +105,8 @@ def memory_mb(device: torch.device) -> float:
 
 
 def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun:
-    """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps."""
+    """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps (the face branch
+    on only inside the arm's step window, as in the pipeline)."""
     pipe, patcher, device = engine.pipe, engine.patcher, engine.device
     switch_s = patcher.apply(arm.layers)
     patcher.clear_cache()
@@ -97,7 +120,7 @@ def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                       for _ in range(steps)]
             for i, (start, end) in enumerate(events):
-                state.step = i
+                state.step, state.active = i, arm.active(i, steps)
                 start.record()
                 denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
                 end.record()
@@ -106,26 +129,35 @@ def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun
         else:
             step_ms = []
             for i in range(steps):
-                state.step = i
+                state.step, state.active = i, arm.active(i, steps)
                 t0 = time.perf_counter()
                 denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
                 step_ms.append((time.perf_counter() - t0) * 1e3)
     finally:
-        state.cache_kv = True
+        state.cache_kv, state.active = True, True
     return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, peak_mem_mb=memory_mb(device))
 
 
 def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int,
-             warmup: int = 1) -> dict[str, list[ArmRun]]:
-    """``warmup + reps`` repetitions, each running every arm once in an order rotated by the repetition."""
+             warmup: int = 1, deadline: float | None = None) -> dict[str, list[ArmRun]]:
+    """``warmup + reps`` repetitions, each running every arm once in an order rotated by the repetition.
+
+    With ``deadline`` (a ``time.monotonic()`` value) no repetition starts that would end after it, as judged by
+    the last one's duration, once at least one repetition is measured: fewer repetitions, never a lost run."""
     runs: dict[str, list[ArmRun]] = {arm.name: [] for arm in arms}
     for rep in range(warmup + reps):
+        started = time.monotonic()
         shift = rep % len(arms)
         for arm in list(arms[shift:]) + list(arms[:shift]):
             run = time_arm(engine, inputs, arm, steps)
             if rep >= warmup:
                 runs[arm.name].append(run)
-        logger.info("repetition %d/%d done", rep + 1, warmup + reps)
+        now = time.monotonic()
+        logger.info("repetition %d/%d done (%.1f s)", rep + 1, warmup + reps, now - started)
+        measured = rep + 1 - warmup
+        if deadline is not None and measured >= 1 and measured < reps and now + (now - started) > deadline:
+            logger.warning("time budget: stopping after %d of %d measured repetitions", measured, reps)
+            break
     engine.patcher.apply(frozenset(engine.patcher.face))
     engine.patcher.clear_cache()
     return runs
@@ -144,11 +176,14 @@ def run_meta(engine: Engine, args: argparse.Namespace, width: int, height: int) 
 
 
 def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, steps: int, reps: int,
-              warmup: int = 1, seed: int = 0, args: argparse.Namespace | None = None) -> dict:
-    """Run the interleaved benchmark and return the JSON-ready result (``meta``, ``presets``, ``aa_*``)."""
+              warmup: int = 1, seed: int = 0, args: argparse.Namespace | None = None,
+              deadline: float | None = None) -> dict:
+    """Run the interleaved benchmark and return the JSON-ready result (``meta``, ``presets``, ``aa_*``).
+
+    ``deadline`` (``time.monotonic()``): see :func:`run_arms`; ``meta.reps_done`` says how many ran."""
     arms = make_arms(engine, specs)
     inputs = build_step_inputs(engine.pipe, width, height, max(steps, 1), seed=seed)
-    runs = run_arms(engine, inputs, arms, steps, reps, warmup)
+    runs = run_arms(engine, inputs, arms, steps, reps, warmup, deadline)
     rep_ms = {name: [sum(r.step_ms) / len(r.step_ms) for r in arm_runs] for name, arm_runs in runs.items()}
     summary = summarize(rep_ms, seed=seed)
     dtype_bytes = torch.empty((), dtype=engine.dtype).element_size()
@@ -159,14 +194,21 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
         row["cache_kv"] = arm.cache_kv
         row["switch_ms"] = float(sorted(r.switch_ms for r in runs[arm.name])[len(runs[arm.name]) // 2])
         row["peak_mem_mb"] = max(r.peak_mem_mb for r in runs[arm.name])
-        work = (preset_work(arm.layers, engine.known_map, width, height, batch=2, dtype_bytes=dtype_bytes,
-                            kv_cache=arm.cache_kv) if engine.known_map else None)
+        # relative to full as it runs (K/V projected once per `steps`-step arm-repetition): none 0, full 1,
+        # full-nocache > 1 (it projects K/V every step)
+        row["window"] = list(arm.window)
+        work = arm_work_share(arm, engine, width, height, steps, dtype_bytes) if engine.known_map else None
         row["flops_share"] = work["flops_share"] if work else None
         row["bytes_share"] = work["bytes_share"] if work else None
     aa_ratio, aa_ci = summary[AA_ARM]["ratio_to_full"], summary[AA_ARM]["ratio_ci"]  # t_full / t_full#2
     named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM)]
     ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
-    return {"meta": run_meta(engine, ns, width, height), "aa_ratio": aa_ratio, "aa_ci": aa_ci,
+    meta = run_meta(engine, ns, width, height)
+    meta["reps_done"] = len(runs["full"])
+    meta["stopped_early"] = meta["reps_done"] < reps  # the time budget ran out
+    meta["work_share"] = (f"flops_share / bytes_share: face-branch work per UNet call / full's (all layers, face K/V "
+                          f"projected once per {steps}-step arm-repetition); full-nocache projects K/V every step")
+    return {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci,
             "acceptance": acceptance(summary, aa_ratio, aa_ci, named),
             "order": [a.name for a in arms], "presets": summary}
 
@@ -202,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result (or telemetry) here")
     p.add_argument("--telemetry", action="store_true", help="record per-layer face/text ratios instead of timing")
     p.add_argument("--telemetry-file", type=Path, default=None, help="telemetry JSON that auto-K presets use")
+    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                   help="wall-clock budget from start (stack build included): start no repetition that would end "
+                        "after it; fewer repetitions are reported (meta.reps_done) instead of none")
     return p
 
 
@@ -220,6 +265,7 @@ def main_telemetry(engine: Engine, args: argparse.Namespace, width: int, height:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    started = time.monotonic()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.reps < 5 and not args.telemetry:
@@ -242,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             engine.load_telemetry(args.telemetry_file)
         if args.telemetry:
             return main_telemetry(engine, args, width, height)
+        deadline = None if args.time_budget is None else started + args.time_budget
         result = benchmark(engine, args.presets.split(","), width=width, height=height, steps=args.steps,
-                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args)
+                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args, deadline=deadline)
     except ValueError as exc:  # PresetError, unreadable telemetry
         raise SystemExit(f"error: {exc}") from None
     text = json.dumps(result, indent=2)

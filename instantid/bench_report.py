@@ -3,8 +3,9 @@
 Ratios are **speed ratios** paired within a repetition (every repetition runs every arm once):
 * ``ratio_to_full`` = t_full / t_arm: above 1 the arm is faster than full (1.03 = 3 % less time);
 * ``ratio_to_none`` = t_arm / t_none: how much slower the arm is than the floor with no face branch;
-* ``time_share`` = (t_arm - t_none) / (t_full - t_none): the share of the face branch's measured time the arm
-  keeps, to compare with the work model's ``flops_share`` / ``bytes_share`` (the share of its work kept).
+* ``time_share`` = (t_arm - t_none) / (t_full - t_none): the arm's measured face-branch time relative to full's,
+  to compare with the work model's ``flops_share`` / ``bytes_share`` (its face-branch work relative to full's,
+  K/V projected once per repetition). ``none`` = 0 and ``full`` = 1 for all three; ``full-nocache`` is above 1.
 Point estimates are medians of the per-repetition ratios; CIs are percentile bootstraps of that median.
 """
 
@@ -109,10 +110,11 @@ def format_table(result: dict) -> str:
     """The human-readable report: one row per arm, then the A/A line and the run's settings."""
     meta = result["meta"]
     lines = [f"InstantID step benchmark: stack {meta['stack']}, {meta['width']}x{meta['height']}, CFG batch 2, "
-             f"{meta['steps']} steps x {meta['reps']} reps (+{meta['warmup']} warm-up dropped), "
+             f"{meta['steps']} steps x {meta.get('reps_done', meta['reps'])} reps (+{meta['warmup']} warm-up dropped"
+             + (f"; time budget stopped it before {meta['reps']}" if meta.get("stopped_early") else "") + "), "
              f"{meta['device']} {meta['dtype']}" + (f" ({meta['gpu_name']})" if meta.get("gpu_name") else ""),
              f"{'arm':<14}{'layers':>7}{'median ms':>11}{'full/arm':>10}{'95% CI':>17}{'arm/none':>10}"
-             f"{'flops kept':>11}{'bytes kept':>11}{'time kept':>10}{'switch ms':>10}{'peak MB':>10}"]
+             f"{'flops/full':>11}{'bytes/full':>11}{'time/full':>10}{'switch ms':>10}{'peak MB':>10}"]
     for arm, row in result["presets"].items():
         ci = row["ratio_ci"]
         lines.append(
@@ -123,6 +125,9 @@ def format_table(result: dict) -> str:
     aa_ci = result["aa_ci"]
     lines.append(f"A/A full vs full#2: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
                  f" ({'contains' if aa_ci[0] <= 1 <= aa_ci[1] else 'EXCLUDES'} 1.00)")
+    lines.append("flops/full, bytes/full: work model, the arm's face-branch work / full's (full projects the face "
+                 f"K/V once per {meta['steps']}-step repetition, full-nocache every step); time/full: measured "
+                 "(t_arm - t_none) / (t_full - t_none). none = 0, full = 1; above 1 = more than full")
     checks = result["acceptance"]
     if "none_ratio" in checks:
         lines.append(f"bound check full/none = {checks['none_ratio']:.4f} (goal 1.01-1.06 GPU-bound at 1024^2; "

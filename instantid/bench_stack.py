@@ -60,12 +60,18 @@ def build_shape_stack(config: dict[str, Any] = SDXL_UNET_CONFIG, device: str | t
     """UNet from ``config`` + ``ControlNetModel.from_unet`` + a random face adapter, created on ``device``.
 
     With :data:`SDXL_UNET_CONFIG` and the default ``resampler_width`` every tensor has the real InstantID size
-    (UNet 2.57 B, IdentityNet 1.25 B, adapter 0.42 B parameters), so step cost matches the real stack's."""
+    (UNet 2.57 B, IdentityNet 1.25 B, adapter 0.42 B parameters), so step cost matches the real stack's.
+
+    ``device="meta"`` is a shape-only dry run (tests): every tensor has its real shape and dtype but no storage,
+    so the full-size stack builds and runs a denoising step on a CPU in seconds and ~2 GB of RAM (the random
+    adapter state, 0.85 GB in fp16, is drawn on the CPU and dropped: the seeded generator cannot live on meta).
+    Its outputs carry no values."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     from .tiny import random_adapter_state
 
     device = torch.device(device)
+    meta = device.type == "meta"
     torch.manual_seed(seed)
     with torch.device(device):
         unet = UNet2DConditionModel(**config).to(dtype)
@@ -76,7 +82,10 @@ def build_shape_stack(config: dict[str, Any] = SDXL_UNET_CONFIG, device: str | t
     if layers is None:
         raise ValueError("the UNet config does not have SDXL's 70 cross-attention layers")
     state = random_adapter_state(layers, layer_widths(unet, layers), cross_attention_dim=config["cross_attention_dim"],
-                                 resampler_width=resampler_width, seed=seed, dtype=dtype, device=device)
+                                 resampler_width=resampler_width, seed=seed, dtype=dtype,
+                                 device="cpu" if meta else device)
+    if meta:
+        state = {part: {key: value.to(device) for key, value in tensors.items()} for part, tensors in state.items()}
     patcher = attach_face_adapter(pipe, state, f"random face adapter (resampler width {resampler_width})")
     del state
     patcher.modules.to(device, dtype)

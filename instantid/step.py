@@ -75,7 +75,8 @@ def build_step_inputs(pipe, width: int = 1024, height: int = 1024, steps: int = 
     image = keypoint_image if keypoint_image is not None else PIL.Image.new("RGB", (width, height))
     hint = pipe.prepare_image(image, width, height, 1, 1, device, pipe.controlnet.dtype,
                               do_classifier_free_guidance=True)
-    pipe.scheduler.set_timesteps(steps, device=device)
+    # meta tensors (the shape-only dry run of tests/test_bench.py) hold no values for the scheduler to index
+    pipe.scheduler.set_timesteps(steps, device="cpu" if device.type == "meta" else device)
     latents = pipe.prepare_latents(1, pipe.unet.config.in_channels, height, width, dtype, device,
                                    torch.Generator("cpu").manual_seed(seed))
     return StepInputs(latents=latents, timesteps=pipe.scheduler.timesteps, face_tokens=face_tokens,

@@ -133,19 +133,20 @@ async def call(client: httpx.AsyncClient, api: Endpoints, fn: int, data: list[An
 
 
 def image_urls(items: list[Any]) -> list[str]:
-    """Image URLs among output items, whether sent as component updates ({"value": FileData}) or as FileData."""
+    """Image URLs among output items: the review images' values are {"src": URL relative to the page, "label"}
+    (``review_tab.picture``), also inside a component update ({"value": ...})."""
     urls = []
     for item in items:
-        file = item.get("value") if isinstance(item, dict) and "__type__" in item else item
-        if isinstance(file, dict) and isinstance(file.get("url"), str):
-            urls.append(file["url"])
+        value = item.get("value") if isinstance(item, dict) and "__type__" in item else item
+        if isinstance(value, dict) and isinstance(value.get("src"), str):
+            urls.append(value["src"])
     return urls
 
 
 async def fetch_images(client: httpx.AsyncClient, urls: list[str], seen: set[str], tally: Tally,
                        headers: dict[str, str]) -> None:
     """GET the images a browser has not cached yet (same URL: cached), all at once."""
-    fresh = [u for u in urls if u not in seen and u.startswith(str(client.base_url))]
+    fresh = [u for u in urls if u not in seen and "://" not in u and not u.startswith("/")]  # the app's own
     start = time.perf_counter()
     for response in await asyncio.gather(*(client.get(u, headers=headers) for u in fresh)):
         response.raise_for_status()

@@ -119,6 +119,10 @@ def compare(rows: list[dict[str, Any]], acked: list[tuple[str, str]]) -> dict[st
             "unacknowledged_stored": len(set(stored) - set(acked_per_trial))}
 
 
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else round(after - before, 2)
+
+
 def run(opts: LoadOptions, workdir: Path | None = None) -> dict[str, Any]:
     """The whole test; returns the figures. Files go to ``workdir`` (kept) or a temporary folder (removed)."""
     work = Path(tempfile.mkdtemp(prefix="review-load-")) if workdir is None else Path(workdir)
@@ -140,10 +144,11 @@ def _run(opts: LoadOptions, work: Path) -> dict[str, Any]:
     load_before = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     try:
         server.start(opts.port or free_port())
-        began, client_cpu = time.perf_counter(), time.process_time()
+        began, client_cpu, server_cpu = time.perf_counter(), time.process_time(), server.cpu_s()
         facts = asyncio.run(drive(server.base, opts, tally, server.kill))
         duration = time.perf_counter() - began
-        cpu = {"server_cpu_s": server.cpu_s(), "client_cpu_s": round(time.process_time() - client_cpu, 1)}
+        cpu = {"server_cpu_s": _spent(server_cpu, server.cpu_s()),  # during the load only (not the start-up)
+               "client_cpu_s": round(time.process_time() - client_cpu, 1)}
         acked_before = list(tally.acked)  # everything the (killed) server acknowledged
         if opts.kill_after_s is not None:
             try:
@@ -168,6 +173,8 @@ def _run(opts: LoadOptions, work: Path) -> dict[str, Any]:
         figures["lost_after_kill"] = compare(rows, acked_before)["lost"]
     figures.update(reviewers=opts.reviewers, votes_per_reviewer=opts.votes, think_s=opts.think_s, pairs=pairs,
                    duration_s=round(duration, 1), votes_per_s=round(len(tally.vote_ms) / duration, 1), **cpu)
+    if figures.get("server_cpu_s") is not None and tally.vote_ms:  # a vote is one review cycle (+ its images)
+        figures["server_cpu_ms_per_vote"] = round(1000 * figures["server_cpu_s"] / len(tally.vote_ms), 1)
     figures["p99_target_met"] = figures["p99_ms"] is not None and figures["p99_ms"] < P99_TARGET_MS
     figures["refusal_samples"] = [f"{n} x {text}" for text, n in Counter(tally.refused).most_common(5)]
     figures["error_samples"] = tally.errors[:5]
@@ -189,7 +196,8 @@ def passed(figures: dict[str, Any]) -> bool:
 
 SHOWN = ("sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms", "images_p50_ms", "images_p99_ms", "refused", "errors", "integrity",
          "reviewers_active_at_kill", "acknowledged_before_kill", "lost_after_kill", "unacknowledged_stored",
-         "served_after_restart", "duration_s", "votes_per_s", "server_cpu_s", "client_cpu_s", "load_avg_before", "machine", "date")
+         "served_after_restart", "duration_s", "votes_per_s", "server_cpu_s", "server_cpu_ms_per_vote", "client_cpu_s", "load_avg_before", "machine",
+         "date")
 
 
 def main(argv: list[str] | None = None) -> int:

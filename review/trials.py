@@ -2,8 +2,8 @@
 ABX trials, what a choice means, which votes are refused, per-trial image copies and rate limits.
 
 Blinding: everything here runs on the server. A trial's answer key (arms, preset, condition) is written to the
-store and never handed to the page; the page only gets an opaque trial id and per-trial image copies whose names
-and bytes differ from every other trial's (``review.images.serve_copy``).
+store and never handed to the page; the page only gets an opaque trial id and per-trial image URLs whose names
+and bytes differ from every other trial's (``review.served``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from review.images import NAME_RE, serve_copy
+from review.images import image_path
+from review.served import ServedImages
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class StudyConfig:
     trials_per_session: int = 20  # the progress target shown as "7 of 20" (capped by the unseen pairs)
     reveal: bool = True  # after a vote, say which side was which before the next pair
     modes: tuple[str, ...] = ("preference", "abx")  # tasks a reviewer may pick; the first is the default
-    serve_max_age_s: float = 900.0  # per-trial copies older than this are deleted (Gradio keeps its own copy)
+    serve_max_age_s: float = 7200.0  # a trial's image URLs answer this long (an older open page: reload)
     vote_burst: int = 10  # per reviewer: votes allowed at once ...
     vote_per_s: float = 1.0  # ... and refilled per second
     address_burst: int = 120  # per client address, all review calls together (a lab behind one NAT shares it)
@@ -85,6 +86,43 @@ def pick_pair(pairs: Sequence[Row], seen: Mapping[int, int], preset_load: Mappin
                 pair_load.get(p["pair_id"], 0), rng.random())
 
     return min(unseen, key=key)
+
+
+class TrialLoad:
+    """Trials served per (mode, pair), gold left out, for ``pick_pair``: read from the store once per mode, then
+    counted here as trials are served, and read again every ``refresh_s`` to take in trials other processes
+    served into the same file (balancing only needs to be about right). Thread-safe."""
+
+    def __init__(self, read: Callable[[str], Iterable[Row]], *, refresh_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._read, self.refresh_s, self._clock = read, refresh_s, clock  # read(mode) -> vote_counts rows
+        self._counts: dict[str, tuple[float, dict[int, int]]] = {}
+        self._lock = threading.Lock()
+
+    def _pairs(self, mode: str) -> dict[int, int]:
+        now = self._clock()
+        cached = self._counts.get(mode)
+        if cached is None or now - cached[0] > self.refresh_s:
+            cached = (now, load_by(self._read(mode), "pair_id"))
+            self._counts[mode] = cached
+        return cached[1]
+
+    def loads(self, mode: str, pairs: Sequence[Row]) -> tuple[dict[str, int], dict[int, int], dict[int, int]]:
+        """(per preset, per condition, per pair) trials served in ``mode``, for ``pick_pair``."""
+        with self._lock:
+            per_pair = dict(self._pairs(mode))
+        per_preset: dict[str, int] = {}
+        per_condition: dict[int, int] = {}
+        for p in pairs:
+            n = per_pair.get(p["pair_id"], 0)
+            per_preset[p["preset"]] = per_preset.get(p["preset"], 0) + n
+            per_condition[p["condition_id"]] = per_condition.get(p["condition_id"], 0) + n
+        return per_preset, per_condition, per_pair
+
+    def served(self, mode: str, pair_id: int) -> None:
+        with self._lock:
+            counts = self._pairs(mode)
+            counts[pair_id] = counts.get(pair_id, 0) + 1
 
 
 def assign_left_arm(history: Sequence[str], rng: random.Random) -> str:
@@ -134,30 +172,17 @@ def plan_trial(mode: str, left_arm: str, *, gold: bool = False) -> TrialPlan:
     return TrialPlan(mode, left_arm, False, left_arm, other(left_arm), "full" if mode == "abx" else None)
 
 
-def serve_trial_images(plan: TrialPlan, pair: Row, image_dir: str | Path, serve_dir: str | Path) -> dict[str, str]:
-    """Per-trial copies (same pixels, new bytes and opaque names) of the pair's images, as the trial columns."""
+def serve_trial_images(plan: TrialPlan, pair: Row, image_dir: str | Path, served: ServedImages) -> dict[str, str]:
+    """Per-trial names (same pixels, new bytes and opaque names) of the pair's images, as the trial columns."""
     source = {"full": pair["full_file"], "selective": pair["sel_file"]}
-    names = {"left_image": serve_copy(image_dir, source[plan.left_source], serve_dir).file,
-             "right_image": serve_copy(image_dir, source[plan.right_source], serve_dir).file,
-             "x_image": None}
+
+    def serve(arm: str) -> str:
+        return served.add(image_path(image_dir, source[arm]))
+
+    names = {"left_image": serve(plan.left_source), "right_image": serve(plan.right_source), "x_image": None}
     if plan.x_source is not None:
-        names["x_image"] = serve_copy(image_dir, source[plan.x_source], serve_dir).file
+        names["x_image"] = serve(plan.x_source)
     return names
-
-
-def clean_serve_dir(serve_dir: str | Path, max_age_s: float, now: float | None = None) -> int:
-    """Delete served copies (opaque names only) older than ``max_age_s``; returns how many went."""
-    folder, now = Path(serve_dir), time.time() if now is None else now
-    removed = 0
-    if not folder.is_dir():
-        return 0
-    for path in folder.iterdir():
-        if NAME_RE.fullmatch(path.name) and now - path.stat().st_mtime > max_age_s:
-            path.unlink(missing_ok=True)
-            removed += 1
-    if removed:
-        logger.info("removed %d served copies older than %.0f s", removed, max_age_s)
-    return removed
 
 
 # -- votes ----------------------------------------------------------------------------------------------------

@@ -76,9 +76,9 @@ class Api:
 
 
 def image_urls(data: list[Any]) -> list[str]:
-    """The left, X and right image URLs in an open_page/next_pair output (FileData, or an update carrying one)."""
-    files = [d.get("value") if isinstance(d, dict) and "__type__" in d else d for d in data[3:6]]
-    return [f["url"] for f in files if isinstance(f, dict) and f.get("url")]
+    """The left, X and right image URLs in an open_page/next_pair output ({"src", "label"}, relative to the page)."""
+    values = [d.get("value") if isinstance(d, dict) and "__type__" in d else d for d in data[3:6]]
+    return [v["src"] for v in values if isinstance(v, dict) and v.get("src")]
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def test_the_vote_brings_the_next_trial_and_the_pages_clock_only_shortens_latenc
         first = api.open(me)[1]
         time.sleep(0.3)
         ok, data = api.vote(me, first, "left", shown_ms=5)  # the page: on screen for 5 ms (the server saw 300)
-        assert ok and data[2] and data[2] != first and data[4]["url"] and data[6]["url"]
-        assert data[3] is None  # the same reference face: the page keeps the one it shows
+        assert ok and data[2] and data[2] != first and data[4]["src"] and data[6]["src"]
+        assert data[3]["src"] is None  # the same reference face: the page keeps the one it shows
         assert services.store.get_vote(first)["latency_ms"] == 5
         ok, again = api.call("next_pair", ["preference"], me)  # the staged trial is the session's open trial
         assert ok and again[1] == data[2]

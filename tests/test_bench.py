@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 import torch
 
-from instantid.bench_report import bootstrap_ci, summarize
+from instantid.bench_report import bootstrap_ci, format_table, summarize
 from instantid.engine import Engine
 from instantid.presets import PresetError, resolve_preset
 from instantid.telemetry import auto_preset, load_telemetry, record_telemetry, save_telemetry
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESET_FIELDS = {"median_ms", "ratio_to_full", "ratio_ci", "ratio_to_none", "flops_share", "bytes_share",
                  "switch_ms", "peak_mem_mb", "layers"}
 META_FIELDS = {"device", "dtype", "torch", "diffusers", "gpu_name", "date", "stack", "width", "height", "steps",
-               "reps", "timer", "mem_kind"}
+               "reps", "timer", "mem_kind", "reps_done", "stopped_early", "work_share"}
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +62,7 @@ def test_benchmark_json_has_every_field(bench_json):
     assert set(bench_json["presets"]) == {"full", "fast", "none", "full#2"}
     assert META_FIELDS <= set(bench_json["meta"])
     assert bench_json["meta"]["device"] == "cpu" and bench_json["meta"]["timer"] == "perf_counter"
+    assert bench_json["meta"]["reps_done"] == 5 and bench_json["meta"]["stopped_early"] is False
     assert isinstance(bench_json["aa_ratio"], float) and len(bench_json["aa_ci"]) == 2
     for name, row in bench_json["presets"].items():
         assert PRESET_FIELDS <= set(row), name
@@ -80,7 +81,9 @@ def test_benchmark_layers_and_work_shares_match_the_work_model(bench_json, tiny_
     for name, row in bench_json["presets"].items():
         preset = resolve_preset("full" if name == "full#2" else name, layers)
         assert row["layers"] == len(preset.layers) and set(row["layer_names"]) == preset.layers
-        work = preset_work(preset.layers, layers, 64, 64, batch=2, dtype_bytes=4, kv_cache=True)
+        # as the benchmark counts it: against full, whose K/V projection is spread over the arm's 1 step
+        work = preset_work(preset.layers, layers, 64, 64, batch=2, dtype_bytes=4, kv_cache=True,
+                           reference_kv_cache=True, steps=1)
         assert row["flops_share"] == pytest.approx(work["flops_share"])
         assert row["bytes_share"] == pytest.approx(work["bytes_share"])
 
@@ -97,8 +100,33 @@ def test_nocache_arm_recomputes_face_kv_and_restores_state(engine):
         hook.remove()
     # full and full#2 project once per arm-repetition (cache), full-nocache once per step: 2 * (1 + 1 + 2)
     assert calls["n"] == 8
-    assert result["presets"]["full-nocache"]["cache_kv"] is False
+    rows = result["presets"]
+    assert rows["full-nocache"]["cache_kv"] is False
+    # face-branch work against full as it runs (K/V once per 2-step repetition): full-nocache does more
+    names = frozenset(engine.patcher.face)
+    want = preset_work(names, engine.known_map, 64, 64, batch=2, dtype_bytes=4, kv_cache=False,
+                       reference_kv_cache=True, steps=2)
+    for key in ("flops_share", "bytes_share"):
+        assert rows["full"][key] == rows["full#2"][key] == pytest.approx(1.0)
+        assert rows["full-nocache"][key] == pytest.approx(want[key]) and want[key] > 1.0
+    table = format_table(result)
+    nocache_line = next(line for line in table.splitlines() if line.startswith("full-nocache"))
+    assert f"{rows['full-nocache']['flops_share']:.3f}" in nocache_line
+    assert "flops/full" in table and "full-nocache every step" in table
     assert engine.patcher.state.cache_kv is True and engine.patcher.patched == frozenset(engine.patcher.face)
+
+
+def test_time_budget_reports_fewer_repetitions_instead_of_none(engine):
+    import time
+
+    from instantid.bench import benchmark
+
+    result = benchmark(engine, ["none"], width=64, height=64, steps=1, reps=5, warmup=0,
+                       deadline=time.monotonic())  # already past: stop after the first measured repetition
+    assert result["meta"]["reps_done"] == 1 and result["meta"]["stopped_early"] is True
+    assert all(len(row["rep_ms"]) == 1 for row in result["presets"].values())
+    assert "time budget stopped it before 5" in format_table(result)
+    assert engine.patcher.patched == frozenset(engine.patcher.face)
 
 
 def test_denoise_helper_reproduces_the_pipeline(tiny_pipe):
@@ -204,3 +232,115 @@ def test_gpu_check_script_parses():
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
     assert "--stack sdxl-shape" in text and "full,balanced,fast,output_only,none,full-nocache" in text
+    assert 'BUDGET="${BUDGET:-450}"' in text and "--time-budget" in text and "timeout -k 10" in text
+    assert "bench-sdxl-shape.json" in text
+
+
+GPU_CHECK_PRESETS = ["full", "balanced", "fast", "output_only", "none", "full-nocache"]  # scripts/gpu_check.sh
+
+
+def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
+    """The GPU acceptance path (scripts/gpu_check.sh) without a GPU: the full-size sdxl-shape stack built on the
+    meta device (real shapes and dtype fp16, no storage) and ``benchmark()`` run over every preset of the GPU run,
+    one step each at 1024x1024 with CFG batch 2, through the real ``denoise_step``. Meta kernels check shapes but
+    not the dtypes of ``linear`` / ``conv``, so a hook checks that every Linear / Conv2d input has its weight's
+    dtype (CUDA would raise). No values exist: nothing about speed or numerics is tested."""
+    import instantid.bench as bench
+    from instantid import step
+    from instantid.bench_stack import SDXL_UNET_CONFIG, build_shape_stack
+    from instantid.layers import SDXL_LAYERS
+
+    eng = build_shape_stack(SDXL_UNET_CONFIG, "meta", torch.float16)
+    pipe = eng.pipe
+    assert eng.device.type == "meta" and eng.dtype == torch.float16 and eng.known_map == SDXL_LAYERS
+    assert len(eng.patcher.face) == 70 and eng.patcher.patched == frozenset(eng.patcher.face)
+    parts = {"unet": pipe.unet, "controlnet": pipe.controlnet, "face K/V": eng.patcher.modules,
+             "resampler": pipe.resampler}
+    params = {name: list(module.parameters()) for name, module in parts.items()}
+    face_ids = {id(p) for p in params["face K/V"]}  # the face processors hang in the UNet's attention modules
+    params["unet"] = [p for p in params["unet"] if id(p) not in face_ids]
+    assert all(p.device.type == "meta" and p.dtype == torch.float16 for ps in params.values() for p in ps)
+    counts = {name: sum(p.numel() for p in ps) / 1e9 for name, ps in params.items()}
+    assert counts["unet"] == pytest.approx(2.567, abs=0.001)  # SDXL base 1.0 UNet
+    assert counts["controlnet"] == pytest.approx(1.251, abs=0.001)  # IdentityNet (ControlNetModel.from_unet)
+    assert counts["face K/V"] + counts["resampler"] == pytest.approx(0.423, abs=0.001)  # ip-adapter.bin
+    for layer in SDXL_LAYERS:  # to_k_ip / to_v_ip at the layer's real width
+        assert eng.patcher.face[layer.name].to_k_ip[0].weight.shape == (layer.width, 2048)
+
+    mismatches: list[str] = []
+
+    def dtype_guard(module, args):
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and args and args[0].dtype != module.weight.dtype:
+            mismatches.append(f"{type(module).__name__} {tuple(module.weight.shape)}: input {args[0].dtype}")
+
+    steps: list[tuple] = []
+
+    def checked_step(pipe_, inputs, t, latents=None):
+        assert inputs.latents.shape == (1, 4, 128, 128) and inputs.hint.shape == (2, 3, 1024, 1024)
+        assert inputs.context[0].shape == (2, 77, 2048) and inputs.face_tokens.shape == (2, 16, 2048)
+        assert inputs.added_cond["text_embeds"].shape == (2, 1280) and inputs.added_cond["time_ids"].shape == (2, 6)
+        tensors = [inputs.latents, inputs.hint, inputs.context[0], inputs.face_tokens, *inputs.added_cond.values()]
+        assert all(x.dtype == torch.float16 and x.device.type == "meta" for x in tensors)
+        state = eng.patcher.state
+        before = state.face_calls
+        noise = step.denoise_step(pipe_, inputs, t, latents)
+        steps.append((eng.patcher.patched, state.cache_kv, state.face_calls - before, noise))
+        return noise
+
+    monkeypatch.setattr(bench, "denoise_step", checked_step)
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(dtype_guard)
+    try:
+        result = bench.benchmark(eng, GPU_CHECK_PRESETS, width=1024, height=1024, steps=1, reps=1, warmup=0)
+    finally:
+        hook.remove()
+
+    assert not mismatches, mismatches[:5]
+    assert result["order"] == [*GPU_CHECK_PRESETS, "full#2"] and len(steps) == 7
+    want_layers = {"full": 70, "balanced": 55, "fast": 20, "output_only": 36, "none": 0, "full-nocache": 70,
+                   "full#2": 70}
+    assert {arm: row["layers"] for arm, row in result["presets"].items()} == want_layers
+    by_count = sorted(want_layers.values())
+    assert sorted(face_calls for _, _, face_calls, _ in steps) == by_count  # each patched layer ran its branch
+    assert sorted(len(patched) for patched, _, _, _ in steps) == by_count
+    assert sum(not cache_kv for _, cache_kv, _, _ in steps) == 1  # full-nocache alone
+    for _, _, _, noise in steps:  # the CFG-combined noise prediction at 1024^2
+        assert noise.shape == (1, 4, 128, 128) and noise.dtype == torch.float16 and noise.device.type == "meta"
+    assert result["meta"]["stack"] == "sdxl-shape" and result["meta"]["dtype"] == "float16"
+    assert (result["meta"]["width"], result["meta"]["height"]) == (1024, 1024)
+    assert result["presets"]["none"]["flops_share"] == 0.0 and result["presets"]["full"]["flops_share"] == 1.0
+    assert eng.patcher.patched == frozenset(eng.patcher.face) and eng.patcher.state.cache_kv is True
+
+
+def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
+    from instantid.bench import arm_work_share, make_arms, time_arm
+    from instantid.step import build_step_inputs
+
+    arms = {a.name: a for a in make_arms(engine, ["full@0-0.5", "fast@0.5-1"])}
+    assert arms["full@0-0.5"].window == (0.0, 0.5) and arms["full"].window == (0.0, 1.0)
+    inputs, state = build_step_inputs(engine.pipe, 64, 64, 4), engine.patcher.state
+    calls = {}
+    for name in ("full", "full@0-0.5"):
+        before = state.face_calls
+        time_arm(engine, inputs, arms[name], 4)
+        calls[name] = state.face_calls - before
+    assert calls["full@0-0.5"] * 2 == calls["full"] > 0  # steps 0 and 1 of 4 only
+    assert state.active is True  # restored for the pipeline
+    full = arm_work_share(arms["full"], engine, 64, 64, 4, 4)
+    half = arm_work_share(arms["full@0-0.5"], engine, 64, 64, 4, 4)
+    assert full["flops_share"] == pytest.approx(1.0)
+    # less than full; not half on this tiny stack, where the one K/V projection per run is most of the work
+    assert 0.0 < half["flops_share"] < 1.0 and 0.0 < half["bytes_share"] < 1.0
+    # at SDXL's size attention dominates: half the steps is about half the work (30 steps, 1024x1024)
+    from types import SimpleNamespace
+
+    from instantid.bench import Arm
+    from instantid.layers import SDXL_LAYERS
+
+    names = frozenset(layer.name for layer in SDXL_LAYERS)
+    sdxl = SimpleNamespace(known_map=SDXL_LAYERS, patcher=SimpleNamespace(face=dict.fromkeys(names)))
+    shares = [arm_work_share(Arm("x", names, window=w), sdxl, 1024, 1024, 30, 2)["flops_share"]
+              for w in ((0.0, 1.0), (0.0, 0.5), (0.5, 1.0))]
+    assert shares[0] == pytest.approx(1.0) and 0.5 < shares[1] < 0.55 and shares[1] == pytest.approx(shares[2])
+    result_rows = __import__("instantid.bench", fromlist=["benchmark"]).benchmark(
+        engine, ["full@0-0.5"], width=64, height=64, steps=2, reps=1, warmup=0)["presets"]
+    assert result_rows["full@0-0.5"]["window"] == [0.0, 0.5] and result_rows["full"]["window"] == [0.0, 1.0]

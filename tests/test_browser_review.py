@@ -176,11 +176,13 @@ def check_no_leak(page, recorder: Recorder) -> dict[str, str]:
             if not s.startswith("data:")]  # Gradio's inline SVG icons
     assert srcs and not any(LEAK.search(s) for s in srcs), srcs
     assert recorder.leaks() == []
+    face = page.query_selector("#review-face img")  # the reference face stays on the page between pairs
+    assert face is not None and face.is_visible() and face.evaluate("e => e.complete && e.naturalWidth > 0")
     urls = {}
     for side in ("left", "right", "x"):
         found = page.query_selector(f"#review-{side} img")
         if found is not None and found.is_visible():
-            urls[side] = found.get_attribute("src")
+            urls[side] = found.evaluate("e => e.src")  # resolved against the page (the src is relative)
     return urls
 
 

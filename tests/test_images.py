@@ -1,9 +1,10 @@
-"""Image files: metadata-free PNGs from pixels, opaque names, folder confinement, distinct per-trial copies."""
+"""Image files: metadata-free PNGs from pixels, opaque names, folder confinement, the per-trial nonce splice."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from review.images import (
     png_chunks,
     png_has_metadata,
     read_image,
-    serve_copy,
+    with_nonce,
     write_image,
 )
 
@@ -75,27 +76,31 @@ def test_names_from_outside_cannot_escape_the_folder(tmp_path: Path, pixels: np.
         read_image(tmp_path / "data", name)
     with pytest.raises(ImageNameError):
         image_path(tmp_path / "data", name)
-    with pytest.raises(ImageNameError):
-        serve_copy(tmp_path / "data", name, tmp_path / "served")
     assert read_image(tmp_path / "data", stored.file).shape == (24, 32, 3)
 
 
-def test_serve_copies_differ_in_bytes_and_name_but_not_pixels(tmp_path: Path, pixels: np.ndarray):
-    src = write_image(tmp_path / "data", pixels)
-    a = serve_copy(tmp_path / "data", src.file, tmp_path / "served")
-    b = serve_copy(tmp_path / "data", src.file, tmp_path / "served")
-    assert len({src.file, a.file, b.file}) == 3 and NAME.match(a.file) and NAME.match(b.file)
-    assert len({src.sha256, a.sha256, b.sha256}) == 3
-    bytes_a = (tmp_path / "served" / a.file).read_bytes()
-    bytes_b = (tmp_path / "served" / b.file).read_bytes()
-    assert bytes_a != bytes_b and hashlib.sha256(bytes_a).hexdigest() == a.sha256
-    np.testing.assert_array_equal(read_image(tmp_path / "served", a.file), pixels)
-    np.testing.assert_array_equal(read_image(tmp_path / "served", b.file), pixels)
+def test_a_spliced_nonce_changes_the_bytes_but_not_the_pixels(tmp_path: Path, pixels: np.ndarray):
+    src = write_image(tmp_path, pixels)
+    data = (tmp_path / src.file).read_bytes()
+    a, b = with_nonce(data, b"0123456789abcdef"), with_nonce(data, b"fedcba98765432100")
+    assert len({data, a, b}) == 3 and len(a) == len(data) + 12 + 16
     for copy in (a, b):
-        path = tmp_path / "served" / copy.file
-        assert png_has_metadata(path) == []
-        assert png_chunks(path).count("rnDm") == 1  # the only extra: a random nonce
-        assert (copy.width, copy.height) == (32, 24)
+        assert png_chunks(copy) == ["IHDR", "rnDm", "IDAT", "IEND"]  # the nonce right after IHDR, nothing else
+        assert png_has_metadata(copy) == []
+        with Image.open(BytesIO(copy)) as image:
+            image.load()  # PIL checks every chunk's CRC while reading
+            np.testing.assert_array_equal(np.asarray(image.convert("RGB")), pixels)
+    assert hashlib.sha256(a).hexdigest() != src.sha256
+
+
+@pytest.mark.parametrize(("data", "nonce"), [(b"GIF89a" + b"\0" * 40, b"abc"), (b"\x89PNG\r\n\x1a\n" + b"\0" * 30, b"ab"),
+                                             (None, b""), (None, b"a\0b")])
+def test_with_nonce_refuses_what_is_not_a_png_or_a_clean_nonce(tmp_path: Path, pixels: np.ndarray,
+                                                                data: bytes | None, nonce: bytes):
+    if data is None:
+        data = (tmp_path / write_image(tmp_path, pixels).file).read_bytes()
+    with pytest.raises(ValueError):
+        with_nonce(data, nonce)
 
 
 def test_non_rgb_input_is_refused_or_converted(tmp_path: Path, pixels: np.ndarray):

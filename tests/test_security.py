@@ -312,6 +312,14 @@ def test_file_routes_serve_nothing_outside_gradios_cache(app):
         response = api.http.get(f"gradio_api/file={path}")
         assert response.status_code in (403, 404), path
         assert token not in response.text
+    # the review images' own route answers only the names it handed out (never a stored file's own name)
+    served = services.served.add(services.dirs.images / services.store.list_pairs()[0]["full_file"])
+    assert api.http.get(f"review-image/{served}").status_code == 200
+    stored = [p.name for p in services.dirs.images.iterdir()] + [p.name for p in (root / "serve" / "faces").glob("*")]
+    for name in (*stored, "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", secret.name, "%00.png", "a" * 32 + ".png"):
+        response = api.http.get(f"review-image/{name}")
+        assert response.status_code == 404, name
+        assert token not in response.text
 
 
 def test_sql_text_is_stored_verbatim_and_changes_no_schema(app, tmp_path):

@@ -1,24 +1,27 @@
 """Study logic of the review tab: picking, counterbalancing, gold, ABX, outcomes, vote checks, rate limits,
-served copies; and the server-side desk on a small store (no Gradio)."""
+served images; and the server-side desk on a small store (no Gradio)."""
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fixtures_review import make_services
+from PIL import Image
 
 from review.images import png_has_metadata, read_image
 from review.trials import (
     RateLimiter,
     StudyConfig,
     TokenBucket,
+    TrialLoad,
     VoteRefused,
     assign_left_arm,
     choose_gold,
-    clean_serve_dir,
     outcome_for,
     pick_pair,
     plan_trial,
@@ -29,6 +32,18 @@ from review.ui.services import clean_presets
 
 PAIRS = [{"pair_id": i, "preset": preset, "condition_id": cond}
          for i, (preset, cond) in enumerate(((p, c) for c in (1, 2) for p in ("balanced", "fast", "none")), 1)]
+
+
+def served(desk: ReviewDesk, url_or_name: str) -> bytes:
+    """The bytes the image route answers for a page URL or a trial's image column."""
+    data = desk.served.get(Path(url_or_name).name)
+    assert data is not None, url_or_name
+    return data
+
+
+def served_pixels(desk: ReviewDesk, url_or_name: str) -> np.ndarray:
+    with Image.open(BytesIO(served(desk, url_or_name))) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def trial(**kw) -> dict:
@@ -195,7 +210,7 @@ def test_desk_serves_unseen_pairs_as_fresh_copies_and_records_votes(desk: Review
     for _ in range(6):
         trial_row = desk.store.get_trial(view.trial_id)
         pairs.append(trial_row["pair_id"])
-        assert png_has_metadata(view.left) == [] and png_has_metadata(view.right) == []
+        assert png_has_metadata(served(desk, view.left)) == [] and png_has_metadata(served(desk, view.right)) == []
         assert Path(view.left).name == trial_row["left_image"]
         desk.vote("sess-1", view.trial_id, "left", "10.0.0.1")
         view = desk.next("sess-1", "preference", "10.0.0.1")
@@ -237,7 +252,7 @@ def test_abx_trials_show_x_as_the_full_image(desk: ReviewDesk):
     row = desk.store.get_trial(view.trial_id)
     pair = desk.store.get_pair(row["pair_id"])
     full = read_image(desk.dirs.images, pair["full_file"])
-    assert (read_image(desk.dirs.serve, Path(view.x).name) == full).all()
+    assert (served_pixels(desk, view.x) == full).all()
     side = "a" if row["left_arm"] == "full" else "b"
     desk.vote("sess-1", view.trial_id, side, "a1")
     assert desk.store.get_vote(view.trial_id)["outcome"] == "correct"
@@ -252,8 +267,7 @@ def test_gold_trials_show_one_image_twice_and_are_recorded(tmp_path: Path):
         row = desk.store.get_trial(view.trial_id)
         if row["is_gold"]:
             golds += 1
-            assert (read_image(desk.dirs.serve, row["left_image"]) ==
-                    read_image(desk.dirs.serve, row["right_image"])).all()
+            assert (served_pixels(desk, row["left_image"]) == served_pixels(desk, row["right_image"])).all()
             assert row["left_image"] != row["right_image"]
         desk.vote("s", view.trial_id, "same", "a")
         view = desk.next("s", "preference", "a")
@@ -282,11 +296,39 @@ def test_new_trials_are_rate_limited_per_address(tmp_path: Path):
     assert desk.open("s4", None, "preference", "10.0.0.10").trial_id  # another address is not affected
 
 
-def test_old_served_copies_are_cleaned(tmp_path: Path):
-    (tmp_path / ("a" * 32 + ".png")).write_bytes(b"x")
-    (tmp_path / "keep.txt").write_bytes(b"x")
-    assert clean_serve_dir(tmp_path, 60.0, now=10**10) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+def test_the_balancing_counts_kept_in_memory_match_the_store(tmp_path: Path):
+    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.3, vote_burst=100, vote_per_s=100.0,
+                                                         address_burst=1000, trial_burst=1000))
+    desk = ReviewDesk(services, rng=random.Random(4))
+    for session in range(8):  # several reviewers, some votes, gold trials among them
+        view = desk.open(f"s{session}", None, ("preference", "abx")[session % 2], "a")
+        if session % 3:
+            desk.vote(f"s{session}", view.trial_id, "same" if view.mode == "preference" else "a", "a")
+            desk.next(f"s{session}", view.mode, "a")
+    pairs = desk.store.list_pairs()
+    for mode in ("preference", "abx"):
+        stored = {r["pair_id"]: r["trials"] for r in desk.store.vote_counts("pair", mode=mode)}
+        per_preset = Counter()
+        for r in desk.store.vote_counts("preset", mode=mode):
+            per_preset[r["preset"]] = r["trials"]
+        preset_load, condition_load, pair_load = desk.load.loads(mode, pairs)
+        assert {k: v for k, v in pair_load.items() if v} == {k: v for k, v in stored.items() if v}
+        assert {k: v for k, v in preset_load.items() if v} == {k: v for k, v in per_preset.items() if v}
+        assert sum(condition_load.values()) == sum(stored.values()) > 0
+
+
+def test_trial_load_reads_the_store_again_after_refresh_s():
+    reads, now = [], [0.0]
+
+    def read(mode: str) -> list[dict]:
+        reads.append(mode)
+        return [{"pair_id": 1, "trials": 5}]
+
+    load = TrialLoad(read, refresh_s=30.0, clock=lambda: now[0])
+    load.served("abx", 1)
+    assert load.loads("abx", PAIRS)[2][1] == 6 and reads == ["abx"]
+    now[0] = 31.0  # another process may have served trials: the store's count wins
+    assert load.loads("abx", PAIRS)[2][1] == 5 and reads == ["abx", "abx"]
 
 
 def test_desk_never_shows_a_reviewer_two_pairs_of_one_condition(tmp_path: Path):

@@ -145,3 +145,65 @@ def test_every_pair_of_named_presets_orders_by_inclusion() -> None:
         if presets[a].layers < presets[b].layers:
             wa, wb = preset_work(presets[a], SDXL_LAYERS), preset_work(presets[b], SDXL_LAYERS)
             assert wa["flops_share"] < wb["flops_share"] and wa["bytes_share"] < wb["bytes_share"]
+
+
+def test_cached_projection_is_spread_over_the_steps() -> None:
+    once = kv_projection_work(L32)
+    cached = layer_work(L32, kv_cache=True)
+    for steps in (1, 2, 10):
+        spread = layer_work(L32, kv_cache=True, steps=steps)
+        assert spread.flops == pytest.approx(cached.flops + once.flops / steps)
+        assert spread.bytes == pytest.approx(cached.bytes + once.bytes / steps)
+    assert layer_work(L32, kv_cache=True, steps=1) == layer_work(L32)  # one step: the cache saves nothing
+    assert layer_work(L32, steps=10) == layer_work(L32)  # without the cache every call projects
+    with pytest.raises(ValueError, match="steps"):
+        layer_work(L32, kv_cache=True, steps=0)
+
+
+def _full_work(cached: bool, steps: int | None) -> tuple[float, float]:
+    """All 70 layers by the hand formulas: 10 at 64^2 (C=640), 60 at 32^2 (C=1280)."""
+    def one(n: int, c: int) -> tuple[float, float]:
+        flops, traffic = hand_flops(n, c, cached), hand_bytes(n, c, cached)
+        if cached and steps is not None:
+            flops += (hand_flops(n, c) - hand_flops(n, c, True)) / steps
+            traffic += (hand_bytes(n, c) - hand_bytes(n, c, True)) / steps
+        return flops, traffic
+
+    (f64, b64), (f32, b32) = one(4096, 640), one(1024, 1280)
+    return 10 * f64 + 60 * f32, 10 * b64 + 60 * b32
+
+
+@pytest.mark.parametrize("steps", [None, 2, 10, 30])
+def test_nocache_share_is_against_cached_full_and_above_one(steps: int | None) -> None:
+    """The benchmark's arms against full as it runs (K/V once per generation): none 0, full 1, full-nocache > 1."""
+    def share(spec: str, kv_cache: bool) -> dict[str, float]:
+        return preset_work(resolve_preset(spec), SDXL_LAYERS, kv_cache=kv_cache, reference_kv_cache=True,
+                           steps=steps)
+
+    full, nocache, none = share("full", True), share("full", False), share("none", True)
+    assert full["flops_share"] == pytest.approx(1.0) and full["bytes_share"] == pytest.approx(1.0)
+    assert none["flops_share"] == 0.0 and none["bytes_share"] == 0.0
+    (ref_flops, ref_bytes), (nc_flops, nc_bytes) = _full_work(True, steps), _full_work(False, None)
+    assert nocache["flops_share"] == pytest.approx(nc_flops / ref_flops)
+    assert nocache["bytes_share"] == pytest.approx(nc_bytes / ref_bytes)
+    assert nocache["flops_share"] > 1.0 and nocache["bytes_share"] > 1.0
+    assert nocache["flops"] == pytest.approx(total_work(None, SDXL_LAYERS).flops)
+    for spec in ("balanced", "fast", "output_only"):
+        kept, recomputed = share(spec, True), share(spec, False)
+        assert 0.0 < kept["flops_share"] < 1.0 and 0.0 < kept["bytes_share"] < 1.0
+        assert recomputed["flops_share"] > kept["flops_share"] and recomputed["bytes_share"] > kept["bytes_share"]
+
+
+def test_nocache_share_grows_with_steps_and_is_one_for_one_step() -> None:
+    def nocache(steps: int) -> float:
+        return preset_work(resolve_preset("full"), SDXL_LAYERS, kv_cache=False, reference_kv_cache=True,
+                           steps=steps)["flops_share"]
+
+    assert nocache(1) == pytest.approx(1.0)
+    shares = [nocache(steps) for steps in (1, 2, 5, 10, 30)]
+    assert shares == sorted(shares) and len(set(shares)) == len(shares)
+    assert nocache(10) == pytest.approx(2.225, abs=0.001)  # docs/benchmark.md, 1024^2 fp16, 10 steps
+    assert preset_work(resolve_preset("full"), SDXL_LAYERS, kv_cache=False, reference_kv_cache=True)[
+        "flops_share"] == pytest.approx(2.576, abs=0.001)  # projections not counted in the reference at all
+    # the reference defaults to the preset's own caching (what `python -m instantid presets` prints)
+    assert preset_work(resolve_preset("full"), SDXL_LAYERS, kv_cache=False)["flops_share"] == pytest.approx(1.0)

@@ -260,11 +260,23 @@ class Store:
         rows = self._conn.rows(q.PAIRS_SEEN, {"reviewer": reviewer_id, "mode": mode})
         return {r["pair_id"]: r["trials"] for r in rows}
 
+    def left_arms(self, reviewer_id: str) -> dict[str, list[str]]:
+        """mode -> the arms shown on the left in this reviewer's non-gold trials, oldest first (counterbalancing)."""
+        arms: dict[str, list[str]] = {}
+        for r in self._conn.rows(q.LEFT_ARMS, {"reviewer": reviewer_id}):
+            arms.setdefault(r["mode"], []).append(r["left_arm"])
+        return arms
+
     def get_face(self, face_id: int) -> Row | None:
         return self._get("faces", "id = ?", [face_id])
 
     def get_image(self, image_id: int) -> Row | None:
         return self._get("images", "id = ?", [image_id])
+
+    def pairs_version(self) -> tuple[int, int]:
+        """(pairs stored, highest pair id): changes whenever a pair is added or removed (cheap: no joins)."""
+        row = self._conn.rows(q.PAIRS_VERSION)[0]
+        return row["pairs"], row["last"]
 
     def study_version(self) -> tuple[int, int]:
         """(pairs, votes) stored: changes whenever the leaderboard's inputs change."""

@@ -47,6 +47,9 @@ PAIRS_SEEN = """SELECT t.pair_id, COUNT(*) AS trials FROM trials t
     WHERE t.reviewer_id = :reviewer AND (:mode IS NULL OR t.mode = :mode)
     GROUP BY t.pair_id ORDER BY t.pair_id"""
 
+LEFT_ARMS = """SELECT mode, left_arm FROM trials WHERE reviewer_id = :reviewer AND is_gold = 0
+    ORDER BY created_at, id"""
+
 _TRIAL_COLUMNS = """
     t.id AS trial_id, t.reviewer_id, t.session, t.mode, t.left_arm, t.x_arm, t.is_gold, t.created_at AS served_at,
     p.id AS pair_id, p.preset, p.layer_count, p.condition_id, p.ssim,
@@ -78,5 +81,7 @@ UPSERT_REVIEWER = """INSERT INTO reviewers (id, created_at, last_seen) VALUES (:
     ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen"""
 
 TOUCH_REVIEWER = "UPDATE reviewers SET last_seen = :now WHERE id = :id"
+
+PAIRS_VERSION = "SELECT count(*) AS pairs, coalesce(max(id), 0) AS last FROM pairs"
 
 STUDY_VERSION = "SELECT (SELECT count(*) FROM pairs) AS pairs, (SELECT count(*) FROM votes) AS votes"

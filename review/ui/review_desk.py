@@ -4,6 +4,10 @@ and the checks every vote passes.
 A seat binds a session to a reviewer id when the page opens; later calls of that session use the bound id, not
 whatever the client sends. The page only ever holds the opaque trial id and the per-trial image copies; arms,
 preset and condition stay in the store until the vote is in (then ``VoteReceipt.reveal`` may say them).
+
+Per review cycle the desk reads the trial and its vote, writes the vote and the next trial, and reads which pairs
+the reviewer has seen; the pair list (re-read when the pairs change) and the balancing counts (``TrialLoad``) are
+kept in memory, and the images are served from memory (``review.served``), so a cycle writes no files.
 """
 
 from __future__ import annotations
@@ -15,22 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
-
-from review.images import write_image
 from review.store import DuplicateVote, StoreIntegrityError
 from review.trials import (
     ARMS,
     TRIAL_ID_RE,
     RateLimiter,
+    TrialLoad,
     VoteRefused,
     assign_left_arm,
     choose_gold,
-    clean_serve_dir,
-    load_by,
     other,
     outcome_for,
     pick_pair,
@@ -39,16 +37,15 @@ from review.trials import (
     valid_trial_id,
     validate_vote,
 )
+from review.ui.image_route import image_url
+from review.ui.reference_faces import ReferenceFaces
 from review.ui.services import Services
 
 logger = logging.getLogger(__name__)
 
-FACE_SIDE = 384  # the reference face is served at most this large
-
-
 @dataclass
 class TrialView:
-    """What the page shows: file paths of per-trial copies and progress; never an arm or a preset."""
+    """What the page shows: per-trial image URLs (relative) and progress; never an arm or a preset."""
 
     reviewer_id: str
     mode: str
@@ -96,9 +93,12 @@ class ReviewDesk:
         self.trial_limiter = RateLimiter(self.config.trial_burst, self.config.trial_per_s, clock=clock)
         self._seats: dict[str, Seat] = {}
         self._history: dict[tuple[str, str], list[str]] = {}  # (reviewer, mode) -> left arms served
-        self._faces: dict[int, str] = {}
         self._lock = threading.Lock()
-        self._last_clean = 0.0
+        assert services.served is not None
+        self.served = services.served
+        self.faces = ReferenceFaces(self.store, self.dirs, self.served)
+        self.load = TrialLoad(lambda mode: self.store.vote_counts("pair", mode=mode), clock=clock)
+        self._pairs: tuple[tuple[int, int], list[dict], dict[int, dict]] = ((-1, -1), [], {})
 
     # -- seats --------------------------------------------------------------------------------------------------
     def open(self, session: str, claimed_id: object, mode: object, address: str) -> TrialView:
@@ -160,9 +160,17 @@ class ReviewDesk:
             seat.view, seat.trial_id, seat.served_at = view, view.trial_id, self.clock()
             return view
 
+    def _pair_list(self) -> list[dict]:
+        """Every pair (``Store.list_pairs``), read again only when the pairs changed."""
+        version = self.store.pairs_version()
+        if version != self._pairs[0]:
+            pairs = self.store.list_pairs()
+            self._pairs = (version, pairs, {p["pair_id"]: p for p in pairs})
+        return self._pairs[1]
+
     def _new_trial(self, session: str, seat: Seat, address: str) -> TrialView:
         store, mode, reviewer = self.store, seat.mode, seat.reviewer_id
-        pairs = store.list_pairs()
+        pairs = self._pair_list()
         if not pairs:
             return TrialView(reviewer, mode, message="No pairs to review yet. Please come back in a moment.")
         self.trial_limiter.check(address, "new pairs")
@@ -179,63 +187,30 @@ class ReviewDesk:
             pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
             plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
         else:
-            pair = pick_pair(pairs, seen, load_by(store.vote_counts("preset", mode=mode), "preset"),
-                             load_by(store.vote_counts("condition", mode=mode), "condition_id"),
-                             load_by(store.vote_counts("pair", mode=mode), "pair_id"), self.rng)
+            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng)
             if pair is None:
                 return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
                                  message="You have reviewed every pair: thank you!")
             history = self._arm_history(reviewer, mode)
             plan = plan_trial(mode, assign_left_arm(history, self.rng))
             history.append(plan.left_arm)
-        self._clean()
-        names = serve_trial_images(plan, pair, self.dirs.images, self.dirs.serve)
+        names = serve_trial_images(plan, pair, self.dirs.images, self.served)
         trial = store.create_trial(reviewer_id=reviewer, session=session, pair_id=pair["pair_id"], mode=mode,
                                    left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold, **names)
+        if not plan.is_gold:
+            self.load.served(mode, pair["pair_id"])
         logger.info("trial %s served to reviewer %s", trial["id"], reviewer[:8])
-        target = seat.target
-        serve = self.dirs.serve
-        return TrialView(reviewer, mode, trial["id"], self._face(pair["face_id"]), str(serve / names["left_image"]),
-                         str(serve / names["right_image"]),
-                         str(serve / names["x_image"]) if names["x_image"] else None,
-                         number=seat.voted + 1, target=max(target, seat.voted + 1))
+        return TrialView(reviewer, mode, trial["id"], self.faces.url(pair["face_id"]), image_url(names["left_image"]),
+                         image_url(names["right_image"]), image_url(names["x_image"]),
+                         number=seat.voted + 1, target=max(seat.target, seat.voted + 1))
 
     def _arm_history(self, reviewer: str, mode: str) -> list[str]:
         with self._lock:
             if (reviewer, mode) not in self._history:
-                rows = [r for r in self.store.trial_rows() if r["reviewer_id"] == reviewer and not r["is_gold"]]
+                arms = self.store.left_arms(reviewer)
                 for m in self.config.modes:
-                    self._history[(reviewer, m)] = [r["left_arm"] for r in rows if r["mode"] == m]
+                    self._history[(reviewer, m)] = arms.get(m, [])
             return self._history.setdefault((reviewer, mode), [])
-
-    def _clean(self) -> None:
-        now = self.clock()
-        if now - self._last_clean > 60.0:
-            self._last_clean = now
-            clean_serve_dir(self.dirs.serve, self.config.serve_max_age_s)
-
-    def _face(self, face_id: int) -> str | None:
-        """A served copy of the reference face (one per face; faces are not blinded, but names stay opaque)."""
-        cached = self._faces.get(face_id)
-        if cached and Path(cached).exists():
-            return cached
-        row = self.store.get_face(face_id)
-        path = self._locate(row["file"]) if row else None
-        if path is None:
-            logger.warning("reference face %s not found", face_id)
-            return None
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            image.thumbnail((FACE_SIDE, FACE_SIDE))
-            stored = write_image(self.dirs.serve / "faces", np.asarray(image))
-        self._faces[face_id] = str(self.dirs.serve / "faces" / stored.file)
-        return self._faces[face_id]
-
-    def _locate(self, file: str) -> Path | None:
-        path = Path(file)
-        candidates = [path] if path.is_absolute() else [self.dirs.root / path, self.dirs.faces / path,
-                                                         self.dirs.faces / path.name, self.dirs.images / path]
-        return next((c for c in candidates if c.is_file()), None)
 
     # -- votes --------------------------------------------------------------------------------------------------
     def vote(self, session: str, trial_id: object, choice: object, address: str,
@@ -295,7 +270,7 @@ class ReviewDesk:
         """Said after the vote only: which side showed which arm (and the preset)."""
         if not self.config.reveal:
             return "Thank you, your vote is in."
-        pair = self.store.get_pair(trial["pair_id"]) or {}
+        pair = self._pairs[2].get(trial["pair_id"]) or self.store.get_pair(trial["pair_id"]) or {}
         preset = f"selective preset `{pair.get('preset', '?')}`, {pair.get('layer_count', '?')} layers"
         if trial["is_gold"]:
             verdict = "well spotted" if choice == "same" else "the expected answer was 'no visible difference'"

@@ -63,10 +63,10 @@ def swap_js(buttons: int) -> str:
   const open = Boolean(t);
   window.__reviewShownAt = Date.now();
   window.__reviewLaidOut = t;
-  const image = (v) => open ? v : u({{value: null, visible: false}});
+  const image = (v) => open ? v : u({{value: {{src: null, label: ""}}, visible: false}});
   const answer = open ? u({{interactive: true}}) : u({{interactive: false, visible: false}});
   // no staged face: the one on the page stays (the server leaves it out when it is the same)
-  return [t || "", open && !f ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
+  return [t || "", open && !(f && f.src) ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
           ...Array({buttons}).fill(answer), u({{visible: false}}), u({{visible: !open}})];
 }}
 """
@@ -85,7 +85,7 @@ def layout_js(abx_only: list[bool], *, if_new_trial: bool = False) -> str:
   const u = (props) => ({{__type__: "update", ...props}});
   const open = Boolean(t), abx = m === "abx";
   const answers = {json.dumps(abx_only)}.map((a) => u({{visible: open && a === abx, interactive: open}}));
-  return [u({{visible: open}}), u({{visible: open, label: abx ? "A" : "Left"}}), u({{visible: open && abx}}),
-          u({{visible: open, label: abx ? "B" : "Right"}}), ...answers, u({{visible: false}}), u({{visible: !open}})];
+  return [u({{visible: open}}), u({{visible: open}}), u({{visible: open && abx}}), u({{visible: open}}),
+          ...answers, u({{visible: false}}), u({{visible: !open}})];
 }}
 """

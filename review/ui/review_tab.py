@@ -1,8 +1,9 @@
 """The Review tab: the reference face and a blinded pair (or A, X, B), the question, keyboard shortcuts.
 
 Every event is ``api_visibility="private"`` and still checked on the server (``ReviewDesk``): private endpoints
-stay callable over HTTP. The page holds only the opaque trial id; images are per-trial copies given as file
-paths (Gradio serves them as they are, no re-encoding, under a URL named after their bytes).
+stay callable over HTTP. The page holds only the opaque trial id; images are shown by ``gr.HTML`` from per-trial
+URLs (``review/ui/image_route.py``: same pixels, new name and bytes per trial, answered from memory), so Gradio
+copies no file per event.
 
 One server event per review cycle: the vote returns the reveal and the next trial, staged in hidden components;
 locking the answers, showing the staged pair and the layout (which images and answers show) run in the page
@@ -52,6 +53,23 @@ def _session(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or ""
 
 
+PICTURE = ('<figure class="review-figure">{{#if value.src}}<figcaption>{{value.label}}</figcaption>'
+           '<a href="{{value.src}}" target="_blank" rel="noopener" title="Open this image in a new tab">'
+           '<img src="{{value.src}}" alt="{{value.label}}"></a>{{/if}}</figure>')  # Handlebars escapes values
+
+
+def picture(url: str | None, label: str) -> dict[str, Any]:
+    """An image's value: {"src": URL relative to the page or None, "label"} (rendered by PICTURE)."""
+    return {"src": url, "label": label if url else ""}
+
+
+def pictures(view: TrialView, face: str | None) -> list[dict[str, Any]]:
+    """The values of the face, left (A), X and right (B) pictures of ``view``."""
+    abx = view.mode == "abx"
+    return [picture(face, "Reference face"), picture(view.left, "A" if abx else "Left"), picture(view.x, "X"),
+            picture(view.right, "B" if abx else "Right")]
+
+
 def progress_text(view: TrialView) -> str:
     return f"**Pair {view.number} of {view.target}**" if view.trial_id else view.message
 
@@ -60,7 +78,7 @@ def render(view: TrialView) -> list[Any]:
     """Plain values for PAGE (see build_review_tab) that show ``view``: page load, mode change, 'Next pair' from
     the server. Which images and answers show follows in the page (``layout_js``), from the trial id and mode."""
     open_ = view.trial_id is not None
-    return [view.reviewer_id, view.trial_id or "", view.face, view.left, view.x, view.right,
+    return [view.reviewer_id, view.trial_id or "", *pictures(view, view.face),
             QUESTIONS[view.mode] if open_ else "", progress_text(view), ""]
 
 
@@ -68,7 +86,7 @@ def staged(view: TrialView, shown_face: str | None) -> list[Any]:
     """Plain values for STAGED: the next trial, shown by the page when the reviewer asks (``swap_js``). The face
     is None when it is the one on the page already (``swap_js`` keeps that): one file less to check and copy."""
     face = None if view.trial_id and view.face == shown_face else view.face
-    return [view.trial_id or "", face, view.left, view.x, view.right, progress_text(view)]
+    return [view.trial_id or "", *pictures(view, face), progress_text(view)]
 
 
 def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
@@ -133,17 +151,16 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
         trial = gr.Textbox("", visible="hidden", elem_id="review-trial", show_label=False)
         choice = gr.Textbox("", visible="hidden", elem_id="review-choice", show_label=False)
         shown = gr.Number(None, visible=False, elem_id="review-shown")  # ms the pair was on screen (vote_js)
-        image = dict(type="filepath", interactive=False, buttons=["fullscreen"], show_label=True, height=420)
+        image = dict(value=picture(None, ""), html_template=PICTURE, js_on_load=None)
         with gr.Row():
-            face = gr.Image(label="Reference face", elem_id="review-face", scale=1, min_width=200,
-                            **{**image, "height": 200})
+            face = gr.HTML(elem_id="review-face", scale=1, min_width=200, **image)
             with gr.Column(scale=3):
                 progress = gr.Markdown("", elem_id="review-progress")
                 question = gr.Markdown("", elem_id="review-question")
         with gr.Row(equal_height=True):
-            left = gr.Image(label="Left", elem_id="review-left", **image)
-            x = gr.Image(label="X", elem_id="review-x", visible=False, **image)
-            right = gr.Image(label="Right", elem_id="review-right", **image)
+            left = gr.HTML(elem_id="review-left", **image)
+            x = gr.HTML(elem_id="review-x", visible=False, **image)
+            right = gr.HTML(elem_id="review-right", **image)
         with gr.Row():
             buttons = [gr.Button(label, elem_id=elem, variant="primary", interactive=False,
                                  visible=c in PREFERENCE_CHOICES) for c, label, elem in VOTE_BUTTONS]
@@ -151,7 +168,7 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
         next_button = gr.Button("Next pair  [N / Enter]", elem_id="next-pair", visible=False)
         more_button = gr.Button("Next pair  [N / Enter]", elem_id="more-pairs", visible=False)
         staged_trial = gr.Textbox("", visible=False, elem_id="staged-trial")
-        staged_images = [gr.Image(visible=False, type="filepath", elem_id=f"staged-{name}")
+        staged_images = [gr.HTML(visible=False, elem_id=f"staged-{name}", **image)
                          for name in ("face", "left", "x", "right")]
         staged_progress = gr.Textbox("", visible=False, elem_id="staged-progress")
         timer = gr.Timer(2.0, active=False)  # started by the page load only while demo pairs are being made

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from review.served import ServedImages
 from review.store import Store
 from review.trials import RateLimiter, StudyConfig, VoteRefused
 
@@ -31,7 +32,7 @@ class DataDirs:
     root: Path
     images: Path  # generated images (opaque names, as the ``images`` table lists them)
     faces: Path  # uploaded reference faces
-    serve: Path  # per-trial copies handed to the page (cleaned by age)
+    serve: Path  # reference face thumbnails shown on the review page (trial images are served from memory)
     exports: Path  # CSV/JSON exports (one random subfolder per request)
 
     @classmethod
@@ -117,11 +118,14 @@ class Services:
     status: StatusBoard = field(default_factory=StatusBoard)
     admin_limiter: RateLimiter | None = None
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
+    served: ServedImages | None = None  # the review images' URLs (review/ui/image_route.py)
 
     def __post_init__(self) -> None:
+        s = self.config.study
         if self.admin_limiter is None:
-            s = self.config.study
             self.admin_limiter = RateLimiter(s.admin_burst, s.admin_per_s)
+        if self.served is None:
+            self.served = ServedImages(max_age_s=s.serve_max_age_s)
 
     def check_admin(self, password: object, address: str) -> None:
         """Refuse unless the admin password is configured and ``password`` matches (constant-time compare);

@@ -1,0 +1,109 @@
+"""Served images: each trial's images under URLs of their own, answered from memory.
+
+``ServedImages.add(path)`` gives a stored image a fresh opaque name (32 hex + ``.png``) and a random nonce;
+``get(name)`` answers the stored file's bytes with that nonce spliced in (``review.images.with_nonce``). So the
+same pixels shown in two trials (a gold twin, ABX's X) come under two unrelated URLs with different bytes, and
+nothing is re-encoded or written to disk per trial. Names are unguessable (128 random bits); an unknown, expired
+or malformed name gets None.
+
+Entries live in memory: they expire after ``max_age_s`` (the oldest go first past ``max_entries``) and are lost
+when the server restarts, like the review sessions themselves (a reloaded page gets a new trial). Pinned entries
+(the reference face thumbnails) never expire. Stored files are read once and kept in an LRU cache of
+``cache_bytes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from review.images import NAME_RE, new_nonce, with_nonce
+
+logger = logging.getLogger(__name__)
+
+
+class _Entry(NamedTuple):
+    path: str  # the stored file (already checked to be inside its folder by the caller)
+    nonce: bytes
+    created: float
+
+
+class ServedImages:
+    """Opaque name -> (stored file, nonce); thread-safe."""
+
+    def __init__(self, *, max_age_s: float = 2 * 3600.0, max_entries: int = 200_000,
+                 cache_bytes: int = 128 * 2**20, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s, self.max_entries, self.cache_bytes, self._clock = max_age_s, max_entries, cache_bytes, clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
+        self._pinned: dict[str, _Entry] = {}
+        self._files: OrderedDict[str, bytes] = OrderedDict()  # LRU of stored files' bytes
+        self._file_bytes = 0
+        self._lock = threading.Lock()
+
+    def add(self, path: str | Path, *, pinned: bool = False) -> str:
+        """A new opaque name serving ``path`` with a fresh nonce."""
+        now = self._clock()
+        entry = _Entry(str(path), new_nonce(), now)
+        with self._lock:
+            name = secrets.token_hex(16) + ".png"
+            while name in self._entries or name in self._pinned:  # 128 random bits: never in practice
+                name = secrets.token_hex(16) + ".png"
+            if pinned:
+                self._pinned[name] = entry
+                return name
+            self._entries[name] = entry
+            while self._entries:
+                oldest = next(iter(self._entries.values()))
+                if now - oldest.created <= self.max_age_s and len(self._entries) <= self.max_entries:
+                    break
+                self._entries.popitem(last=False)
+        return name
+
+    def __contains__(self, name: object) -> bool:
+        return self._entry(name) is not None
+
+    def __len__(self) -> int:
+        return len(self._entries) + len(self._pinned)
+
+    def _entry(self, name: object) -> _Entry | None:
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            return None
+        with self._lock:
+            entry = self._pinned.get(name) or self._entries.get(name)
+        if entry is None or (name not in self._pinned and self._clock() - entry.created > self.max_age_s):
+            return None
+        return entry
+
+    def get(self, name: object) -> bytes | None:
+        """The bytes served under ``name``, or None (unknown, expired, malformed, or the file is gone)."""
+        entry = self._entry(name)
+        if entry is None:
+            return None
+        data = self._file(entry.path)
+        return None if data is None else with_nonce(data, entry.nonce)
+
+    def _file(self, path: str) -> bytes | None:
+        with self._lock:
+            data = self._files.get(path)
+            if data is not None:
+                self._files.move_to_end(path)
+                return data
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            logger.warning("served image source unreadable: %s", exc)
+            return None
+        with self._lock:
+            if path not in self._files and len(data) <= self.cache_bytes:
+                self._files[path] = data
+                self._file_bytes += len(data)
+                while self._file_bytes > self.cache_bytes:
+                    _, dropped = self._files.popitem(last=False)
+                    self._file_bytes -= len(dropped)
+        return data

@@ -1,0 +1,43 @@
+"""The HTTP route that serves the review images: ``GET review-image/<opaque name>.png`` (``review.served``).
+
+Gradio would copy every returned image file into its cache, check its path against each allowed and blocked
+folder, and serve it from its file route; under load that was about a quarter of the server's CPU per review
+cycle. This route answers from memory with the per-trial bytes and nothing else: no file name, no metadata, no
+``Content-Disposition``, and 404 for every name it did not hand out. URLs are relative to the page, so the app
+also works under a path prefix (``root_path``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from review.served import ServedImages
+
+logger = logging.getLogger(__name__)
+
+ROUTE = "review-image"
+HEADERS = {
+    "Cache-Control": "private, max-age=7200, immutable",  # one URL, one byte string, for its whole life
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def image_url(name: str | None) -> str | None:
+    """The page's URL for a served name (relative, so a path prefix in front of the app keeps working)."""
+    return f"{ROUTE}/{name}" if name else None
+
+
+def image_routes(served: ServedImages) -> list[Route]:
+    """Starlette routes for ``FastAPI(routes=...)`` (``demo.launch(app_kwargs=...)``); checked before Gradio's."""
+
+    async def image(request: Request) -> Response:
+        data = served.get(request.path_params["name"])
+        if data is None:
+            return Response("Not found", status_code=404, media_type="text/plain")
+        return Response(data, media_type="image/png", headers=HEADERS)
+
+    return [Route(f"/{ROUTE}/{{name}}", image, methods=["GET", "HEAD"])]

@@ -1,0 +1,97 @@
+"""Served images: per-URL nonces over stored bytes, expiry, pinned faces, the LRU of files, and the HTTP route."""
+
+from __future__ import annotations
+
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from review.images import png_chunks, png_has_metadata, write_image
+from review.served import ServedImages
+from review.ui.image_route import ROUTE, image_routes, image_url
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    pixels = np.random.default_rng(1).integers(0, 256, size=(20, 30, 3), dtype=np.uint8)
+    return tmp_path / write_image(tmp_path, pixels).file, pixels
+
+
+def pixels_of(data: bytes) -> np.ndarray:
+    with Image.open(BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def test_each_name_serves_the_same_pixels_in_its_own_bytes(stored: tuple[Path, np.ndarray]):
+    path, pixels = stored
+    served = ServedImages()
+    names = [served.add(path) for _ in range(20)]
+    answers = [served.get(n) for n in names]
+    assert len(set(names)) == 20 and all(len(n) == 36 and n.endswith(".png") for n in names)
+    assert len(set(answers)) == 20 and path.read_bytes() not in answers
+    assert served.get(names[3]) == answers[3]  # one URL, one byte string
+    for data in answers[:3]:
+        np.testing.assert_array_equal(pixels_of(data), pixels)
+        assert png_has_metadata(data) == [] and png_chunks(data).count("rnDm") == 1
+
+
+@pytest.mark.parametrize("name", [None, 7, "", "../x.png", "A" * 32 + ".png", "a" * 32 + ".png", "a" * 32])
+def test_unknown_or_malformed_names_get_nothing(stored: tuple[Path, np.ndarray], name: object):
+    served = ServedImages()
+    served.add(stored[0])
+    assert served.get(name) is None and name not in served
+
+
+def test_names_expire_by_age_and_count_but_pinned_ones_stay(stored: tuple[Path, np.ndarray]):
+    now = [0.0]
+    served = ServedImages(max_age_s=100.0, max_entries=3, clock=lambda: now[0])
+    face = served.add(stored[0], pinned=True)
+    first = served.add(stored[0])
+    now[0] = 50.0
+    later = [served.add(stored[0]) for _ in range(3)]
+    assert first not in served and all(n in served for n in later)  # the oldest went past max_entries
+    now[0] = 151.0
+    assert served.get(later[0]) is None and face in served  # expired by age at read time
+    served.add(stored[0])  # adding drops the expired entries
+    assert len(served) == 2 and served.get(face) is not None
+
+
+def test_a_missing_source_file_answers_nothing(stored: tuple[Path, np.ndarray]):
+    served = ServedImages()
+    name = served.add(stored[0].with_name("f" * 32 + ".png"))
+    assert served.get(name) is None
+
+
+def test_the_file_cache_is_bounded_and_reads_each_file_once(tmp_path: Path):
+    paths = [tmp_path / write_image(tmp_path, np.full((8, 8, 3), i, np.uint8)).file for i in range(4)]
+    size = paths[0].stat().st_size
+    served = ServedImages(cache_bytes=2 * size + 10)
+    names = [served.add(p) for p in paths]
+    first = served.get(names[0])
+    paths[0].unlink()  # cached: still served
+    assert served.get(names[0]) == first
+    for name in names[1:]:
+        assert served.get(name) is not None
+    assert served._file_bytes <= 2 * size + 10
+    assert served.get(names[0]) is None  # pushed out of the cache, and the file is gone
+
+
+def test_the_route_serves_png_bytes_with_no_name_and_404_otherwise(stored: tuple[Path, np.ndarray]):
+    served = ServedImages()
+    name = served.add(stored[0])
+    client = TestClient(Starlette(routes=image_routes(served)))
+    url = "/" + image_url(name)
+    assert url == f"/{ROUTE}/{name}" and image_url(None) is None
+    response = client.get(url)
+    assert response.status_code == 200 and response.content == served.get(name)
+    assert response.headers["content-type"] == "image/png" and "content-disposition" not in response.headers
+    assert response.headers["x-content-type-options"] == "nosniff"
+    np.testing.assert_array_equal(pixels_of(response.content), stored[1])
+    for bad in ("f" * 32 + ".png", "..%2F..%2Fetc%2Fpasswd", stored[0].name, "x"):
+        assert client.get(f"/{ROUTE}/{bad}").status_code == 404
+    assert client.head(url).status_code == 200
