@@ -1,7 +1,8 @@
 """``python -m instantid.bench``: time denoising steps (IdentityNet + UNet, CFG batch 2) per layer preset.
 
-All presets run in one process on the same step inputs, interleaved: every repetition runs every arm once, the
-order rotating by one arm per repetition; the first ``--warmup`` repetitions are dropped. Arms are the presets
+All presets run in one process on the same step inputs, interleaved: every repetition runs every arm once, in the
+orders of a Williams design (every arm in every position and right after every other arm equally often, over
+n orders for n arms, 2n when n is odd); the first ``--warmup`` repetitions are dropped. Arms are the presets
 asked for plus ``full`` (the reference) and ``full#2`` (a second full arm: the A/A ratio, which must be 1.00 within
 its CI), and ``full-nocache`` on request (every layer, face K/V recomputed each step). Before each arm the preset
 is applied (timed: ``switch_ms``) and the K/V cache cleared, so each arm-repetition is a ``--steps``-step
@@ -56,6 +57,7 @@ class Arm:
 class ArmRun:
     step_ms: list[float]  # each step of one arm-repetition
     switch_ms: float  # patcher.apply time before it
+    switch_mem_mb: float | None  # memory held after patcher.apply minus before (see held_mb)
     peak_mem_mb: float  # see memory_mb()
 
 
@@ -104,11 +106,35 @@ def memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def model_mb(engine: Engine) -> float:
+    """Parameters and buffers of the UNet, IdentityNet and face modules, in MiB (each tensor counted once)."""
+    seen: dict[int, int] = {}
+    modules = [engine.pipe.unet, getattr(engine.pipe, "controlnet", None), engine.patcher.modules]
+    for module in (m for m in modules if isinstance(m, torch.nn.Module)):
+        for tensor in (*module.parameters(), *module.buffers()):
+            seen[id(tensor)] = tensor.numel() * tensor.element_size()
+    return sum(seen.values()) / 2**20
+
+
+def held_mb(device: torch.device) -> float | None:
+    """Memory held now: CUDA ``memory_allocated``; CPU the resident set (Linux ``/proc/self/statm``, else None)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun:
     """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps (the face branch
     on only inside the arm's step window, as in the pipeline)."""
     pipe, patcher, device = engine.pipe, engine.patcher, engine.device
+    held = held_mb(device)
     switch_s = patcher.apply(arm.layers)
+    after = held_mb(device)
+    switch_mem = None if held is None or after is None else after - held
     patcher.clear_cache()
     state = patcher.state
     state.cache_kv, state.active = arm.cache_kv, True
@@ -135,20 +161,39 @@ def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun
                 step_ms.append((time.perf_counter() - t0) * 1e3)
     finally:
         state.cache_kv, state.active = True, True
-    return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, peak_mem_mb=memory_mb(device))
+    return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, switch_mem_mb=switch_mem,
+                  peak_mem_mb=memory_mb(device))
+
+
+def williams_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` arms (a Williams design) in which every arm runs in every position equally often and
+    directly after every other arm equally often: ``n`` orders for even ``n``, ``2n`` for odd ``n``. So whatever
+    an arm leaves behind (caches, clocks, allocator state) weighs on every other arm alike, the A/A pair included."""
+    if n < 2:
+        return [list(range(n))]
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(a + r) % n for a in first] for r in range(n)]
+    return orders if n % 2 == 0 else orders + [order[::-1] for order in orders]
 
 
 def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int,
              warmup: int = 1, deadline: float | None = None) -> dict[str, list[ArmRun]]:
-    """``warmup + reps`` repetitions, each running every arm once in an order rotated by the repetition.
+    """``warmup + reps`` repetitions, each running every arm once, in the orders of a Williams design
+    (:func:`williams_orders`; the warm-up takes the last order, the measured repetitions start at the first).
 
     With ``deadline`` (a ``time.monotonic()`` value) no repetition starts that would end after it, as judged by
     the last one's duration, once at least one repetition is measured: fewer repetitions, never a lost run."""
     runs: dict[str, list[ArmRun]] = {arm.name: [] for arm in arms}
+    orders = williams_orders(len(arms))
     for rep in range(warmup + reps):
         started = time.monotonic()
-        shift = rep % len(arms)
-        for arm in list(arms[shift:]) + list(arms[:shift]):
+        for arm in (arms[i] for i in orders[(rep - warmup) % len(orders)]):
             run = time_arm(engine, inputs, arm, steps)
             if rep >= warmup:
                 runs[arm.name].append(run)
@@ -194,6 +239,8 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
         row["cache_kv"] = arm.cache_kv
         row["switch_ms"] = float(sorted(r.switch_ms for r in runs[arm.name])[len(runs[arm.name]) // 2])
         row["peak_mem_mb"] = max(r.peak_mem_mb for r in runs[arm.name])
+        held = [r.switch_mem_mb for r in runs[arm.name] if r.switch_mem_mb is not None]
+        row["switch_mem_mb"] = max(held, key=abs) if held else None  # the largest change any switch made
         # relative to full as it runs (K/V projected once per `steps`-step arm-repetition): none 0, full 1,
         # full-nocache > 1 (it projects K/V every step)
         row["window"] = list(arm.window)
@@ -204,6 +251,7 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
     named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM)]
     ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
     meta = run_meta(engine, ns, width, height)
+    meta["model_mb"] = model_mb(engine)  # what one copy of the models would add; compare switch_mem_mb
     meta["reps_done"] = len(runs["full"])
     meta["stopped_early"] = meta["reps_done"] < reps  # the time budget ran out
     meta["work_share"] = (f"flops_share / bytes_share: face-branch work per UNet call / full's (all layers, face K/V "

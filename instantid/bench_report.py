@@ -114,14 +114,15 @@ def format_table(result: dict) -> str:
              + (f"; time budget stopped it before {meta['reps']}" if meta.get("stopped_early") else "") + "), "
              f"{meta['device']} {meta['dtype']}" + (f" ({meta['gpu_name']})" if meta.get("gpu_name") else ""),
              f"{'arm':<14}{'layers':>7}{'median ms':>11}{'full/arm':>10}{'95% CI':>17}{'arm/none':>10}"
-             f"{'flops/full':>11}{'bytes/full':>11}{'time/full':>10}{'switch ms':>10}{'peak MB':>10}"]
+             f"{'flops/full':>11}{'bytes/full':>11}{'time/full':>10}{'switch ms':>10}{'switch MB':>10}{'peak MB':>10}"]
     for arm, row in result["presets"].items():
         ci = row["ratio_ci"]
         lines.append(
             f"{arm:<14}{row['layers']:>7}{row['median_ms']:>11.2f}{row['ratio_to_full']:>10.4f}"
             f"{f'[{ci[0]:.4f}, {ci[1]:.4f}]':>17}{_fmt(row['ratio_to_none'], '.4f'):>10}"
             f"{_fmt(row['flops_share'], '.3f'):>11}{_fmt(row['bytes_share'], '.3f'):>11}"
-            f"{_fmt(row.get('time_share'), '.3f'):>10}{row['switch_ms']:>10.3f}{row['peak_mem_mb']:>10.0f}")
+            f"{_fmt(row.get('time_share'), '.3f'):>10}{row['switch_ms']:>10.3f}"
+            f"{_fmt(row.get('switch_mem_mb'), '.2f'):>10}{row['peak_mem_mb']:>10.0f}")
     aa_ci = result["aa_ci"]
     lines.append(f"A/A full vs full#2: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
                  f" ({'contains' if aa_ci[0] <= 1 <= aa_ci[1] else 'EXCLUDES'} 1.00)")

@@ -172,6 +172,7 @@ def _run(opts: LoadOptions, work: Path) -> dict[str, Any]:
         figures["acknowledged_before_kill"] = len(acked_before)
         figures["lost_after_kill"] = compare(rows, acked_before)["lost"]
     figures.update(reviewers=opts.reviewers, votes_per_reviewer=opts.votes, think_s=opts.think_s, pairs=pairs,
+                   image_side=opts.image_side,
                    duration_s=round(duration, 1), votes_per_s=round(len(tally.vote_ms) / duration, 1), **cpu)
     if figures.get("server_cpu_s") is not None and tally.vote_ms:  # a vote is one review cycle (+ its images)
         figures["server_cpu_ms_per_vote"] = round(1000 * figures["server_cpu_s"] / len(tally.vote_ms), 1)
@@ -194,10 +195,10 @@ def passed(figures: dict[str, Any]) -> bool:
     return ok
 
 
-SHOWN = ("sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms", "images_p50_ms", "images_p99_ms", "refused", "errors", "integrity",
-         "reviewers_active_at_kill", "acknowledged_before_kill", "lost_after_kill", "unacknowledged_stored",
-         "served_after_restart", "duration_s", "votes_per_s", "server_cpu_s", "server_cpu_ms_per_vote", "client_cpu_s", "load_avg_before", "machine",
-         "date")
+SHOWN = ("sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms", "max_ms", "images_p50_ms",
+         "images_p99_ms", "refused", "errors", "integrity", "reviewers_active_at_kill", "acknowledged_before_kill",
+         "lost_after_kill", "unacknowledged_stored", "served_after_restart", "duration_s", "votes_per_s",
+         "server_cpu_s", "server_cpu_ms_per_vote", "client_cpu_s", "image_side", "load_avg_before", "machine", "date")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,12 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-after-s", type=float, default=None, help="SIGKILL the server after S s, restart")
     parser.add_argument("--port", type=int, default=0, help="server port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--no-images", action="store_true", help="do not fetch the served images")
+    parser.add_argument("--image-side", type=int, default=128,
+                        help="side of the study's square images in pixels (128, the tiny stack's; 1024: SDXL's)")
     parser.add_argument("--profile", action="store_true", help="report Gradio's per-phase server times")
     parser.add_argument("--keep", type=Path, default=None, help="keep DB, images and server log in this folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.reviewers < 1 or args.votes < 1 or args.think_s < 0 or not 0 <= args.port < 65536:
         parser.error("reviewers and votes must be >= 1, think time >= 0, port in 0..65535")
+    if not 8 <= args.image_side <= 2048:
+        parser.error("--image-side must be in 8..2048")
     if args.kill_after_s is not None and args.kill_after_s <= 0:
         parser.error("--kill-after-s must be > 0")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
     opts = LoadOptions(reviewers=args.reviewers, votes=args.votes, think_s=args.think_s,
                        kill_after_s=args.kill_after_s, port=args.port, fetch_images=not args.no_images,
-                       profile=args.profile)
+                       profile=args.profile, image_side=args.image_side)
     figures = run(opts, args.keep)
     if args.json:
         print(json.dumps(figures, default=str))

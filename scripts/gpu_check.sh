@@ -18,7 +18,7 @@ SECONDS=0
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-bench-results}"
 STEPS="${STEPS:-10}"
-REPS="${REPS:-15}"
+REPS="${REPS:-14}"  # 7 arms: one full cycle of the Williams design (14 orders)
 BUDGET="${BUDGET:-450}"
 mkdir -p "$OUT_DIR"
 

@@ -21,9 +21,9 @@ from instantid.work_model import preset_work
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_FIELDS = {"median_ms", "ratio_to_full", "ratio_ci", "ratio_to_none", "flops_share", "bytes_share",
-                 "switch_ms", "peak_mem_mb", "layers"}
+                 "switch_ms", "switch_mem_mb", "peak_mem_mb", "layers", "window"}
 META_FIELDS = {"device", "dtype", "torch", "diffusers", "gpu_name", "date", "stack", "width", "height", "steps",
-               "reps", "timer", "mem_kind", "reps_done", "stopped_early", "work_share"}
+               "reps", "timer", "mem_kind", "reps_done", "stopped_early", "work_share", "model_mb"}
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +72,16 @@ def test_benchmark_json_has_every_field(bench_json):
     assert bench_json["presets"]["full"]["ratio_to_full"] == 1.0
     assert bench_json["presets"]["none"]["ratio_to_none"] == 1.0
     assert {"aa_contains_1", "resolved", "none_ratio", "proportionality_r2"} <= set(bench_json["acceptance"])
+
+
+def test_switching_presets_holds_no_extra_memory(bench_json):
+    """Switching swaps processors on the one UNet: the memory held after a switch is unchanged (resident set on
+    CPU), while one copy of the models would add model_mb."""
+    model = bench_json["meta"]["model_mb"]
+    assert model > 1.0  # the tiny stack's UNet + IdentityNet + face modules
+    for name, row in bench_json["presets"].items():
+        assert abs(row["switch_mem_mb"]) < 0.05 * model, (name, row["switch_mem_mb"], model)
+        assert row["switch_ms"] < 1000.0  # milliseconds, not a reload
 
 
 def test_benchmark_layers_and_work_shares_match_the_work_model(bench_json, tiny_pipe):
@@ -344,3 +354,19 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
     result_rows = __import__("instantid.bench", fromlist=["benchmark"]).benchmark(
         engine, ["full@0-0.5"], width=64, height=64, steps=2, reps=1, warmup=0)["presets"]
     assert result_rows["full@0-0.5"]["window"] == [0.0, 0.5] and result_rows["full"]["window"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_williams_orders_balance_positions_and_predecessors(n):
+    from collections import Counter
+
+    from instantid.bench import williams_orders
+
+    orders = williams_orders(n)
+    assert len(orders) == (1 if n == 1 else n if n % 2 == 0 else 2 * n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    positions = Counter((arm, i) for order in orders for i, arm in enumerate(order))
+    follows = Counter((order[i - 1], order[i]) for order in orders for i in range(1, n))
+    assert len(set(positions.values())) == 1 and len(positions) == n * n
+    if n > 1:  # every arm directly after every other arm, equally often (the A/A pair included)
+        assert len(set(follows.values())) == 1 and len(follows) == n * (n - 1)
