@@ -181,7 +181,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="interface to listen on (REVIEW_HOST; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=int(env("REVIEW_PORT", env("PORT", "7860"))),
                         help="port (REVIEW_PORT or PORT)")
-    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.1")),
+    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.15")),
                         help="share of preference trials that are gold checks (REVIEW_GOLD_RATE)")
     parser.add_argument("--trials-per-session", type=int, default=int(env("REVIEW_TRIALS_PER_SESSION", "20")),
                         help="progress target per page load (REVIEW_TRIALS_PER_SESSION)")

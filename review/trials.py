@@ -38,7 +38,7 @@ class VoteRefused(ValueError):
 
 @dataclass(frozen=True)
 class StudyConfig:
-    gold_rate: float = 0.1  # share of preference trials that show one image twice ('no visible difference' is right)
+    gold_rate: float = 0.15  # share of preference trials that show one image twice ('no visible difference' is right)
     trials_per_session: int = 20  # the progress target shown as "7 of 20" (capped by the unseen pairs)
     reveal: bool = True  # after a vote, say which side was which before the next pair
     modes: tuple[str, ...] = ("preference", "abx")  # tasks a reviewer may pick; the first is the default

@@ -256,6 +256,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     not the dtypes of ``linear`` / ``conv``, so a hook checks that every Linear / Conv2d input has its weight's
     dtype (CUDA would raise). No values exist: nothing about speed or numerics is tested."""
     import instantid.bench as bench
+    import instantid.bench_arms as bench_arms
     from instantid import step
     from instantid.bench_stack import SDXL_UNET_CONFIG, build_shape_stack
     from instantid.layers import SDXL_LAYERS
@@ -297,7 +298,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
         steps.append((eng.patcher.patched, state.cache_kv, state.face_calls - before, noise))
         return noise
 
-    monkeypatch.setattr(bench, "denoise_step", checked_step)
+    monkeypatch.setattr(bench_arms, "denoise_step", checked_step)
     hook = torch.nn.modules.module.register_module_forward_pre_hook(dtype_guard)
     try:
         result = bench.benchmark(eng, GPU_CHECK_PRESETS, width=1024, height=1024, steps=1, reps=1, warmup=0)
@@ -322,7 +323,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
 
 
 def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
-    from instantid.bench import arm_work_share, make_arms, time_arm
+    from instantid.bench_arms import arm_work_share, make_arms, time_arm
     from instantid.step import build_step_inputs
 
     arms = {a.name: a for a in make_arms(engine, ["full@0-0.5", "fast@0.5-1"])}
@@ -343,7 +344,7 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
     # at SDXL's size attention dominates: half the steps is about half the work (30 steps, 1024x1024)
     from types import SimpleNamespace
 
-    from instantid.bench import Arm
+    from instantid.bench_arms import Arm
     from instantid.layers import SDXL_LAYERS
 
     names = frozenset(layer.name for layer in SDXL_LAYERS)
@@ -360,7 +361,7 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
 def test_williams_orders_balance_positions_and_predecessors(n):
     from collections import Counter
 
-    from instantid.bench import williams_orders
+    from instantid.bench_arms import williams_orders
 
     orders = williams_orders(n)
     assert len(orders) == (1 if n == 1 else n if n % 2 == 0 else 2 * n)

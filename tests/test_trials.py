@@ -356,3 +356,19 @@ def test_progress_total_does_not_reveal_gold_trials(tmp_path: Path):
         desk.vote("sess-1", view.trial_id, choice, "10.0.0.1")
         view = desk.next("sess-1", "preference", "10.0.0.1")
     assert golds > 0 and len(targets) == 1
+
+
+def test_the_default_gold_rate_gives_a_session_enough_gold_for_the_leaderboards_screen(tmp_path: Path):
+    """The two defaults belong together: a full session (20 pairs) of the review app budgets at least the gold
+    trials the leaderboard needs before it screens a reviewer (``min_gold``)."""
+    import inspect
+
+    from review.leaderboard import leaderboard
+
+    min_gold = inspect.signature(leaderboard).parameters["min_gold"].default
+    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",))
+    desk = ReviewDesk(services, rng=random.Random(0))
+    view = desk.open("s", None, "preference", "a")
+    seat = desk._seat("s")
+    assert view.target == StudyConfig().trials_per_session == 20
+    assert seat.gold_left >= min_gold == 3

@@ -75,4 +75,7 @@ def launch_options(services: Services) -> dict[str, Any]:
         "allowed_paths": [str(services.dirs.exports.resolve())],
         "blocked_paths": blocked,
         "app_kwargs": {"routes": image_routes(services.served)},
+        # client-side rendering: with SSR (GRADIO_SSR_MODE=true, as some hosts set) a Node server fronts Python and
+        # the review-image route would sit behind it; nothing here needs SSR
+        "ssr_mode": False,
     }

@@ -1,0 +1,196 @@
+"""The arms of the step benchmark and how one arm-repetition is timed (``instantid.bench`` runs them).
+
+An arm is a preset's patched layers, its step window and its K/V caching; ``run_arms`` runs every arm once per
+repetition in the orders of a Williams design; ``time_arm`` applies the arm (timing the switch and the memory it
+holds), clears the K/V cache and times each denoising step (CUDA events on GPU, ``perf_counter`` on CPU).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .engine import Engine
+from .step import StepInputs, denoise_step
+from .work_model import preset_work
+
+logger = logging.getLogger(__name__)
+
+AA_ARM = "full#2"  # the second full arm (A/A)
+NOCACHE_ARM = "full-nocache"  # every layer, K/V cache off
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # preset spec, "full#2" or "full-nocache"
+    layers: frozenset[str]  # patched layer names
+    cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
+    window: tuple[float, float] = (0.0, 1.0)  # the preset's step window [start, end): face branch on in it only
+
+    def active(self, step: int, steps: int) -> bool:
+        """Whether step ``step`` of ``steps`` runs the face branch (the pipeline's rule)."""
+        start, end = self.window
+        return start <= step / steps < end
+
+
+@dataclass
+class ArmRun:
+    step_ms: list[float]  # each step of one arm-repetition
+    switch_ms: float  # patcher.apply time before it
+    switch_mem_mb: float | None  # memory held after patcher.apply minus before (see held_mb)
+    peak_mem_mb: float  # see memory_mb()
+
+
+def make_arms(engine: Engine, specs: Sequence[str]) -> list[Arm]:
+    """``full`` first, the requested presets, ``full#2``; duplicates dropped; presets resolve via the engine."""
+    full = frozenset(engine.patcher.face)
+    arms: dict[str, Arm] = {"full": Arm("full", full)}
+    for spec in specs:
+        spec = spec.strip()
+        if not spec or spec in arms:
+            continue
+        if spec == NOCACHE_ARM:
+            arms[spec] = Arm(spec, full, cache_kv=False)
+        elif spec == AA_ARM:
+            arms[spec] = Arm(spec, full)
+        else:
+            preset, layers, warnings = engine.resolve(spec)
+            for warning in warnings:
+                logger.warning("%s: %s", spec, warning)
+            arms[spec] = Arm(spec, layers, window=(preset.start, preset.end))
+    arms.setdefault(AA_ARM, Arm(AA_ARM, full))
+    return list(arms.values())
+
+
+def arm_work_share(arm: Arm, engine: Engine, width: int, height: int, steps: int,
+                   dtype_bytes: int) -> dict[str, float]:
+    """The arm's face-branch work per step, averaged over the arm's ``steps``, as a share of ``full``'s (every
+    layer, K/V projected once per arm-repetition): a step window counts only its active steps, and a cached
+    projection is spread over those."""
+    active = sum(arm.active(i, steps) for i in range(steps))
+    if not active:
+        return {"flops_share": 0.0, "bytes_share": 0.0}
+    kwargs = {"batch": 2, "dtype_bytes": dtype_bytes}
+    part = preset_work(arm.layers, engine.known_map, width, height, kv_cache=arm.cache_kv, steps=active, **kwargs)
+    whole = preset_work(frozenset(engine.patcher.face), engine.known_map, width, height, kv_cache=True,
+                        steps=steps, **kwargs)
+    return {f"{kind}_share": part[kind] * active / steps / whole[kind] if whole[kind] else 0.0
+            for kind in ("flops", "bytes")}
+
+
+def memory_mb(device: torch.device) -> float:
+    """CUDA: max_memory_allocated since the arm started. CPU: the process's peak RSS (process-wide, monotone)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def model_mb(engine: Engine) -> float:
+    """Parameters and buffers of the UNet, IdentityNet and face modules, in MiB (each tensor counted once)."""
+    seen: dict[int, int] = {}
+    modules = [engine.pipe.unet, getattr(engine.pipe, "controlnet", None), engine.patcher.modules]
+    for module in (m for m in modules if isinstance(m, torch.nn.Module)):
+        for tensor in (*module.parameters(), *module.buffers()):
+            seen[id(tensor)] = tensor.numel() * tensor.element_size()
+    return sum(seen.values()) / 2**20
+
+
+def held_mb(device: torch.device) -> float | None:
+    """Memory held now: CUDA ``memory_allocated``; CPU the resident set (Linux ``/proc/self/statm``, else None)."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun:
+    """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps (the face branch
+    on only inside the arm's step window, as in the pipeline)."""
+    pipe, patcher, device = engine.pipe, engine.patcher, engine.device
+    held = held_mb(device)
+    switch_s = patcher.apply(arm.layers)
+    after = held_mb(device)
+    switch_mem = None if held is None or after is None else after - held
+    patcher.clear_cache()
+    state = patcher.state
+    state.cache_kv, state.active = arm.cache_kv, True
+    timesteps = inputs.timesteps
+    try:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                      for _ in range(steps)]
+            for i, (start, end) in enumerate(events):
+                state.step, state.active = i, arm.active(i, steps)
+                start.record()
+                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                end.record()
+            torch.cuda.synchronize(device)
+            step_ms = [start.elapsed_time(end) for start, end in events]
+        else:
+            step_ms = []
+            for i in range(steps):
+                state.step, state.active = i, arm.active(i, steps)
+                t0 = time.perf_counter()
+                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                step_ms.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        state.cache_kv, state.active = True, True
+    return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, switch_mem_mb=switch_mem,
+                  peak_mem_mb=memory_mb(device))
+
+
+def williams_orders(n: int) -> list[list[int]]:
+    """Orders of ``n`` arms (a Williams design) in which every arm runs in every position equally often and
+    directly after every other arm equally often: ``n`` orders for even ``n``, ``2n`` for odd ``n``. So whatever
+    an arm leaves behind (caches, clocks, allocator state) weighs on every other arm alike, the A/A pair included."""
+    if n < 2:
+        return [list(range(n))]
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(a + r) % n for a in first] for r in range(n)]
+    return orders if n % 2 == 0 else orders + [order[::-1] for order in orders]
+
+
+def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int,
+             warmup: int = 1, deadline: float | None = None) -> dict[str, list[ArmRun]]:
+    """``warmup + reps`` repetitions, each running every arm once, in the orders of a Williams design
+    (:func:`williams_orders`; the warm-up takes the last order, the measured repetitions start at the first).
+
+    With ``deadline`` (a ``time.monotonic()`` value) no repetition starts that would end after it, as judged by
+    the last one's duration, once at least one repetition is measured: fewer repetitions, never a lost run."""
+    runs: dict[str, list[ArmRun]] = {arm.name: [] for arm in arms}
+    orders = williams_orders(len(arms))
+    for rep in range(warmup + reps):
+        started = time.monotonic()
+        for arm in (arms[i] for i in orders[(rep - warmup) % len(orders)]):
+            run = time_arm(engine, inputs, arm, steps)
+            if rep >= warmup:
+                runs[arm.name].append(run)
+        now = time.monotonic()
+        logger.info("repetition %d/%d done (%.1f s)", rep + 1, warmup + reps, now - started)
+        measured = rep + 1 - warmup
+        if deadline is not None and measured >= 1 and measured < reps and now + (now - started) > deadline:
+            logger.warning("time budget: stopping after %d of %d measured repetitions", measured, reps)
+            break
+    engine.patcher.apply(frozenset(engine.patcher.face))
+    engine.patcher.clear_cache()
+    return runs
