@@ -6,6 +6,11 @@ same pixels shown in two trials (a gold twin, ABX's X) come under two unrelated 
 nothing is re-encoded or written to disk per trial. Names are unguessable (128 random bits); an unknown, expired
 or malformed name gets None.
 
+``add_group(paths)`` names the images of one trial together and pads their nonces (with "0" characters, kept as
+a count) so that every image of the trial has the same byte length, a random 0-32 bytes above what the largest
+needs: the sizes a browser sees (the ``Content-Length`` in the network panel) cannot match ABX's X to A or B, nor
+tell a gold twin from a pair.
+
 Entries live in memory: they expire after ``max_age_s`` (the oldest go first past ``max_entries``) and are lost
 when the server restarts, like the review sessions themselves (a reloaded page gets a new trial). Pinned entries
 (the reference face thumbnails) never expire. Stored files are read once and kept in an LRU cache of
@@ -30,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 class _Entry(NamedTuple):
     path: str  # the stored file (already checked to be inside its folder by the caller)
-    nonce: bytes
+    nonce: bytes  # 16-48 random hex characters
+    pad: int  # "0" characters after the nonce (one byte length per trial)
     created: float
 
 
@@ -48,8 +54,11 @@ class ServedImages:
 
     def add(self, path: str | Path, *, pinned: bool = False) -> str:
         """A new opaque name serving ``path`` with a fresh nonce."""
+        return self._add(path, new_nonce(), 0, pinned=pinned)
+
+    def _add(self, path: str | Path, nonce: bytes, pad: int, *, pinned: bool) -> str:
         now = self._clock()
-        entry = _Entry(str(path), new_nonce(), now)
+        entry = _Entry(str(path), nonce, pad, now)
         with self._lock:
             name = secrets.token_hex(16) + ".png"
             while name in self._entries or name in self._pinned:  # 128 random bits: never in practice
@@ -64,6 +73,17 @@ class ServedImages:
                     break
                 self._entries.popitem(last=False)
         return name
+
+    def add_group(self, paths: list[str | Path] | tuple[str | Path, ...]) -> list[str]:
+        """New names for one trial's images, all answered with the same number of bytes (see the module doc)."""
+        sizes, nonces = [], [new_nonce() for _ in paths]
+        for path in paths:
+            data = self._file(str(path))
+            sizes.append(None if data is None else len(data))
+        bodies = [size + len(nonce) for size, nonce in zip(sizes, nonces, strict=True) if size is not None]
+        target = max(bodies, default=0) + secrets.randbelow(33)
+        return [self._add(path, nonce, 0 if size is None else target - size - len(nonce), pinned=False)
+                for path, nonce, size in zip(paths, nonces, sizes, strict=True)]
 
     def __contains__(self, name: object) -> bool:
         return self._entry(name) is not None
@@ -86,7 +106,7 @@ class ServedImages:
         if entry is None:
             return None
         data = self._file(entry.path)
-        return None if data is None else with_nonce(data, entry.nonce)
+        return None if data is None else with_nonce(data, entry.nonce + b"0" * entry.pad)
 
     def _file(self, path: str) -> bytes | None:
         with self._lock:

@@ -173,16 +173,12 @@ def plan_trial(mode: str, left_arm: str, *, gold: bool = False) -> TrialPlan:
 
 
 def serve_trial_images(plan: TrialPlan, pair: Row, image_dir: str | Path, served: ServedImages) -> dict[str, str]:
-    """Per-trial names (same pixels, new bytes and opaque names) of the pair's images, as the trial columns."""
+    """Per-trial names (same pixels, new bytes and opaque names, one byte length for the whole trial) of the pair's
+    images, as the trial columns."""
     source = {"full": pair["full_file"], "selective": pair["sel_file"]}
-
-    def serve(arm: str) -> str:
-        return served.add(image_path(image_dir, source[arm]))
-
-    names = {"left_image": serve(plan.left_source), "right_image": serve(plan.right_source), "x_image": None}
-    if plan.x_source is not None:
-        names["x_image"] = serve(plan.x_source)
-    return names
+    arms = [plan.left_source, plan.right_source] + ([plan.x_source] if plan.x_source is not None else [])
+    names = served.add_group([image_path(image_dir, source[arm]) for arm in arms])
+    return {"left_image": names[0], "right_image": names[1], "x_image": names[2] if len(names) > 2 else None}
 
 
 # -- votes ----------------------------------------------------------------------------------------------------

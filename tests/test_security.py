@@ -413,3 +413,5 @@ def test_abx_x_and_its_match_have_different_urls_and_no_names(gold_app, tmp_path
     assert len({a, x, b}) == 3
     pa, px, pb = (pixels(api, u, tmp_path) for u in (a, x, b))
     assert (px == pa).all() != (px == pb).all()
+    # the sizes (Content-Length, the network panel) cannot match X either: one byte length for the trial
+    assert len({int(api.http.get(u).headers["content-length"]) for u in (a, x, b)}) == 1

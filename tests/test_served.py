@@ -95,3 +95,22 @@ def test_the_route_serves_png_bytes_with_no_name_and_404_otherwise(stored: tuple
     for bad in ("f" * 32 + ".png", "..%2F..%2Fetc%2Fpasswd", stored[0].name, "x"):
         assert client.get(f"/{ROUTE}/{bad}").status_code == 404
     assert client.head(url).status_code == 200
+
+
+def test_a_trials_images_all_have_one_byte_length(tmp_path: Path):
+    """Sizes are what a browser's network panel shows first: they must not match ABX's X to A or B, nor mark a
+    gold twin; across trials the length varies."""
+    rng = np.random.default_rng(3)
+    full = tmp_path / write_image(tmp_path, rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).file
+    sel = tmp_path / write_image(tmp_path, np.zeros((40, 40, 3), np.uint8)).file  # compresses far smaller
+    assert abs(full.stat().st_size - sel.stat().st_size) > 1000
+    served = ServedImages()
+    for group in ([full, sel, full], [sel, sel], [full, sel]):  # ABX, a gold twin, a preference pair
+        names = served.add_group(group)
+        answers = [served.get(n) for n in names]
+        assert len({len(a) for a in answers}) == 1 and len(set(answers)) == len(answers)
+        for path, data in zip(group, answers, strict=True):
+            np.testing.assert_array_equal(pixels_of(data), pixels_of(path.read_bytes()))
+            assert png_chunks(data).count("rnDm") == 1 and png_has_metadata(data) == []
+    lengths = {len(served.get(served.add_group([full, sel])[0])) for _ in range(10)}
+    assert len(lengths) > 1  # a random 16-48 bytes of padding: the length says nothing across trials either
