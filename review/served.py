@@ -13,8 +13,9 @@ tell a gold twin from a pair.
 
 Entries live in memory: they expire after ``max_age_s`` (the oldest go first past ``max_entries``) and are lost
 when the server restarts, like the review sessions themselves (a reloaded page gets a new trial). Pinned entries
-(the reference face thumbnails) never expire. Stored files are read once and kept in an LRU cache of
-``cache_bytes``.
+(the reference face thumbnails, ``add_bytes``: kept in memory, never written to disk) never expire. Stored files
+are read once and kept in an LRU cache of ``cache_bytes``; ``is_cached`` lets the HTTP route read a file that is
+not cached outside its event loop.
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ class ServedImages:
         self._pinned: dict[str, _Entry] = {}
         self._files: OrderedDict[str, bytes] = OrderedDict()  # LRU of stored files' bytes
         self._file_bytes = 0
+        self._blobs: dict[str, bytes] = {}  # add_bytes: pinned PNGs held in memory
         self._lock = threading.Lock()
 
     def add(self, path: str | Path, *, pinned: bool = False) -> str:
         """A new opaque name serving ``path`` with a fresh nonce."""
         return self._add(path, new_nonce(), 0, pinned=pinned)
+
+    def add_bytes(self, png: bytes) -> str:
+        """A pinned name serving ``png`` (made in memory, e.g. a thumbnail) with a fresh nonce."""
+        key = f"memory:{secrets.token_hex(16)}"
+        with self._lock:
+            self._blobs[key] = png
+        return self._add(key, new_nonce(), 0, pinned=True)
 
     def _add(self, path: str | Path, nonce: bytes, pad: int, *, pinned: bool) -> str:
         now = self._clock()
@@ -100,20 +109,37 @@ class ServedImages:
             return None
         return entry
 
+    def is_cached(self, name: object) -> bool:
+        """Whether ``get(name)`` can answer without reading a file (unknown names: True, they read nothing)."""
+        entry = self._entry(name)
+        if entry is None:
+            return True
+        with self._lock:
+            return entry.path in self._files or entry.path in self._blobs
+
     def get(self, name: object) -> bytes | None:
-        """The bytes served under ``name``, or None (unknown, expired, malformed, or the file is gone)."""
+        """The bytes served under ``name``, or None (unknown, expired, malformed, the file gone or not a PNG)."""
         entry = self._entry(name)
         if entry is None:
             return None
         data = self._file(entry.path)
-        return None if data is None else with_nonce(data, entry.nonce + b"0" * entry.pad)
+        if data is None:
+            return None
+        try:
+            return with_nonce(data, entry.nonce + b"0" * entry.pad)
+        except ValueError as exc:
+            logger.warning("served image source is not a PNG: %s", exc)
+            return None
 
     def _file(self, path: str) -> bytes | None:
         with self._lock:
-            data = self._files.get(path)
+            data = self._blobs.get(path) or self._files.get(path)
             if data is not None:
-                self._files.move_to_end(path)
+                if path in self._files:
+                    self._files.move_to_end(path)
                 return data
+        if path.startswith("memory:"):
+            return None
         try:
             data = Path(path).read_bytes()
         except OSError as exc:

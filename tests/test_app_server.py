@@ -133,7 +133,7 @@ def test_the_vote_brings_the_next_trial_and_the_pages_clock_only_shortens_latenc
         time.sleep(0.3)
         ok, data = api.vote(me, first, "left", shown_ms=5)  # the page: on screen for 5 ms (the server saw 300)
         assert ok and data[2] and data[2] != first and data[4]["src"] and data[6]["src"]
-        assert data[3]["src"] is None  # the same reference face: the page keeps the one it shows
+        assert data[3] == {"src": None, "label": "", "keep": True}  # the same reference face: the page keeps it
         assert services.store.get_vote(first)["latency_ms"] == 5
         ok, again = api.call("next_pair", ["preference"], me)  # the staged trial is the session's open trial
         assert ok and again[1] == data[2]

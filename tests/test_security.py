@@ -315,7 +315,7 @@ def test_file_routes_serve_nothing_outside_gradios_cache(app):
     # the review images' own route answers only the names it handed out (never a stored file's own name)
     served = services.served.add(services.dirs.images / services.store.list_pairs()[0]["full_file"])
     assert api.http.get(f"review-image/{served}").status_code == 200
-    stored = [p.name for p in services.dirs.images.iterdir()] + [p.name for p in (root / "serve" / "faces").glob("*")]
+    stored = [p.name for p in services.dirs.images.iterdir()] + [p.name for p in services.dirs.faces.iterdir()]
     for name in (*stored, "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", secret.name, "%00.png", "a" * 32 + ".png"):
         response = api.http.get(f"review-image/{name}")
         assert response.status_code == 404, name

@@ -114,3 +114,25 @@ def test_a_trials_images_all_have_one_byte_length(tmp_path: Path):
             assert png_chunks(data).count("rnDm") == 1 and png_has_metadata(data) == []
     lengths = {len(served.get(served.add_group([full, sel])[0])) for _ in range(10)}
     assert len(lengths) > 1  # a random 16-48 bytes of padding: the length says nothing across trials either
+
+
+def test_uncached_sources_are_read_in_a_worker_and_broken_ones_refused(tmp_path: Path,
+                                                                       stored: tuple[Path, np.ndarray]):
+    served = ServedImages(cache_bytes=0)  # nothing is cached: every answer reads its file
+    name = served.add(stored[0])
+    assert not served.is_cached(name) and served.is_cached("f" * 32 + ".png")  # unknown names read nothing
+    client = TestClient(Starlette(routes=image_routes(served)))
+    response = client.get(f"/{ROUTE}/{name}")
+    assert response.status_code == 200 and response.content == served.get(name)
+    broken = tmp_path / ("e" * 32 + ".png")
+    broken.write_bytes(b"not a png at all")
+    assert client.get(f"/{ROUTE}/{served.add(broken)}").status_code == 404  # not a 500
+
+
+def test_bytes_made_in_memory_are_served_pinned(stored: tuple[Path, np.ndarray]):
+    now = [0.0]
+    served = ServedImages(max_age_s=10.0, clock=lambda: now[0])
+    name = served.add_bytes(stored[0].read_bytes())
+    now[0] = 1e6
+    assert served.is_cached(name) and served.get(name) is not None
+    np.testing.assert_array_equal(pixels_of(served.get(name)), stored[1])

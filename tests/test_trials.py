@@ -204,7 +204,7 @@ def desk(tmp_path: Path) -> ReviewDesk:
     return ReviewDesk(services, rng=random.Random(5))
 
 
-def test_desk_serves_unseen_pairs_as_fresh_copies_and_records_votes(desk: ReviewDesk):
+def test_desk_serves_unseen_pairs_under_fresh_urls_and_records_votes(desk: ReviewDesk):
     view = desk.open("sess-1", None, "preference", "10.0.0.1")
     reviewer, pairs = view.reviewer_id, []
     for _ in range(6):
@@ -366,9 +366,46 @@ def test_the_default_gold_rate_gives_a_session_enough_gold_for_the_leaderboards_
     from review.leaderboard import leaderboard
 
     min_gold = inspect.signature(leaderboard).parameters["min_gold"].default
-    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",))
+    defaults = StudyConfig()
+    assert defaults.gold_rate == 0.15
+    study = StudyConfig(vote_burst=100, vote_per_s=100.0)  # the defaults, but no pause between votes in a test
+    assert (study.gold_rate, study.trials_per_session) == (defaults.gold_rate, defaults.trials_per_session)
+    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",), study=study)
     desk = ReviewDesk(services, rng=random.Random(0))
     view = desk.open("s", None, "preference", "a")
     seat = desk._seat("s")
     assert view.target == StudyConfig().trials_per_session == 20
     assert seat.gold_left >= min_gold == 3
+    golds = 0
+    for number in range(1, 21):  # the whole session: the budget is spent, not just planned
+        assert view.trial_id and view.number == number
+        golds += desk.store.get_trial(view.trial_id)["is_gold"]
+        desk.vote("s", view.trial_id, "same", "a")
+        view = desk.next("s", "preference", "a")
+    assert view.trial_id is None and golds == 3
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_finished_session_has_had_its_gold_checks(tmp_path: Path, seed: int):
+    # more pairs than the session's 12 slots: the session ends before the pairs do, so the checks must be fitted in
+    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",),
+                             study=StudyConfig(gold_rate=0.15, trials_per_session=12, vote_burst=100,
+                                               vote_per_s=100.0))
+    desk = ReviewDesk(services, rng=random.Random(seed))
+    view, golds = desk.open("s", None, "preference", "a"), 0
+    budget = desk._seat("s").gold_left
+    while view.trial_id:
+        golds += desk.store.get_trial(view.trial_id)["is_gold"]
+        desk.vote("s", view.trial_id, "left", "a")
+        view = desk.next("s", "preference", "a")
+    assert budget == 3 and golds == budget and "thank you" in view.message and view.number == 12
+
+
+def test_an_unreadable_reference_face_shows_the_pair_without_it_and_leaves_no_orphan_trial(tmp_path: Path):
+    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.0))
+    face = services.store.get_face(1)
+    (services.dirs.faces / face["file"]).write_bytes(b"this is not an image")  # corrupted on disk
+    desk = ReviewDesk(services, rng=random.Random(0))
+    view = desk.open("s", None, "preference", "a")
+    assert view.trial_id and view.face is None and view.left and view.right
+    assert [t["trial_id"] for t in desk.store.trial_rows()] == [view.trial_id]

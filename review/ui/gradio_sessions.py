@@ -15,6 +15,7 @@ applied only when ``SessionState`` still has that shape; otherwise Gradio is lef
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from types import MappingProxyType
 from typing import Any
@@ -32,13 +33,18 @@ class LazyConfigs(dict):
     def __init__(self, keys: Callable[[], Iterable[int]], compute: Callable[[int], dict]) -> None:
         super().__init__()
         self._keys, self._compute, self._complete = keys, compute, False
+        self._lock = threading.Lock()  # a session's requests may run in several threads
 
     def _fill(self) -> None:
-        if not self._complete:
-            self._complete = True
+        if self._complete:
+            return
+        with self._lock:
+            if self._complete:
+                return
             for key in self._keys():
                 if not super().__contains__(key):
                     super().__setitem__(key, self._compute(key))
+            self._complete = True  # only once every entry is in (a failure above leaves it to the next call)
 
     def __missing__(self, key: int) -> dict:
         value = self._compute(key)

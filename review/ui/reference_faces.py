@@ -1,20 +1,20 @@
-"""The reference face shown beside each pair: a thumbnail written once per face, served from memory.
+"""The reference face shown beside each pair: a thumbnail made once per face and process, served from memory.
 
 Faces are not blinded (every trial of a condition shows the same face), but their names stay opaque like every
-served image's; the thumbnail is re-encoded from pixels (``review.images.write_image``), so no EXIF or other
-metadata of the upload reaches the page, and it is turned upright first (EXIF orientation).
+served image's; the thumbnail is re-encoded from pixels (no EXIF or other metadata of the upload reaches the
+page), turned upright first (EXIF orientation), and kept in memory (``ServedImages.add_bytes``), so nothing is
+written per process start.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from io import BytesIO
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, ImageOps
 
-from review.images import write_image
 from review.served import ServedImages
 from review.store import Store
 from review.ui.image_route import image_url
@@ -34,21 +34,22 @@ class ReferenceFaces:
         self._lock = threading.Lock()
 
     def url(self, face_id: int) -> str | None:
-        """The thumbnail's URL, or None (logged) when the face's file is gone."""
+        """The thumbnail's URL, or None (logged) when the face's file is gone or unreadable: the pair is shown
+        without a reference face rather than not at all."""
         with self._lock:
-            cached = self._urls.get(face_id)
-            if cached and cached.rsplit("/", 1)[-1] in self.served:
-                return cached
+            if face_id in self._urls:
+                return self._urls[face_id]
             row = self.store.get_face(face_id)
             path = self._locate(row["file"]) if row else None
             if path is None:
                 logger.warning("reference face %s not found", face_id)
                 return None
-            with Image.open(path) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")
-                image.thumbnail((FACE_SIDE, FACE_SIDE))
-                stored = write_image(self.dirs.serve / "faces", np.asarray(image))
-            url = image_url(self.served.add(self.dirs.serve / "faces" / stored.file, pinned=True))
+            try:
+                png = thumbnail_png(path)
+            except (OSError, ValueError, Image.DecompressionBombError) as exc:
+                logger.warning("reference face %s unreadable: %s", face_id, exc)
+                return None
+            url = image_url(self.served.add_bytes(png))
             self._urls[face_id] = url
             return url
 
@@ -58,3 +59,14 @@ class ReferenceFaces:
         candidates = [path] if path.is_absolute() else [self.dirs.root / path, self.dirs.faces / path,
                                                          self.dirs.faces / path.name, self.dirs.images / path]
         return next((c for c in candidates if c.is_file()), None)
+
+
+def thumbnail_png(path: Path) -> bytes:
+    """An upright RGB thumbnail (at most FACE_SIDE a side) as PNG bytes, written from pixels: no metadata."""
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image).convert("RGB")
+    image.thumbnail((FACE_SIDE, FACE_SIDE))
+    clean = Image.frombytes("RGB", image.size, image.tobytes())
+    buffer = BytesIO()
+    clean.save(buffer, format="PNG", optimize=False, compress_level=6)
+    return buffer.getvalue()

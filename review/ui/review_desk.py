@@ -2,7 +2,7 @@
 and the checks every vote passes.
 
 A seat binds a session to a reviewer id when the page opens; later calls of that session use the bound id, not
-whatever the client sends. The page only ever holds the opaque trial id and the per-trial image copies; arms,
+whatever the client sends. The page only ever holds the opaque trial id and the per-trial image URLs; arms,
 preset and condition stay in the store until the vote is in (then ``VoteReceipt.reveal`` may say them).
 
 Per review cycle the desk reads the trial and its vote, writes the vote and the next trial, and reads which pairs
@@ -180,8 +180,11 @@ class ReviewDesk:
         if not seat.target:  # fixed once: the pairs this reviewer can still get plus their budgeted gold checks
             seat.gold_left = round(open_conditions * self.config.gold_rate) if mode == "preference" else 0
             seat.target = min(self.config.trials_per_session, seat.voted + max(open_conditions + seat.gold_left, 1))
-        gold = seat.gold_left > 0 and (choose_gold(self.rng, self.config.gold_rate, mode, seen)
-                                       or (open_conditions == 0 and mode == "preference" and bool(seen)))
+        # gold at the configured rate; and whenever the budgeted checks need every slot left (or no pair is left),
+        # so a finished session has had all of them
+        due = mode == "preference" and bool(seen) and (open_conditions == 0
+                                                       or seat.gold_left >= seat.target - seat.voted)
+        gold = seat.gold_left > 0 and (choose_gold(self.rng, self.config.gold_rate, mode, seen) or due)
         if gold:
             seat.gold_left -= 1
             pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
@@ -194,13 +197,14 @@ class ReviewDesk:
             history = self._arm_history(reviewer, mode)
             plan = plan_trial(mode, assign_left_arm(history, self.rng))
             history.append(plan.left_arm)
+        face = self.faces.url(pair["face_id"])  # before the trial row: a failure here leaves no orphan trial
         names = serve_trial_images(plan, pair, self.dirs.images, self.served)
         trial = store.create_trial(reviewer_id=reviewer, session=session, pair_id=pair["pair_id"], mode=mode,
                                    left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold, **names)
         if not plan.is_gold:
             self.load.served(mode, pair["pair_id"])
         logger.info("trial %s served to reviewer %s", trial["id"], reviewer[:8])
-        return TrialView(reviewer, mode, trial["id"], self.faces.url(pair["face_id"]), image_url(names["left_image"]),
+        return TrialView(reviewer, mode, trial["id"], face, image_url(names["left_image"]),
                          image_url(names["right_image"]), image_url(names["x_image"]),
                          number=seat.voted + 1, target=max(seat.target, seat.voted + 1))
 

@@ -65,8 +65,8 @@ def swap_js(buttons: int) -> str:
   window.__reviewLaidOut = t;
   const image = (v) => open ? v : u({{value: {{src: null, label: ""}}, visible: false}});
   const answer = open ? u({{interactive: true}}) : u({{interactive: false, visible: false}});
-  // no staged face: the one on the page stays (the server leaves it out when it is the same)
-  return [t || "", open && !(f && f.src) ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
+  // "keep": the staged trial's face is the one on the page, which stays
+  return [t || "", open && f && f.keep ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
           ...Array({buttons}).fill(answer), u({{visible: false}}), u({{visible: !open}})];
 }}
 """

@@ -83,10 +83,13 @@ def render(view: TrialView) -> list[Any]:
 
 
 def staged(view: TrialView, shown_face: str | None) -> list[Any]:
-    """Plain values for STAGED: the next trial, shown by the page when the reviewer asks (``swap_js``). The face
-    is None when it is the one on the page already (``swap_js`` keeps that): one file less to check and copy."""
-    face = None if view.trial_id and view.face == shown_face else view.face
-    return [view.trial_id or "", *pictures(view, face), progress_text(view)]
+    """Plain values for STAGED: the next trial, shown by the page when the reviewer asks (``swap_js``). When its
+    reference face is the one on the page, the face value says ``keep`` instead of a URL (one image less to send
+    and reload); a trial without a face gets an empty picture, never the previous trial's face."""
+    face = pictures(view, view.face)[0]
+    if view.trial_id and view.face and view.face == shown_face:
+        face = {**picture(None, ""), "keep": True}
+    return [view.trial_id or "", face, *pictures(view, view.face)[1:], progress_text(view)]
 
 
 def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:

@@ -32,17 +32,15 @@ class DataDirs:
     root: Path
     images: Path  # generated images (opaque names, as the ``images`` table lists them)
     faces: Path  # uploaded reference faces
-    serve: Path  # reference face thumbnails shown on the review page (trial images are served from memory)
     exports: Path  # CSV/JSON exports (one random subfolder per request)
 
     @classmethod
     def under(cls, root: str | Path) -> DataDirs:
         root = Path(root)
-        return cls(root=root, images=root / "images", faces=root / "faces", serve=root / "serve",
-                   exports=root / "exports")
+        return cls(root=root, images=root / "images", faces=root / "faces", exports=root / "exports")
 
     def make(self) -> DataDirs:
-        for folder in (self.root, self.images, self.faces, self.serve, self.exports):
+        for folder in (self.root, self.images, self.faces, self.exports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
