@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .bench_arms import AA_ARM, NOCACHE_ARM, arm_work_share, make_arms, model_mb, run_arms
-from .bench_report import acceptance, format_table, summarize
+from .bench_arms import AA_ARM, NOCACHE_ARM, STOCK_ARM, arm_work_share, make_arms, model_mb, run_arms
+from .bench_report import acceptance, format_table, patch_overhead, summarize
 from .engine import Engine
 from .step import build_step_inputs
 
@@ -76,7 +76,7 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
         row["flops_share"] = work["flops_share"] if work else None
         row["bytes_share"] = work["bytes_share"] if work else None
     aa_ratio, aa_ci = summary[AA_ARM]["ratio_to_full"], summary[AA_ARM]["ratio_ci"]  # t_full / t_full#2
-    named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM)]
+    named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM, STOCK_ARM)]
     ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
     meta = run_meta(engine, ns, width, height)
     meta["model_mb"] = model_mb(engine)  # what one copy of the models would add; compare switch_mem_mb
@@ -84,8 +84,11 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
     meta["stopped_early"] = meta["reps_done"] < reps  # the time budget ran out
     meta["work_share"] = (f"flops_share / bytes_share: face-branch work per UNet call / full's (all layers, face K/V "
                           f"projected once per {steps}-step arm-repetition); full-nocache projects K/V every step")
-    return {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci,
-            "acceptance": acceptance(summary, aa_ratio, aa_ci, named),
+    checks = acceptance(summary, aa_ratio, aa_ci, named)
+    overhead = patch_overhead(rep_ms, STOCK_ARM, (NOCACHE_ARM, "full"), seed=seed)
+    if overhead is not None:
+        checks["patch_overhead"] = overhead
+    return {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci, "acceptance": checks,
             "order": [a.name for a in arms], "presets": summary}
 
 
@@ -104,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack", default="tiny", help="tiny | sdxl-shape (CUDA) | InstantID weights folder or repo id")
     p.add_argument("--base", default=None, help="SDXL base for a weights stack (default $INSTANTID_BASE or the hub)")
     p.add_argument("--presets", default="full,balanced,fast,output_only,none",
-                   help="comma-separated specs; also full-nocache and auto-K (with --telemetry-file)")
+                   help="comma-separated specs; also full-nocache, full-stock (diffusers' own processors on every "
+                        "layer: the patch overhead) and auto-K (with --telemetry-file)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed denoising steps per arm and repetition (default 10; tiny: 2)")
     p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 AA_ARM = "full#2"  # the second full arm (A/A)
 NOCACHE_ARM = "full-nocache"  # every layer, K/V cache off
+STOCK_ARM = "full-stock"  # every layer on diffusers' own IPAdapterAttnProcessor2_0 (patch overhead, goal 2)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Arm:
     layers: frozenset[str]  # patched layer names
     cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
     window: tuple[float, float] = (0.0, 1.0)  # the preset's step window [start, end): face branch on in it only
+    stock: bool = False  # diffusers' stock processors instead of ours (FacePatcher.apply_stock)
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` runs the face branch (the pipeline's rule)."""
@@ -59,6 +61,8 @@ def make_arms(engine: Engine, specs: Sequence[str]) -> list[Arm]:
             continue
         if spec == NOCACHE_ARM:
             arms[spec] = Arm(spec, full, cache_kv=False)
+        elif spec == STOCK_ARM:  # K/V at every call, like full-nocache, through the library's own processor
+            arms[spec] = Arm(spec, full, cache_kv=False, stock=True)
         elif spec == AA_ARM:
             arms[spec] = Arm(spec, full)
         else:
@@ -120,7 +124,7 @@ def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun
     on only inside the arm's step window, as in the pipeline)."""
     pipe, patcher, device = engine.pipe, engine.patcher, engine.device
     held = held_mb(device)
-    switch_s = patcher.apply(arm.layers)
+    switch_s = patcher.apply_stock() if arm.stock else patcher.apply(arm.layers)
     after = held_mb(device)
     switch_mem = None if held is None or after is None else after - held
     patcher.clear_cache()

@@ -2,7 +2,9 @@
 
 Every face processor is built once, when the weights load, and kept here. Choosing a preset only points each
 attn2 layer at its face processor or at the shared text-only processor: no reload, no copy, no new tensors.
-``restore()`` puts back the processors the UNet had before InstantID was attached.
+``restore()`` puts back the processors the UNet had before InstantID was attached. ``apply_stock()`` puts diffusers'
+own ``IPAdapterAttnProcessor2_0`` on every face layer instead (the processors ``load_ip_adapter`` built, same
+weights): the benchmark's reference for what this patching itself costs.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ class FacePatcher:
         self.state = FaceBranchState()
         self.text_only = TextOnlyAttnProcessor()
         self.face: dict[str, FaceAttnProcessor] = {}
+        self.stock: dict[str, IPAdapterAttnProcessor2_0] = {}  # diffusers' own, sharing the weights (apply_stock)
         for proc_name, proc in unet.attn_processors.items():
             if isinstance(proc, IPAdapterAttnProcessor2_0) and not isinstance(proc, FaceAttnProcessor):
                 name = proc_name.removesuffix(".processor")
                 self.face[name] = FaceAttnProcessor.from_loaded(name, proc, self.state)
+                self.stock[name] = proc
         # keep the face weights reachable as one module so .to(device) moves them with the engine
         self.modules = torch.nn.ModuleList(self.face.values())
         self.patched: frozenset[str] = frozenset()
@@ -43,7 +47,7 @@ class FacePatcher:
         return tuple(self.face)
 
     def set_scale(self, scale: float) -> None:
-        for proc in self.face.values():
+        for proc in (*self.face.values(), *self.stock.values()):
             proc.scale = [float(scale)]
 
     def apply(self, patched: frozenset[str]) -> float:
@@ -66,6 +70,17 @@ class FacePatcher:
         seconds = time.perf_counter() - start
         logger.debug("patched %d of %d layers in %.2f ms", len(patched), len(self.face), seconds * 1e3)
         return seconds
+
+    def apply_stock(self) -> float:
+        """Every face layer on diffusers' stock ``IPAdapterAttnProcessor2_0`` (the same weights; face K/V computed
+        at every call, no step window, no telemetry); ``apply`` switches back. Returns the seconds it took."""
+        start = time.perf_counter()
+        procs = {}
+        for proc_name, proc in self.unet.attn_processors.items():
+            procs[proc_name] = self.stock.get(proc_name.removesuffix(".processor"), proc)
+        self.unet.set_attn_processor(procs)
+        self.patched = frozenset(self.stock)
+        return time.perf_counter() - start
 
     def clear_cache(self) -> None:
         for proc in self.face.values():

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One-GPU acceptance run of the step benchmark (docs/benchmark.md) on the full-size SDXL-shaped stack: SDXL UNet +
 # IdentityNet + real-size face adapter with random fp16 weights made on the GPU (nothing downloaded), 1024x1024,
-# CFG batch 2, arms full, balanced, fast, output_only, none, full-nocache and full#2 (A/A), interleaved.
+# CFG batch 2, arms full, balanced, fast, output_only, none, full-nocache, full-stock (diffusers' own processors:
+# the patch overhead) and full#2 (A/A), interleaved in Williams order.
 #
 # Budget: BUDGET seconds for the whole script (default 450, so under 8 minutes even if the benchmark must be
-# killed). Expected on one H100: stack build < 1 min; 7 arms x STEPS x (REPS + 1) steps at ~70-120 ms each,
+# killed). Expected on one H100: stack build < 1 min; 8 arms x STEPS x (REPS + 1) steps at ~70-120 ms each,
 # ~1.5-2.5 min with the defaults. The benchmark gets what is left (--time-budget: it starts no repetition it
 # cannot finish and reports fewer, meta.reps_done, instead of none); `timeout` kills it 20 s later in any case.
 # The same path runs without a GPU on meta tensors in tests/test_bench.py (shapes and dtypes only).
@@ -18,7 +19,7 @@ SECONDS=0
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-bench-results}"
 STEPS="${STEPS:-10}"
-REPS="${REPS:-14}"  # 7 arms: one full cycle of the Williams design (14 orders)
+REPS="${REPS:-16}"  # 8 arms: two full cycles of the Williams design (8 orders)
 BUDGET="${BUDGET:-450}"
 mkdir -p "$OUT_DIR"
 
@@ -57,7 +58,7 @@ if [ "$LEFT" -lt 120 ]; then
 fi
 status=0
 timeout -k 10 "$LEFT" "$PY" -m instantid.bench --stack sdxl-shape --size 1024x1024 --dtype fp16 \
-  --presets full,balanced,fast,output_only,none,full-nocache --steps "$STEPS" --reps "$REPS" \
+  --presets full,balanced,fast,output_only,none,full-nocache,full-stock --steps "$STEPS" --reps "$REPS" \
   --time-budget $((LEFT - 30)) --out "$OUT_DIR/bench-sdxl-shape.json" 2>&1 | tee "$OUT_DIR/bench-sdxl-shape.txt" \
   || status=$?
 if [ "$status" -ne 0 ]; then

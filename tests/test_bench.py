@@ -12,6 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
 from instantid.bench_report import bootstrap_ci, format_table, summarize
 from instantid.engine import Engine
@@ -241,12 +242,12 @@ def test_gpu_check_script_parses():
     script = ROOT / "scripts" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    assert "--stack sdxl-shape" in text and "full,balanced,fast,output_only,none,full-nocache" in text
+    assert "--stack sdxl-shape" in text and "full,balanced,fast,output_only,none,full-nocache,full-stock" in text
     assert 'BUDGET="${BUDGET:-450}"' in text and "--time-budget" in text and "timeout -k 10" in text
     assert "bench-sdxl-shape.json" in text
 
 
-GPU_CHECK_PRESETS = ["full", "balanced", "fast", "output_only", "none", "full-nocache"]  # scripts/gpu_check.sh
+GPU_CHECK_PRESETS = ["full", "balanced", "fast", "output_only", "none", "full-nocache", "full-stock"]  # gpu_check
 
 
 def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
@@ -295,7 +296,8 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
         state = eng.patcher.state
         before = state.face_calls
         noise = step.denoise_step(pipe_, inputs, t, latents)
-        steps.append((eng.patcher.patched, state.cache_kv, state.face_calls - before, noise))
+        stock = sum(type(p) is IPAdapterAttnProcessor2_0 for p in pipe_.unet.attn_processors.values())
+        steps.append((eng.patcher.patched, state.cache_kv, state.face_calls - before, noise, stock))
         return noise
 
     monkeypatch.setattr(bench_arms, "denoise_step", checked_step)
@@ -306,15 +308,18 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
         hook.remove()
 
     assert not mismatches, mismatches[:5]
-    assert result["order"] == [*GPU_CHECK_PRESETS, "full#2"] and len(steps) == 7
+    assert result["order"] == [*GPU_CHECK_PRESETS, "full#2"] and len(steps) == 8
     want_layers = {"full": 70, "balanced": 55, "fast": 20, "output_only": 36, "none": 0, "full-nocache": 70,
-                   "full#2": 70}
+                   "full-stock": 70, "full#2": 70}
     assert {arm: row["layers"] for arm, row in result["presets"].items()} == want_layers
     by_count = sorted(want_layers.values())
-    assert sorted(face_calls for _, _, face_calls, _ in steps) == by_count  # each patched layer ran its branch
-    assert sorted(len(patched) for patched, _, _, _ in steps) == by_count
-    assert sum(not cache_kv for _, cache_kv, _, _ in steps) == 1  # full-nocache alone
-    for _, _, _, noise in steps:  # the CFG-combined noise prediction at 1024^2
+    # each patched layer ran our face branch, except in full-stock, where diffusers' own processors ran all 70
+    assert sorted(face_calls for _, _, face_calls, _, _ in steps) == sorted([0, *by_count])[:-1]
+    assert sorted(len(patched) for patched, _, _, _, _ in steps) == by_count
+    assert sorted(stock for *_, stock in steps) == [0] * 7 + [70]
+    assert sum(not cache_kv for _, cache_kv, _, _, _ in steps) == 2  # full-nocache and full-stock
+    assert "patch_overhead" in result["acceptance"]
+    for _, _, _, noise, _ in steps:  # the CFG-combined noise prediction at 1024^2
         assert noise.shape == (1, 4, 128, 128) and noise.dtype == torch.float16 and noise.device.type == "meta"
     assert result["meta"]["stack"] == "sdxl-shape" and result["meta"]["dtype"] == "float16"
     assert (result["meta"]["width"], result["meta"]["height"]) == (1024, 1024)
@@ -371,3 +376,41 @@ def test_williams_orders_balance_positions_and_predecessors(n):
     assert len(set(positions.values())) == 1 and len(positions) == n * n
     if n > 1:  # every arm directly after every other arm, equally often (the A/A pair included)
         assert len(set(follows.values())) == 1 and len(follows) == n * (n - 1)
+
+
+def test_the_stock_arm_runs_diffusers_processors_on_the_same_weights_and_matches_ours(engine):
+    """full-stock: every layer on diffusers' own IPAdapterAttnProcessor2_0 (the processors load_ip_adapter built,
+    sharing our weights): the same noise prediction as our full arm, the face K/V projected at every step, and
+    the patch-overhead figures (goal 2) in the output."""
+    from instantid.bench import benchmark
+    from instantid.step import build_step_inputs, denoise_step
+
+    patcher = engine.patcher
+    assert set(patcher.stock) == set(patcher.face)
+    name = next(iter(patcher.face))
+    assert patcher.stock[name].to_k_ip is patcher.face[name].to_k_ip  # shared, not copied
+    inputs = build_step_inputs(engine.pipe, 64, 64, 2)
+    t = inputs.timesteps[0]
+    patcher.apply(frozenset(patcher.face))
+    patcher.clear_cache()
+    ours = denoise_step(engine.pipe, inputs, t)
+    patcher.apply_stock()
+    assert all(type(p) is IPAdapterAttnProcessor2_0 for n, p in engine.pipe.unet.attn_processors.items()
+               if n.removesuffix(".processor") in patcher.stock)
+    stock = denoise_step(engine.pipe, inputs, t)
+    torch.testing.assert_close(stock, ours, rtol=1e-4, atol=1e-5)
+
+    calls = {"n": 0}
+    hook = patcher.stock[name].to_k_ip[0].register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    try:
+        result = benchmark(engine, ["full-stock", "full-nocache"], width=64, height=64, steps=2, reps=2, warmup=0)
+    finally:
+        hook.remove()
+    # full, full#2: once per repetition (cache); full-nocache and full-stock: every step (2) -> 2 x (1 + 1 + 2 + 2)
+    assert calls["n"] == 12
+    overhead = result["acceptance"]["patch_overhead"]
+    assert overhead["judged"] == "full-nocache" and set(overhead) >= {"full-nocache", "full", "met"}
+    assert result["presets"]["full-stock"]["flops_share"] == result["presets"]["full-nocache"]["flops_share"]
+    assert "patch overhead (goal 2" in format_table(result)
+    assert all(isinstance(p, type(patcher.face[name])) for n, p in engine.pipe.unet.attn_processors.items()
+               if n.removesuffix(".processor") in patcher.face)  # ours again after the run
