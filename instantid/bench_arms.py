@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .engine import Engine
+from .presets import in_window
 from .step import StepInputs, denoise_step
 from .work_model import preset_work
 
@@ -39,8 +40,7 @@ class Arm:
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` runs the face branch (the pipeline's rule)."""
-        start, end = self.window
-        return start <= step / steps < end
+        return in_window(self.window, step, steps)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 from diffusers import StableDiffusionXLControlNetPipeline
 
 from .attention import FaceBranchState
+from .presets import in_window
 
 logger = logging.getLogger(__name__)
 
@@ -113,13 +114,11 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
 
         # 6. Denoising loop: IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG -> scheduler
         state = self.face_state or FaceBranchState()
-        start, end = face_window
         step_times: list[float] = []
         for i, t in enumerate(timesteps):
             synchronize(device)
             t0 = time.perf_counter()
-            fraction = i / len(timesteps)
-            state.step, state.active = i, start <= fraction < end  # [start, end): windows tile without overlap
+            state.step, state.active = i, in_window(face_window, i, len(timesteps))
             model_input = torch.cat([latents] * 2) if do_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
             down_res, mid_res = self.controlnet(

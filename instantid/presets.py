@@ -51,7 +51,7 @@ class PresetError(ValueError):
 class Preset:
     name: str  # "full", "balanced", "fast", "output_only", "none", "adaptive", or the spec text
     layers: frozenset[str]  # LayerInfo.name of patched layers
-    start: float = 0.0  # face branch active while denoising fraction in [start, end]
+    start: float = 0.0  # face branch active while denoising fraction in [start, end) (in_window)
     end: float = 1.0
     description: str = ""
 
@@ -188,6 +188,13 @@ def preset_window(spec: str) -> tuple[float, float]:
     """The step window of a spec (``"fast@0-0.5"`` -> (0.0, 0.5)); (0, 1) when it has none."""
     _, at, window = "".join(spec.split()).partition("@")
     return _parse_window(window) if at else (0.0, 1.0)
+
+
+def in_window(window: tuple[float, float], step: int, steps: int) -> bool:
+    """Whether denoising step ``step`` of ``steps`` runs the face branch: START <= step/steps < END (half-open,
+    so adjacent windows tile without overlap). The pipeline and the benchmark both ask this."""
+    start, end = window
+    return start <= step / steps < end
 
 
 def _named_term(

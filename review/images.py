@@ -73,7 +73,9 @@ def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def _encode(pixels: np.ndarray) -> bytes:
+def encode_png(image: Image.Image | np.ndarray) -> bytes:
+    """A metadata-free PNG of the image's RGB pixels (written from the raw pixels: no chunk of the source)."""
+    pixels = _rgb_pixels(image)
     height, width = pixels.shape[:2]
     clean = Image.frombytes("RGB", (width, height), pixels.tobytes())
     buffer = BytesIO()
@@ -101,7 +103,7 @@ def _write_new(folder: Path, data: bytes) -> str:
 def write_image(folder: str | Path, image: Image.Image | np.ndarray) -> StoredImage:
     """Write pixels as a metadata-free PNG under an opaque name; return (file, sha256, width, height)."""
     pixels = _rgb_pixels(image)
-    data = _encode(pixels)
+    data = encode_png(pixels)
     file = _write_new(Path(folder), data)
     height, width = pixels.shape[:2]
     logger.debug("wrote %s (%dx%d)", file, width, height)

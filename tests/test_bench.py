@@ -328,6 +328,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
 
 
 def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
+    from instantid.bench import benchmark
     from instantid.bench_arms import arm_work_share, make_arms, time_arm
     from instantid.step import build_step_inputs
 
@@ -357,8 +358,7 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
     shares = [arm_work_share(Arm("x", names, window=w), sdxl, 1024, 1024, 30, 2)["flops_share"]
               for w in ((0.0, 1.0), (0.0, 0.5), (0.5, 1.0))]
     assert shares[0] == pytest.approx(1.0) and 0.5 < shares[1] < 0.55 and shares[1] == pytest.approx(shares[2])
-    result_rows = __import__("instantid.bench", fromlist=["benchmark"]).benchmark(
-        engine, ["full@0-0.5"], width=64, height=64, steps=2, reps=1, warmup=0)["presets"]
+    result_rows = benchmark(engine, ["full@0-0.5"], width=64, height=64, steps=2, reps=1, warmup=0)["presets"]
     assert result_rows["full@0-0.5"]["window"] == [0.0, 0.5] and result_rows["full"]["window"] == [0.0, 1.0]
 
 

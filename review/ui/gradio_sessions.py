@@ -2,8 +2,10 @@
 
 On the first request of every new session (a page load), Gradio 6 (``gradio.state_holder.SessionState``) builds the
 configuration of *every* block of the app for deep links (``config_values``), calling ``inspect.signature`` for
-each component. With this app's 94 blocks that is ~9 ms of CPU per page load on the 2-core VM, more than half of
-a page load's server CPU, and it is never read unless someone asks for a deep link. Here the same dictionary fills
+each component, and it is never read unless someone asks for a deep link. With this app's 94 blocks, py-spy put
+about half of a page load's server CPU there; measured (100 new sessions, one at a time, 2-core VM), the user CPU
+of a page load fell from 13.3 to 7.5 ms with this patch (the blocks a session's events touch are still computed,
+on first use). Here the same dictionary fills
 on demand: an entry when Gradio touches it (it already computes missing entries itself), every entry when it is
 iterated (``SessionState.components``, the deep-link route). What Gradio stores and answers is unchanged
 (``tests/test_gradio_sessions.py`` compares both).

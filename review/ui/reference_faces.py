@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from review.images import encode_png
 from review.served import ServedImages
 from review.store import Store
 from review.ui.image_route import image_url
@@ -66,7 +66,4 @@ def thumbnail_png(path: Path) -> bytes:
     with Image.open(path) as image:
         image = ImageOps.exif_transpose(image).convert("RGB")
     image.thumbnail((FACE_SIDE, FACE_SIDE))
-    clean = Image.frombytes("RGB", image.size, image.tobytes())
-    buffer = BytesIO()
-    clean.save(buffer, format="PNG", optimize=False, compress_level=6)
-    return buffer.getvalue()
+    return encode_png(image)

@@ -86,10 +86,10 @@ def staged(view: TrialView, shown_face: str | None) -> list[Any]:
     """Plain values for STAGED: the next trial, shown by the page when the reviewer asks (``swap_js``). When its
     reference face is the one on the page, the face value says ``keep`` instead of a URL (one image less to send
     and reload); a trial without a face gets an empty picture, never the previous trial's face."""
-    face = pictures(view, view.face)[0]
+    values = pictures(view, view.face)
     if view.trial_id and view.face and view.face == shown_face:
-        face = {**picture(None, ""), "keep": True}
-    return [view.trial_id or "", face, *pictures(view, view.face)[1:], progress_text(view)]
+        values[0] = {**picture(None, ""), "keep": True}
+    return [view.trial_id or "", *values, progress_text(view)]
 
 
 def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
