@@ -53,12 +53,16 @@ import logging
 import math
 import zlib
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from operator import itemgetter
 
 import numpy as np
 
 from review import stats as st
+from review import verdicts as vd
 from review.bradley_terry import bradley_terry
+from review.screening import screen
+from review.verdict_config import VerdictConfig
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,8 @@ IDENTITY_TARGET = 0.98  # proposal: face-recognition cosine > 0.98 vs full
 IDENTIFY_TARGET = 0.10  # proposal: < 10 % of people can identify the selective image
 MIN_PAIRS = 5  # fewer pairs than this -> pair-level targets are 'not enough data'
 TIE_RULE = "ties ('same') are excluded from the binomial test and reported as their own count"
-_VOTE_KEYS = ("reviewer_id", "preset", "condition_id", "mode", "is_gold", "choice", "outcome")
+_VOTE_KEYS = ("reviewer_id", "preset", "condition_id", "mode", "is_gold", "choice", "outcome", "session", "x_arm",
+              "left_arm", "correct")
 
 
 def _sub_seed(seed: int, *parts: str) -> int:
@@ -82,7 +87,7 @@ def _codes(values: Sequence[object]) -> tuple[np.ndarray, list[object]]:
     return np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values)), list(index)
 
 
-def _is(codes: tuple[np.ndarray, list[object]], *wanted: str) -> np.ndarray:
+def _is(codes: tuple[np.ndarray, list[object]], *wanted: object) -> np.ndarray:
     """Mask of the rows whose coded value is one of ``wanted``."""
     return np.isin(codes[0], [i for i, value in enumerate(codes[1]) if value in wanted])
 
@@ -148,7 +153,7 @@ def _pair_block(preset: str, rows: list[dict], seed: int, n_boot: int) -> dict[s
 
 
 def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: int, n_boot_cluster: int,
-                margin: float, alpha: float, power: float) -> dict[str, object]:
+                config: VerdictConfig) -> dict[str, object]:
     """Vote-level statistics for one preset over the votes selected by ``mask`` (non-gold already)."""
     pref, abx = mask & v["is_pref"], mask & v["is_abx"]
     sel, tie, full = (int((pref & v["out_sel"]).sum()), int((pref & v["out_same"]).sum()),
@@ -174,14 +179,19 @@ def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: i
     out["abx_cluster_ci"] = st.cluster_bootstrap_ci(
         v["correct"][valid_abx], v["reviewer"][valid_abx], v["condition"][valid_abx], n_boot=n_boot_cluster,
         seed=_sub_seed(seed, preset, "abx"))
-    rate, lo, hi = st.identification_rate(k, n)
-    out.update({"identification_rate": rate, "identification_ci": (lo, hi)})
-    out["equivalence"] = st.equivalence_verdict(k, n, margin, alpha, power)
+    # the verdict statistics: reviewer-level, anytime-valid (review.verdicts); the figures above are descriptive
+    reviewer_abx = vd.abx_block(v["correct"][valid_abx], v["unit"][valid_abx], v["condition"][valid_abx],
+                                v["left"][valid_abx], v["x_is_a"][valid_abx], config)
+    out["abx_reviewer"] = reviewer_abx
+    out["identification_rate"] = reviewer_abx["identification_rate"]
+    out["identification_ci"] = reviewer_abx["identification_ci"]
+    out["abx_dprime"], out["abx_dprime_ci"] = reviewer_abx["dprime"], reviewer_abx["dprime_ci"]
+    out["preference_reviewer"] = vd.preference_block(v["out_sel"][nt], v["unit"][nt], v["condition"][nt], config)
     used = pref | valid_abx
     out["n_votes"] = int(used.sum())
     out["n_reviewers"] = int(np.unique(v["reviewer"][used]).size)
     out["n_conditions"] = int(np.unique(v["condition"][used]).size)
-    out["targets"] = {"identify_under_10pct": _verdict(lo, hi, IDENTIFY_TARGET, above=False, enough=n > 0)}
+    out["targets"] = {}  # identify_under_10pct: set with the verdict (``_identify_target``)
     return out
 
 
@@ -199,6 +209,15 @@ def _vote_arrays(votes: list[dict]) -> tuple[dict[str, np.ndarray], list[object]
          "out_sel": _is(outcome, "selective"), "out_full": _is(outcome, "full"), "out_same": _is(outcome, "same"),
          "correct": _is(outcome, "correct"), "wrong": _is(outcome, "wrong"),
          "left": _is(choice, "left", "a"), "right": _is(choice, "right", "b"), "same_choice": _is(choice, "same")}
+    # ABX: X shows the arm of A (the left image) or of B; an older trial without x_arm had X = full
+    x_arm = ["full" if x is None else x for x in cols["x_arm"]]
+    v["x_is_a"] = np.fromiter((x == a for x, a in zip(x_arm, cols["left_arm"], strict=True)), dtype=bool,
+                              count=len(votes))
+    # a gold/catch vote is right when the store says so (votes.correct); older preference gold: 'same' is right
+    stored = _codes(cols["correct"])
+    known = ~_is(stored, None)
+    v["gold_correct"] = np.where(known, _is(stored, 1, True), np.where(v["is_pref"], v["same_choice"], v["correct"]))
+    v["session"] = _codes(cols["session"])[0]
     bad = ~((v["is_pref"] & (v["out_sel"] | v["out_full"] | v["out_same"]))
             | (v["is_abx"] & (v["correct"] | v["wrong"])))
     if bad.any():
@@ -212,31 +231,53 @@ def _bt(v: dict[str, np.ndarray], mask: np.ndarray, preset_names: list[object], 
     pref = mask & v["is_pref"] & (v["out_sel"] | v["out_full"] | v["out_same"])
     score_full = np.where(v["out_full"][pref], 1.0, np.where(v["out_same"][pref], 0.5, 0.0))
     items_b = [str(preset_names[i]) for i in v["preset"][pref]]
-    return bradley_terry(["full"] * len(items_b), items_b, score_full, anchor="full", items=items,
-                         n_boot=n_boot, seed=_sub_seed(seed, "bt"))
+    out = bradley_terry(["full"] * len(items_b), items_b, score_full, anchor="full", items=items,
+                        n_boot=n_boot, seed=_sub_seed(seed, "bt"))
+    # every comparison here is full vs one preset: each strength is that preset's logit share of the votes
+    # (ties half), so BT restates the preference shares and is never used as further evidence for a verdict
+    out["all_against_anchor"] = True
+    out["note"] = ("every comparison is full vs one preset, so each strength is that preset's logit preference "
+                   "share (votes treated as independent): a ranking aid, not evidence beyond the preference verdict")
+    return out
 
 
 def leaderboard(
-    pairs: list[dict], votes: list[dict], *, exclude_reviewers: set[str] | frozenset[str] = frozenset(),
-    margin: float = 0.60, seed: int = 0, n_boot: int = 1000, n_boot_cluster: int = 200, n_boot_bt: int = 100,
-    gold_threshold: float = 0.7, min_gold: int = 3, alpha: float = 0.05, power: float = 0.8,
+    pairs: list[dict], votes: list[dict], *, config: VerdictConfig | None = None,
+    exclude_reviewers: set[str] | frozenset[str] = frozenset(), margin: float | None = None,
+    alpha: float | None = None, power: float | None = None, seed: int = 0, n_boot: int = 1000,
+    n_boot_cluster: int = 200, n_boot_bt: int = 100,
 ) -> dict[str, object]:
-    """Per-preset leaderboard plus Bradley-Terry, side bias, gold screening and rows without failing reviewers.
+    """Per-preset leaderboard with reviewer-level, anytime-valid verdicts (Holm over presets), gold screening
+    (failing units left out of ``rows`` by default; ``rows_including_failing`` keeps them), side bias and
+    Bradley-Terry.
 
-    ``n_boot``: percentile-bootstrap replicates for pair statistics; ``n_boot_cluster``: two-way cluster
-    bootstrap replicates for vote shares; ``n_boot_bt``: Bradley-Terry bootstrap replicates.
+    ``config``: the study's verdict settings (``margin``/``alpha``/``power`` override its fields);
+    ``n_boot``: percentile-bootstrap replicates for pair statistics; ``n_boot_cluster``: the descriptive two-way
+    cluster bootstrap of vote shares; ``n_boot_bt``: Bradley-Terry bootstrap replicates.
     """
+    config = config or VerdictConfig()
+    overrides = {k: val for k, val in (("margin", margin), ("alpha", alpha), ("power", power)) if val is not None}
+    config = replace(config, **overrides) if overrides else config
     v, reviewer_names, preset_names = _vote_arrays(votes)
     names = np.array([str(r) for r in reviewer_names], dtype=object)
     keep = ~np.isin(v["reviewer"], [i for i, r in enumerate(reviewer_names) if r in exclude_reviewers])
-    gold = keep & v["is_gold"] & v["is_pref"]
-    if (v["is_gold"] & ~v["is_pref"]).any():
-        logger.warning("gold trials are preference only; %d non-preference gold votes ignored",
-                       int((v["is_gold"] & ~v["is_pref"]).sum()))
-    gold_table, failing = st.gold_screening(names[v["reviewer"][gold]], v["same_choice"][gold],
-                                            threshold=gold_threshold, min_trials=min_gold)
+    # screening unit per vote: (reviewer, session) or reviewer; the cluster of the verdict statistics is the same
+    if config.screen_by == "session":
+        unit_codes, unit_names = _codes(list(zip(v["reviewer"].tolist(), v["session"].tolist(), strict=True)))
+        session_names = _codes([r.get("session") for r in votes])[1] if votes else []
+        labels = [str(names[r]) if session_names[s_] is None else f"{names[r]}|{session_names[s_]}"
+                  for r, s_ in unit_names]
+    else:
+        unit_codes, labels = v["reviewer"], list(names)
+    v["unit"] = unit_codes
+    gold = keep & v["is_gold"]
+    gold_table, failing_units = screen(np.array(labels, dtype=object)[unit_codes[gold]], v["gold_correct"][gold],
+                                       gold_alpha=config.gold_alpha, chance=config.gold_chance)
+    failing_set = set(failing_units)
+    failing_codes = [i for i, label in enumerate(labels) if label in failing_set]
+    failing = sorted({str(names[v["reviewer"][unit_codes == i][0]]) for i in failing_codes})
     live = keep & ~v["is_gold"]
-    without = live & ~np.isin(v["reviewer"], [i for i, r in enumerate(names) if r in set(failing)])
+    screened = live & ~np.isin(unit_codes, failing_codes)
 
     by_preset: dict[str, list[dict]] = {}
     for r in pairs:
@@ -249,34 +290,60 @@ def leaderboard(
         return (-count if count is not None else 1, p)
 
     presets = sorted(set(by_preset) | voted, key=order)
-    rows, rows_wo = [], []
+    rows, rows_all = [], []
     for p in presets:
         base = {"preset": p, "layer_count": layer_counts.get(p)}
         pair_part = _pair_block(p, by_preset.get(p, []), seed, n_boot)
         pmask = np.isin(v["preset"], [i for i, name in enumerate(preset_names) if str(name) == p])
-        for target, mask in ((rows, live & pmask), (rows_wo, without & pmask)):
-            if target is rows_wo and not failing:  # nothing to drop: same numbers
-                rows_wo.append(rows[-1])
+        for target, mask in ((rows, screened & pmask), (rows_all, live & pmask)):
+            if target is rows_all and not failing:  # nothing was dropped: same numbers
+                rows_all.append(rows[-1])
                 continue
-            vote_part = _vote_block(p, v, mask, seed, n_boot_cluster, margin, alpha, power)
+            vote_part = _vote_block(p, v, mask, seed, n_boot_cluster, config)
             row = {**base, **pair_part, **vote_part}
             row["targets"] = {**pair_part["targets"], **vote_part["targets"]}
             target.append(row)
+    error_control = vd.decide(rows, config)
+    if failing:
+        vd.decide(rows_all, config)
+    for row in {id(r): r for r in rows + rows_all}.values():
+        row["targets"]["identify_under_10pct"] = _identify_target(row, config)
 
     items = ["full", *[p for p in presets if p != "full"]]
-    bt = _bt(v, live, preset_names, items, n_boot_bt, seed)
-    bt_wo = _bt(v, without, preset_names, items, n_boot_bt, seed) if failing else bt
-    pref_lr, abx_lr = (live & v["is_pref"] & (v["left"] | v["right"]),
-                       live & v["is_abx"] & (v["left"] | v["right"]))
+    bt = _bt(v, screened, preset_names, items, n_boot_bt, seed)
+    bt_all = _bt(v, live, preset_names, items, n_boot_bt, seed) if failing else bt
+    side, side_all = _side(v, screened, names), (_side(v, live, names) if failing else None)
+    settings = {**asdict(config), "identification_margin": config.identification_margin,
+                "error_control": error_control, "seed": seed, "n_boot": n_boot, "n_boot_cluster": n_boot_cluster,
+                "n_boot_bt": n_boot_bt, "tie_rule": TIE_RULE, "verdict_method": vd.METHOD,
+                "planned_votes": vd.planned_votes(config.margin, config.alpha, config.power, config.design_votes),
+                "gold_rule": f"pass when P(guessing scores >= k of n gold | chance {config.gold_chance}) <= "
+                             f"{config.gold_alpha}; screened per {config.screen_by}"}
+    result = {"rows": rows, "rows_without_failing": rows, "rows_including_failing": rows_all,
+              "bradley_terry": bt, "bradley_terry_without_failing": bt, "bradley_terry_including_failing": bt_all,
+              "side_bias": side, "side_bias_including_failing": side_all or side,
+              "gold": gold_table, "failing_units": failing_units, "failing_reviewers": failing,
+              "excluded_reviewers": sorted(exclude_reviewers), "settings": settings}
+    return _clean(result)
+
+
+def _side(v: dict[str, np.ndarray], mask: np.ndarray, names: np.ndarray) -> dict[str, object]:
+    """Side bias of the non-gold votes in ``mask`` (preference: left chosen; ABX: A chosen)."""
+    pref_lr, abx_lr = (mask & v["is_pref"] & (v["left"] | v["right"]), mask & v["is_abx"] & (v["left"] | v["right"]))
     side = st.side_bias(v["left"][pref_lr], names[v["reviewer"][pref_lr]])
     side["abx"] = {k: val for k, val in st.side_bias(v["left"][abx_lr]).items() if k != "per_reviewer"}
-    result = {"rows": rows, "rows_without_failing": rows_wo, "bradley_terry": bt,
-              "bradley_terry_without_failing": bt_wo, "side_bias": side,
-              "gold": gold_table, "failing_reviewers": failing, "excluded_reviewers": sorted(exclude_reviewers),
-              "settings": {"margin": margin, "alpha": alpha, "power": power, "seed": seed, "n_boot": n_boot,
-                           "n_boot_cluster": n_boot_cluster, "n_boot_bt": n_boot_bt,
-                           "gold_threshold": gold_threshold, "min_gold": min_gold, "tie_rule": TIE_RULE}}
-    return _clean(result)
+    return side
+
+
+def _identify_target(row: dict, config: VerdictConfig) -> str:
+    """'identified < 10%': met when the images are called indistinguishable at a margin of at most 10 %
+    identification; not met when the reviewer-level lower bound already shows 10 % or more."""
+    eq, lo = row.get("equivalence") or {}, (row.get("identification_ci") or (None, None))[0]
+    if eq.get("verdict") == vd.INDISTINGUISHABLE and config.identification_margin <= IDENTIFY_TARGET + 1e-12:
+        return "met"
+    if lo is not None and not math.isnan(lo) and lo >= IDENTIFY_TARGET:
+        return "not met"
+    return "not enough data"
 
 
 def _clean(x: object) -> object:

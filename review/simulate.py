@@ -220,7 +220,7 @@ def _report(design: Design, config: VerdictConfig, studies: int, truths: np.ndar
     false_ind_cols, false_dist_cols = truths >= config.margin, truths <= 0.5
     out: dict[str, object] = {"design": asdict(design), "config": asdict(config), "studies": studies,
                               "mean_votes": float(n_votes.mean()),
-                              "looks": "every %d votes" % design.peek_every if design.peek_every else "final only"}
+                              "looks": f"every {design.peek_every} votes" if design.peek_every else "final only"}
     out["indistinguishable"] = _rate(ind.any(axis=1) if ind.size else ind)
     out["distinguishable"] = _rate(dist.any(axis=1) if dist.size else dist)
     out["false_indistinguishable"] = (_rate(ind[:, false_ind_cols].any(axis=1)) if false_ind_cols.any()

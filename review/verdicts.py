@@ -124,13 +124,16 @@ def _verdict(row: dict, p_dist: float, p_eq: float, config: VerdictConfig, role:
     note = ""
     if verdict == UNDECIDED and above_chance_votes:
         note = "votes pooled are above chance, reviewers are not yet: more reviewers needed"
+    elif verdict == UNDECIDED and n >= plan:
+        note = "past the planned votes: more votes keep the verdict valid (anytime), or stop here undecided"
     elif verdict == DISTINGUISHABLE and abx["upper_bound"] < config.margin:
         note = f"above chance but below the margin {config.margin}: a small, detectable difference"
     return {"verdict": verdict, "margin": config.margin, "identification_margin": config.identification_margin,
             "upper_bound": abx["upper_bound"], "lower_bound": abx["ci"][0],
             "bound_method": f"anytime-valid one-sided {1 - config.alpha:.0%}, reviewer-level",
             "p_above_chance": p_dist, "p_below_margin": p_eq, "p_greater": vote_p, "role": role,
-            "planned_votes": plan, "votes_needed": 0 if verdict != UNDECIDED else max(plan - n, 0), "note": note}
+            "planned_votes": plan, "votes_needed": 0 if verdict != UNDECIDED else (plan - n if plan > n else None),
+            "note": note}
 
 
 @functools.lru_cache(maxsize=64)

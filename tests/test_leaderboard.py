@@ -11,7 +11,7 @@ from scipy import stats as sps
 from review import stats as st
 from review.leaderboard import MIN_PAIRS, TIE_RULE, leaderboard
 
-HONEST = [f"h{i}" for i in range(8)]
+HONEST = [f"h{i}" for i in range(40)]
 N_COND = 40
 
 
@@ -53,14 +53,14 @@ def _vote(rng: np.random.Generator, i: int, preset: str, reviewer: str, mode: st
 
 
 def _study(seed: int = 0) -> tuple[list[dict], list[dict]]:
-    """balanced: ABX accuracy 0.5, 2000 votes; fast: accuracy 0.8; few: 10 ABX votes. Reviewers: 8 honest,
-    'biased' (always the left image, only 2 gold trials) and 'goldfail' (answers gold trials wrong)."""
+    """balanced: ABX accuracy 0.5, 4000 votes; fast: accuracy 0.8; few: 10 ABX votes. Reviewers: 40 honest,
+    'biased' (always the left image, 2 gold trials answered wrong) and 'goldfail' (answers gold trials wrong)."""
     rng = np.random.default_rng(seed)
     pairs = (_pairs("balanced", 35, ssim=0.97, ratio=0.8, rng=rng) + _pairs("fast", 20, ssim=0.90, ratio=1.1, rng=rng)
              + _pairs("few", 10, ssim=0.97, ratio=0.8, rng=rng)[:3])
     votes: list[dict] = []
     everyone = [*HONEST, "biased", "goldfail"]
-    plan = [("balanced", "abx", 2000, {"acc": 0.5}), ("balanced", "preference", 600, {"p_sel": 0.4}),
+    plan = [("balanced", "abx", 4000, {"acc": 0.5}), ("balanced", "preference", 600, {"p_sel": 0.4}),
             ("fast", "abx", 400, {"acc": 0.8}), ("fast", "preference", 300, {"p_sel": 0.15}),
             ("few", "abx", 10, {"acc": 0.5})]
     for preset, mode, n, kw in plan:
@@ -87,25 +87,32 @@ def test_rows_carry_expected_equivalence_verdicts(study) -> None:
     assert rows["fast"]["equivalence"]["verdict"] == "distinguishable"
     assert rows["fast"]["targets"]["identify_under_10pct"] == "not met"
     few = rows["few"]["equivalence"]
-    assert few["verdict"] == "not enough votes" and few["votes_needed"] == 158 - rows["few"]["n_abx"] > 0
+    planned = out["settings"]["planned_votes"]
+    assert few["verdict"] == "not enough votes" and few["votes_needed"] == planned - rows["few"]["n_abx"] > 0
+    assert rows["balanced"]["equivalence"]["margin"] == 0.55 and "Holm over 3" in out["settings"]["error_control"]
     assert rows["few"]["targets"]["identify_under_10pct"] == "not enough data"
 
 
 def test_vote_statistics_match_scipy_and_exclude_gold(study) -> None:
     _, votes, out = study
     row = next(r for r in out["rows"] if r["preset"] == "balanced")
-    live = [v for v in votes if v["preset"] == "balanced" and not v["is_gold"]]
+    live = [v for v in votes if v["preset"] == "balanced" and not v["is_gold"]
+            and v["reviewer_id"] not in out["failing_reviewers"]]
     pref = [v["outcome"] for v in live if v["mode"] == "preference"]
     sel, tie, full = pref.count("selective"), pref.count("same"), pref.count("full")
     assert (row["pref_selective"], row["pref_same"], row["pref_full"]) == (sel, tie, full)
-    assert row["n_preference"] == 600 and row["n_abx"] == 2000 and row["n_votes"] == len(live)
+    assert row["n_preference"] == len(pref) and row["n_votes"] == len(live)
     assert row["pref_p_value"] == pytest.approx(sps.binomtest(sel, sel + full).pvalue)
-    assert row["pref_same_ci"] == pytest.approx(list(st.wilson_ci(tie, 600)))
+    assert row["pref_same_ci"] == pytest.approx(list(st.wilson_ci(tie, len(pref))))
     assert row["tie_rule"] == TIE_RULE
     k = sum(v["outcome"] == "correct" for v in live if v["mode"] == "abx")
-    assert row["abx_p_greater"] == pytest.approx(sps.binomtest(k, 2000, alternative="greater").pvalue)
-    assert row["identification_ci"][1] == pytest.approx(2 * st.wilson_ci(k, 2000)[1] - 1)
-    assert row["n_reviewers"] == 10 and row["n_conditions"] == N_COND
+    n = sum(v["mode"] == "abx" for v in live)
+    assert row["abx_p_greater"] == pytest.approx(sps.binomtest(k, n, alternative="greater").pvalue)
+    assert row["abx_ci"] == pytest.approx(list(st.wilson_ci(k, n)))  # descriptive, vote-level
+    lo, hi = row["abx_reviewer"]["ci"]  # the verdict's reviewer-level anytime interval is wider
+    assert row["identification_ci"] == pytest.approx([max(0, 2 * lo - 1), 2 * hi - 1])
+    assert lo < row["abx_ci"][0] and hi > row["abx_ci"][1]
+    assert row["n_reviewers"] == 40 and row["n_conditions"] == N_COND  # screened: biased and goldfail left out
     lo, hi = row["abx_cluster_ci"]
     assert lo < row["abx_accuracy"] < hi
 
@@ -128,21 +135,23 @@ def test_pair_statistics_exclude_mismatched_timings_and_count_identity_failures(
 
 def test_gold_screening_lists_failing_reviewer_and_recomputes_rows(study) -> None:
     _, _, out = study
-    assert out["failing_reviewers"] == ["goldfail"]
+    assert out["failing_reviewers"] == ["biased", "goldfail"]
     assert out["gold"]["goldfail"]["accuracy"] == 0.0 and out["gold"]["h0"]["accuracy"] == 1.0
-    assert out["gold"]["biased"]["n_gold"] == 2 and not out["gold"]["biased"]["failing"]  # too few gold trials
-    with_all = {r["preset"]: r for r in out["rows"]}
-    without = {r["preset"]: r for r in out["rows_without_failing"]}
-    assert without["balanced"]["n_reviewers"] == with_all["balanced"]["n_reviewers"] - 1
+    assert out["gold"]["biased"]["n_gold"] == 2 and out["gold"]["biased"]["failing"]  # 0 of 2: no better than chance
+    with_all = {r["preset"]: r for r in out["rows_including_failing"]}
+    without = {r["preset"]: r for r in out["rows"]}  # the default view leaves failing reviewers out
+    assert out["rows_without_failing"] == out["rows"]
+    assert without["balanced"]["n_reviewers"] == with_all["balanced"]["n_reviewers"] - 2
     assert without["balanced"]["n_votes"] < with_all["balanced"]["n_votes"]
     assert without["balanced"]["ssim_mean"] == with_all["balanced"]["ssim_mean"]
 
 
 def test_side_bias_flags_the_always_left_reviewer(study) -> None:
     _, _, out = study
-    assert out["side_bias"]["per_reviewer"]["biased"]["left_share"] == 1.0
-    assert out["side_bias"]["per_reviewer"]["biased"]["p_value"] < 1e-6
-    assert out["side_bias"]["per_reviewer"]["h0"]["p_value"] > 0.001
+    everyone = out["side_bias_including_failing"]["per_reviewer"]
+    assert everyone["biased"]["left_share"] == 1.0 and everyone["biased"]["p_value"] < 1e-5
+    assert everyone["h0"]["p_value"] > 0.001
+    assert "biased" not in out["side_bias"]["per_reviewer"]  # recomputed without the failing reviewers
     rng = np.random.default_rng(9)  # the biased reviewer casts most preference votes: overall bias shows
     pairs, _ = _study()
     votes = [_vote(rng, i, "balanced", "biased" if i % 4 else "h1", "preference") for i in range(400)]
@@ -157,7 +166,8 @@ def test_bradley_terry_anchors_full_and_orders_presets(study) -> None:
     assert items["full"]["strength"] == 0.0
     assert items["fast"]["strength"] < items["balanced"]["strength"]
     assert items["fast"]["ci"][1] < 0  # selective preferred 15 % vs full ~65 %: clearly weaker
-    assert out["bradley_terry_without_failing"]["n_comparisons"] < out["bradley_terry"]["n_comparisons"]
+    assert out["bradley_terry"]["n_comparisons"] < out["bradley_terry_including_failing"]["n_comparisons"]
+    assert out["bradley_terry"]["all_against_anchor"]  # every comparison is full vs one preset: not extra evidence
 
 
 def test_leaderboard_is_reproducible_json_and_respects_exclusions(study) -> None:
@@ -166,10 +176,10 @@ def test_leaderboard_is_reproducible_json_and_respects_exclusions(study) -> None
     other = leaderboard(pairs, votes, seed=1)
     assert other["rows"][0]["abx_cluster_ci"] != out["rows"][0]["abx_cluster_ci"]
     json.dumps(out, allow_nan=False)
-    excl = leaderboard(pairs, votes, exclude_reviewers={"biased"})
-    assert "biased" not in excl["gold"] and "biased" not in excl["side_bias"]["per_reviewer"]
+    excl = leaderboard(pairs, votes, exclude_reviewers={"h3"})
+    assert "h3" not in excl["gold"] and "h3" not in excl["side_bias"]["per_reviewer"]
     assert excl["rows"][0]["n_reviewers"] == out["rows"][0]["n_reviewers"] - 1
-    assert excl["excluded_reviewers"] == ["biased"]
+    assert excl["excluded_reviewers"] == ["h3"]
 
 
 def test_empty_and_vote_less_presets() -> None:
@@ -179,7 +189,8 @@ def test_empty_and_vote_less_presets() -> None:
     out = leaderboard(pairs, [])
     row = out["rows"][0]
     assert row["n_abx"] == 0 and row["abx_accuracy"] is None
-    assert row["equivalence"]["verdict"] == "not enough votes" and row["equivalence"]["votes_needed"] == 158
+    eq = row["equivalence"]
+    assert eq["verdict"] == "not enough votes" and eq["votes_needed"] == eq["planned_votes"] == 1323
     assert row["targets"]["identify_under_10pct"] == "not enough data"
     assert row["targets"]["ssim_above_0.95"] == "met"
 
