@@ -19,11 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from review.allocation import allocation_from_board
+from review.cli_verdict import add_verdict_options, verdict_config
 from review.store import Store
 from review.study import board_view
 from review.trials import StudyConfig
 from review.ui.app import build_demo, launch_options
 from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, Services
+from review.verdict_config import VerdictConfig
+from review.verdict_config import from_env as verdict_env
 
 logger = logging.getLogger("app")
 
@@ -108,17 +112,18 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., 
     return run_job
 
 
-def cached_board(store: Store) -> Callable[[bool], Any]:
+def cached_board(store: Store, config: VerdictConfig | None = None) -> Callable[[bool], Any]:
     """The leaderboard view, computed once per (pairs, votes) count and filter, shared by every open tab."""
     cache: dict[tuple[Any, bool], Any] = {}
     lock = threading.Lock()
+    config = config or verdict_env()  # REVIEW_MARGIN, REVIEW_ALPHA, ... (review.verdict_config)
 
-    def board(without_failing: bool) -> Any:
-        key = (store.study_version(), bool(without_failing))
+    def board(include_failing: bool) -> Any:
+        key = (store.study_version(), bool(include_failing))
         with lock:
             if key not in cache:
                 cache.clear()
-                cache[key] = board_view(store, without_failing=without_failing)
+                cache[key] = board_view(store, include_failing=include_failing, config=config)
             return cache[key]
 
     return board
@@ -194,6 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proxy-hops", type=int, default=int(env("REVIEW_PROXY_HOPS", "1")),
                         help="with --trust-proxy: trusted proxies in front of the app; the client address is this "
                              "many entries from the right of X-Forwarded-For (REVIEW_PROXY_HOPS)")
+    parser.add_argument("--adaptive", action="store_true", default=env("REVIEW_ADAPTIVE") == "1",
+                        help="serve only presets without a verdict yet (REVIEW_ADAPTIVE=1; review.allocation)")
+    add_verdict_options(parser)  # --margin, --alpha, --primary-preset, ... (defaults: REVIEW_MARGIN, ...)
     return parser.parse_args(argv)
 
 
@@ -215,9 +223,10 @@ def main(argv: list[str] | None = None) -> None:
     config = AppConfig(study=study, admin_password=os.environ.get("REVIEW_ADMIN_PASSWORD") or None,
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
                        trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
+    board = cached_board(store, verdict_config(args))
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
-                        board=cached_board(store),
-                        board_version=store.study_version)
+                        board=board, board_version=store.study_version,
+                        allocation=allocation_from_board(board) if args.adaptive else None)
     if not config.admin_password:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
     if not store.list_pairs() and not args.no_demo:

@@ -42,7 +42,8 @@ def main_export(argv: Sequence[str]) -> int:
         return 2
     with store:
         try:
-            paths = export_all(store, args.out, args.format, **leaderboard_kw(args))
+            paths = export_all(store, args.out, args.format, include_failing=args.include_failing,
+                               **leaderboard_kw(args))
         except (ExportError, OSError) as exc:
             return error(f"cannot export to {args.out}: {exc}")
     for path in paths:

@@ -3,7 +3,8 @@
 Examples::
 
     python -m review leaderboard --db var/study.db
-    python -m review leaderboard --db var/study.db --without-failing --margin 0.55
+    python -m review leaderboard --db var/study.db --margin 0.55 --primary-preset balanced
+    python -m review leaderboard --db var/study.db --include-failing   # with reviewers failing the gold
     python -m review leaderboard --db var/study.db --json > leaderboard.json
 
 Reads only: a missing database is an error (exit 2), never created. Exit codes: 0 done, 2 bad input.
@@ -19,18 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from review.cli_common import open_existing_study, setup_logging
+from review.cli_verdict import add_verdict_options, verdict_config
 
 logger = logging.getLogger(__name__)
-
-
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.5 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"the margin is an ABX accuracy in (0.5, 1), not {value}")
-    return value
 
 
 def _positive(text: str) -> int:
@@ -47,15 +39,17 @@ def add_leaderboard_options(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``python -m review export``."""
     add = parser.add_argument
     add("--db", required=True, help="the study's SQLite database (must exist)")
-    add("--margin", type=_margin, default=0.60,
-        help="equivalence margin: ABX accuracy upper bound below this -> indistinguishable (default 0.60)")
     add("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     add("--n-boot", type=_positive, default=1000, help="bootstrap replicates for pair statistics (default 1000)")
+    add("--include-failing", action="store_true",
+        help="include the reviewers (sessions) failing the gold screening (default: left out everywhere)")
     add("-v", "--verbose", action="store_true", help="log progress")
+    add_verdict_options(parser)
 
 
 def leaderboard_kw(args: argparse.Namespace) -> dict[str, Any]:
-    return {"margin": args.margin, "seed": args.seed, "n_boot": args.n_boot}
+    """``review.leaderboard.leaderboard`` options from the parsed flags (``config``: ``VerdictConfig``)."""
+    return {"config": verdict_config(args), "seed": args.seed, "n_boot": args.n_boot}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_leaderboard_options(parser)
     parser.add_argument("--json", action="store_true", help="print the whole result as JSON instead of the table")
     parser.add_argument("--without-failing", action="store_true",
-                        help="table and verdicts without the reviewers failing the gold screening")
+                        help="accepted for old scripts: leaving failing reviewers out is now the default")
     return parser
 
 
@@ -82,9 +76,9 @@ def main_leaderboard(argv: Sequence[str]) -> int:
     if args.json:
         print(json.dumps(result, indent=1, default=str))
     else:
-        print(text_table(result, args.without_failing))
+        print(text_table(result, args.include_failing))
         print()
-        print(verdicts_markdown(result, args.without_failing))
+        print(verdicts_markdown(result, args.include_failing))
     return 0
 
 

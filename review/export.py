@@ -112,13 +112,13 @@ def _columns(rows: Sequence[Row]) -> list[str]:
 
 
 def _write(store: Store, kind: str, fmt: str, folder: Path, *, full: bool,
-           result: Row | None, leaderboard_kw: dict[str, Any]) -> Path:
+           result: Row | None, leaderboard_kw: dict[str, Any], include_failing: bool = False) -> Path:
     path = folder / f"{kind}.{fmt}"
     if kind == "leaderboard":
         result = result if result is not None else compute_leaderboard(store, **leaderboard_kw)
         if fmt == "json":
             return write_json(path, {"provenance": provenance(store, kind), **result})
-        headers, rows = table(result)
+        headers, rows = table(result, include_failing)  # default: failing reviewers left out (JSON has both)
         return write_csv(path, headers, rows)
     rows = table_rows(store, kind, full=full)
     if fmt == "json":
@@ -128,20 +128,22 @@ def _write(store: Store, kind: str, fmt: str, folder: Path, *, full: bool,
 
 
 def export_file(store: Store, kind: str, fmt: str, folder: str | Path, *, full: bool = True,
-                **leaderboard_kw: Any) -> Path:
+                include_failing: bool = False, **leaderboard_kw: Any) -> Path:
     """Write ``<kind>.<fmt>`` into ``folder`` (created when missing); returns its path.
 
     ``kind`` in {votes, pairs, trials, leaderboard}, ``fmt`` in {csv, json}; anything else raises ExportError
-    before touching the disk. ``leaderboard_kw`` go to ``review.leaderboard.leaderboard`` (margin, seed, ...)."""
+    before touching the disk. ``leaderboard_kw`` go to ``review.leaderboard.leaderboard`` (config, seed, ...);
+    ``include_failing``: the leaderboard CSV table with the reviewers failing the gold screening."""
     kind, fmt = _check(kind, KINDS, "kind"), _check(fmt, FORMATS, "format")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = _write(store, kind, fmt, folder, full=full, result=None, leaderboard_kw=leaderboard_kw)
+    path = _write(store, kind, fmt, folder, full=full, result=None, leaderboard_kw=leaderboard_kw,
+                  include_failing=include_failing)
     logger.info("exported %s", path)
     return path
 
 
-def export_all(store: Store, out_dir: str | Path, fmt: str, *, full: bool = True,
+def export_all(store: Store, out_dir: str | Path, fmt: str, *, full: bool = True, include_failing: bool = False,
                **leaderboard_kw: Any) -> list[Path]:
     """votes, pairs, trials in ``fmt`` plus leaderboard.json (and leaderboard.csv when ``fmt`` is csv) in
     ``out_dir`` (created when missing; must not be an existing non-directory). Returns the paths written."""
@@ -154,6 +156,7 @@ def export_all(store: Store, out_dir: str | Path, fmt: str, *, full: bool = True
     result = compute_leaderboard(store, **leaderboard_kw)
     written.append(_write(store, "leaderboard", "json", out, full=full, result=result, leaderboard_kw={}))
     if fmt == "csv":
-        written.append(_write(store, "leaderboard", "csv", out, full=full, result=result, leaderboard_kw={}))
+        written.append(_write(store, "leaderboard", "csv", out, full=full, result=result, leaderboard_kw={},
+                              include_failing=include_failing))
     logger.info("exported %d files to %s", len(written), out)
     return written

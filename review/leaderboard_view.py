@@ -36,8 +36,9 @@ METRICS: dict[str, tuple[str, float, str]] = {  # plot metric -> (row key prefix
 }
 
 
-def _rows(result: Row, without_failing: bool) -> list[Row]:
-    return list(result.get("rows_without_failing" if without_failing else "rows") or [])
+def _rows(result: Row, include_failing: bool) -> list[Row]:
+    """The screened rows (default) or, on request, the rows including reviewers who fail the gold screening."""
+    return list(result.get("rows_including_failing" if include_failing else "rows") or [])
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -95,30 +96,34 @@ def _abx_cell(r: Row) -> str:
 def _ident_cell(r: Row) -> str:
     if r.get("identification_rate") is None:
         return DASH
-    return f"{_pct(r['identification_rate'])} {_ci(r.get('identification_ci'), pct=True)}"
+    dprime = f" · d' {_num(r.get('abx_dprime'), 2)} {_ci(r.get('abx_dprime_ci'), 2)}" if r.get("abx_dprime") is not None else ""
+    return f"{_pct(r['identification_rate'])} {_ci(r.get('identification_ci'), pct=True)}{dprime}"
 
 
 def equivalence_text(eq: Row | None) -> str:
-    """'indistinguishable (upper 0.55 < 0.60)', 'distinguishable (p=0.01)' or 'not enough votes (+N needed)'."""
+    """The verdict with its margin, always: 'indistinguishable (upper 0.53 < margin 0.55)', 'distinguishable
+    (lower 0.58 > 0.5, margin 0.55)' or 'not enough votes (upper 0.57, margin 0.55; plan 1323 votes, +N)'."""
     if not eq:
         return DASH
-    verdict = eq.get("verdict", DASH)
+    verdict, margin = eq.get("verdict", DASH), _num(eq.get("margin"), 2)
+    note = f"; {eq['note']}" if eq.get("note") else ""
     if verdict == "indistinguishable":
-        return f"{verdict} (upper {_num(eq.get('upper_bound'), 2)} < {_num(eq.get('margin'), 2)})"
+        return f"{verdict} (upper {_num(eq.get('upper_bound'), 3)} < margin {margin}{note})"
     if verdict == "distinguishable":
-        return f"{verdict} (p={_p(eq.get('p_greater'))})"
+        return f"{verdict} (lower {_num(eq.get('lower_bound'), 3)} > 0.5, margin {margin}{note})"
     need = eq.get("votes_needed")
-    return f"{verdict} (+{need} ABX votes needed)" if need else str(verdict)
+    plan = f"; plan {eq.get('planned_votes')} ABX votes" + (f", +{need}" if need else "")
+    return f"{verdict} (upper {_num(eq.get('upper_bound'), 3)}, margin {margin}{plan}{note})"
 
 
 def targets_text(targets: Row | None) -> str:
     return "; ".join(f"{TARGET_LABELS.get(k, k)}: {v}" for k, v in (targets or {}).items()) or DASH
 
 
-def table(result: Row, without_failing: bool = False) -> tuple[list[str], list[list[Any]]]:
+def table(result: Row, include_failing: bool = False) -> tuple[list[str], list[list[Any]]]:
     """(headers, one row per preset); counts stay ints, everything else is display text."""
     rows = []
-    for r in _rows(result, without_failing):
+    for r in _rows(result, include_failing):
         rows.append([
             r["preset"], r.get("layer_count"), r.get("n_pairs", 0), _step_cell(r),
             _mean_cell(r, "ssim", SSIM_TARGET), _mean_cell(r, "id_cos_sel_full", IDENTITY_TARGET),
@@ -129,9 +134,9 @@ def table(result: Row, without_failing: bool = False) -> tuple[list[str], list[l
     return list(HEADERS), rows
 
 
-def text_table(result: Row, without_failing: bool = False) -> str:
+def text_table(result: Row, include_failing: bool = False) -> str:
     """The table for a terminal, transposed (one column per preset, one line per statistic)."""
-    headers, rows = table(result, without_failing)
+    headers, rows = table(result, include_failing)
     if not rows:
         return "No pairs or votes in the database yet."
     cells = [[h, *("" if row[i] is None else str(row[i]) for row in rows)] for i, h in enumerate(headers)
@@ -139,7 +144,7 @@ def text_table(result: Row, without_failing: bool = False) -> str:
     at = headers.index("Targets")
     for key, label in TARGET_LABELS.items():  # one line per target instead of one long cell
         cells.insert(at, [f"Target: {label}",
-                          *(str((r.get("targets") or {}).get(key, DASH)) for r in _rows(result, without_failing))])
+                          *(str((r.get("targets") or {}).get(key, DASH)) for r in _rows(result, include_failing))])
         at += 1
     widths = [max(len(line[c]) for line in cells) for c in range(len(cells[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() for line in cells]
@@ -153,7 +158,7 @@ def _err(value: float, ci: Sequence[float | None] | None) -> list[list[float]] |
     return [[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]]
 
 
-def speed_quality_plot(result: Row, metric: str = "ssim", without_failing: bool = False) -> Figure:
+def speed_quality_plot(result: Row, metric: str = "ssim", include_failing: bool = False) -> Figure:
     """Step-time ratio vs full (x) against SSIM or identity cosine (y), one labelled point per preset with both
     values; presets lacking either are named in the title as 'no data'. Rendered with Agg (no pyplot state)."""
     if metric not in METRICS:
@@ -163,7 +168,7 @@ def speed_quality_plot(result: Row, metric: str = "ssim", without_failing: bool 
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     missing: list[str] = []
-    for r in _rows(result, without_failing):
+    for r in _rows(result, include_failing):
         x, y = r.get("step_ratio"), r.get(f"{key}_mean")
         if x is None or y is None:
             missing.append(str(r["preset"]))
@@ -218,34 +223,47 @@ def _side_lines(side: Row) -> list[str]:
     return lines
 
 
-def verdicts_markdown(result: Row, without_failing: bool = False) -> str:
-    """Verdict per preset, side bias, failing reviewers, Bradley-Terry scores and the rules used."""
+def verdicts_markdown(result: Row, include_failing: bool = False) -> str:
+    """Verdict per preset (with margin and error control), side bias, gold screening, Bradley-Terry and the rules."""
     settings = result.get("settings") or {}
-    rows = _rows(result, without_failing)
-    out = ["### Verdicts" + (" (without failing reviewers)" if without_failing else "")]
+    rows = _rows(result, include_failing)
+    out = ["### Verdicts" + (" (including reviewers who fail the gold screening)" if include_failing else
+                             " (reviewers who fail the gold screening left out)")]
+    margin, alpha = settings.get("margin"), settings.get("alpha")
+    ident = settings.get("identification_margin")
+    out.append(f"Margin: ABX accuracy {margin} (= {_pct(ident)} of people identifying the image); "
+               f"error control: {settings.get('error_control', DASH)}.")
     for r in rows:
+        pref = (r.get("preference_reviewer") or {}).get("verdict")
         out.append(f"- **{r['preset']}** ({r.get('layer_count')} layers): ABX {equivalence_text(r.get('equivalence'))}"
-                   f"; {targets_text(r.get('targets'))}")
+                   + (f"; preference: {pref}" if pref and r.get("n_preference") else "")
+                   + f"; {targets_text(r.get('targets'))}")
     if not rows:
         out.append("- no pairs or votes yet")
-    out += ["", "### Side bias", *_side_lines(result.get("side_bias") or {})]
+    side_key = "side_bias_including_failing" if include_failing else "side_bias"
+    out += ["", "### Side bias", *_side_lines(result.get(side_key) or result.get("side_bias") or {})]
     failing = [short_id(r) for r in result.get("failing_reviewers") or []]
     excluded = [short_id(r) for r in result.get("excluded_reviewers") or []]
     out += ["", "### Reviewers",
-            f"- gold screening: {len(result.get('gold') or {})} reviewers with gold trials; failing "
-            f"(accuracy < {settings.get('gold_threshold')} on >= {settings.get('min_gold')} gold trials): "
-            f"{', '.join(failing) or 'none'}"]
+            f"- gold screening ({settings.get('gold_rule', DASH)}): {len(result.get('gold') or {})} units with "
+            f"gold trials; failing: {', '.join(failing) or 'none'}"
+            + ("" if include_failing else " (left out of every figure above; tick the box to include them)")]
     if excluded:
         out.append(f"- excluded by request: {', '.join(excluded)}")
-    bt_key = "bradley_terry_without_failing" if without_failing else "bradley_terry"
-    out += ["", "### Bradley-Terry (preference votes)", *_bt_lines(result.get(bt_key) or {})]
-    margin, alpha = settings.get("margin"), settings.get("alpha")
+    bt_key = "bradley_terry_including_failing" if include_failing else "bradley_terry"
+    bt = result.get(bt_key) or {}
+    out += ["", "### Bradley-Terry (preference votes; not used for verdicts)", *_bt_lines(bt)]
+    if bt.get("note"):
+        out.append(f"\n_{bt['note']}._")
     level = f"{1 - alpha:.0%}" if alpha is not None else "95%"
     out += ["", "### Rules",
             f"- Tie rule: {settings.get('tie_rule', DASH)}.",
-            f"- Equivalence: 'indistinguishable' when the one-sided {level} Clopper-Pearson upper bound of ABX "
-            f"accuracy is below the margin {margin}; 'distinguishable' when the one-sided binomial test rejects "
-            f"0.5 at alpha {alpha}. Votes are treated as independent: check the reviewer x condition cluster CI "
-            f"before claiming equivalence from few reviewers.",
-            "- Gold trials (one image shown twice) only screen reviewers; they never enter preset statistics."]
+            f"- ABX verdicts ({settings.get('verdict_method', DASH)}): 'distinguishable' when the {level} lower "
+            f"bound is above chance 0.5; 'indistinguishable' when the {level} upper bound is below the margin "
+            f"{margin} and no test against chance (reviewer- or vote-level) rejects. The bounds are valid at every "
+            "look, so watching this page does not raise the error rates; Wilson intervals and p-values are "
+            "descriptive (votes as if independent).",
+            f"- Planned ABX votes per preset: {settings.get('planned_votes', DASH)} (fixed design: accuracy 0.5 "
+            f"against the margin, power {settings.get('power')}).",
+            "- Gold and catch trials only screen reviewers; they never enter preset statistics."]
     return "\n".join(out)

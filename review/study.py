@@ -35,8 +35,8 @@ PAIR_KEYS: tuple[str, ...] = (
 )
 # keys of a vote row as review.leaderboard documents them (all present in Store.vote_rows())
 VOTE_KEYS: tuple[str, ...] = (
-    "trial_id", "pair_id", "preset", "condition_id", "reviewer_id", "mode", "is_gold", "left_arm",
-    "choice", "outcome",
+    "trial_id", "pair_id", "preset", "condition_id", "reviewer_id", "session", "mode", "is_gold", "left_arm",
+    "x_arm", "choice", "outcome", "correct",
 )
 
 
@@ -105,8 +105,8 @@ def leaderboard_inputs(store: Store) -> tuple[list[Row], list[Row]]:
 
 
 def compute_leaderboard(store: Store, **kw: Any) -> dict[str, Any]:
-    """``review.leaderboard.leaderboard`` over the whole store; ``kw`` are its options (margin, seed, n_boot,
-    n_boot_cluster, n_boot_bt, exclude_reviewers, gold_threshold, min_gold, alpha, power)."""
+    """``review.leaderboard.leaderboard`` over the whole store; ``kw`` are its options (config, margin, alpha,
+    power, seed, n_boot, n_boot_cluster, n_boot_bt, exclude_reviewers)."""
     pairs, votes = leaderboard_inputs(store)
     return leaderboard(pairs, votes, **kw)  # type: ignore[return-value]
 
@@ -121,16 +121,16 @@ class BoardView(NamedTuple):
     result: dict[str, Any]  # the raw leaderboard (JSON-ready)
 
 
-def board_view(store: Store, *, without_failing: bool = False, **kw: Any) -> BoardView:
+def board_view(store: Store, *, include_failing: bool = False, **kw: Any) -> BoardView:
     """The leaderboard tab's content: ``compute_leaderboard(store, **kw)`` rendered by ``review.leaderboard_view``
-    (``without_failing``: the rows and scores without the reviewers failing the gold screening)."""
+    (by default without the reviewers failing the gold screening; ``include_failing``: with them)."""
     from review.leaderboard_view import speed_quality_plot, table, verdicts_markdown
 
     result = compute_leaderboard(store, **kw)
-    headers, rows = table(result, without_failing)
-    return BoardView({"headers": headers, "data": rows}, speed_quality_plot(result, "ssim", without_failing),
-                     speed_quality_plot(result, "identity", without_failing),
-                     verdicts_markdown(result, without_failing), result)
+    headers, rows = table(result, include_failing)
+    return BoardView({"headers": headers, "data": rows}, speed_quality_plot(result, "ssim", include_failing),
+                     speed_quality_plot(result, "identity", include_failing),
+                     verdicts_markdown(result, include_failing), result)
 
 
 def board(store: Store, **kw: Any) -> tuple[dict[str, list], Figure]:

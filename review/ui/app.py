@@ -35,7 +35,7 @@ QUEUE_ANALYTICS = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000000", "GRADIO_ANALYT
 
 def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
     """The whole app. ``desk`` (the review tab's server side) is made from ``services`` unless given."""
-    desk = desk or ReviewDesk(services)
+    desk = desk or ReviewDesk(services, allocation=services.allocation)
     make_session_setup_lazy()  # a page load no longer builds every block's config (~6 ms of CPU here)
     # Gradio's cached copies of served files are deleted after 30 min (checked every 5 min)
     with gr.Blocks(title=TITLE, delete_cache=(300, 1800), analytics_enabled=False) as demo:

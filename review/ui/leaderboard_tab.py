@@ -1,6 +1,6 @@
 """The Leaderboard tab: per-preset table, speed-versus-quality plots and verdicts.
 
-``board(without_failing)`` returns a :class:`review.study.BoardView`. Nothing is computed or sent until the tab is
+``board(include_failing)`` returns a :class:`review.study.BoardView`. Nothing is computed or sent until the tab is
 opened, so a reviewer's page never carries preset names or results unless asked for. While the tab is open a
 timer re-checks every few seconds and recomputes only when the number of votes or pairs changed.
 """
@@ -23,7 +23,8 @@ def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable
     with gr.Tab("Leaderboard", id="leaderboard") as tab:
         note = gr.Markdown("Open this tab or press Refresh to compute the leaderboard." if board else
                            "The leaderboard is not available yet.")
-        without = gr.Checkbox(label="Leave out reviewers who fail the gold trials", value=False)
+        # reviewers failing the gold screening are left out by default; the unscreened view is one click away
+        without = gr.Checkbox(label="Include reviewers who fail the gold screening", value=False)
         table = gr.Dataframe(value=None, interactive=False, wrap=False)
         with gr.Row():
             ssim_plot = gr.Plot(label="step-time ratio vs SSIM")
@@ -35,21 +36,21 @@ def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable
 
     outputs = [table, ssim_plot, identity_plot, verdicts, note, seen]
 
-    def load(without_failing: bool, last: Any = None, only_if_changed: bool = False) -> list[Any]:
+    def load(include_failing: bool, last: Any = None, only_if_changed: bool = False) -> list[Any]:
         if board is None:
             return [gr.skip()] * 4 + ["The leaderboard is not available yet.", last]
         current = version() if version else None
         if only_if_changed and current is not None and current == last:
             return [gr.skip()] * 6
         try:
-            view = board(bool(without_failing))
+            view = board(bool(include_failing))
         except Exception as exc:
             logger.exception("leaderboard failed")
             return [gr.skip()] * 4 + [f"The leaderboard could not be computed: {exc}", last]
         return [view.table, view.ssim_plot, view.identity_plot, view.markdown, "", current]
 
-    def opened(without_failing: bool, last: Any) -> list[Any]:
-        return [*load(without_failing, last), gr.Timer(active=True)]
+    def opened(include_failing: bool, last: Any) -> list[Any]:
+        return [*load(include_failing, last), gr.Timer(active=True)]
 
     private: dict[str, Any] = dict(api_visibility="private", show_progress="minimal")
     tab.select(opened, [without, seen], [*outputs, timer], **private)

@@ -17,7 +17,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from review.store import DuplicateVote, StoreIntegrityError
@@ -83,7 +83,10 @@ class Seat:
 
 class ReviewDesk:
     def __init__(self, services: Services, *, rng: random.Random | None = None,
-                 clock: Callable[[], float] = time.monotonic, seat_ttl_s: float = 4 * 3600) -> None:
+                 clock: Callable[[], float] = time.monotonic, seat_ttl_s: float = 4 * 3600,
+                 allocation: Callable[[str], Mapping[str, float]] | None = None) -> None:
+        # allocation(mode) -> preset weights for pick_pair (0: verdict reached, not served); review.allocation
+        self.allocation = allocation
         self.services, self.store, self.dirs = services, services.store, services.dirs
         self.config = services.config.study
         self.rng = rng or random.SystemRandom()
@@ -190,7 +193,8 @@ class ReviewDesk:
             pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
             plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
         else:
-            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng)
+            weights = self.allocation(mode) if self.allocation else None
+            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng, preset_weights=weights)
             if pair is None:
                 return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
                                  message="You have reviewed every pair: thank you!")

@@ -11,7 +11,7 @@ import hmac
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,8 @@ class GenerateJob:
 # run_job(job, progress(fraction, text)) -> one summary row per pair made
 JobRunner = Callable[[GenerateJob, Callable[[float, str], None]], list[dict[str, Any]]]
 # () -> (table rows or DataFrame, plot or None)
-BoardFn = Callable[[bool], Any]  # without_failing -> review.study.BoardView
+BoardFn = Callable[[bool], Any]  # include_failing -> review.study.BoardView
+AllocationFn = Callable[[str], Mapping[str, float]]  # mode -> preset weights (0: not served); review.allocation
 
 
 class StatusBoard:
@@ -117,6 +118,7 @@ class Services:
     admin_limiter: RateLimiter | None = None
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
     served: ServedImages | None = None  # the review images' URLs (review/ui/image_route.py)
+    allocation: AllocationFn | None = None  # adaptive allocation for the review desk; None: every preset
 
     def __post_init__(self) -> None:
         s = self.config.study
