@@ -7,10 +7,10 @@ Conventions
 - Preference test: exact two-sided binomial test against 0.5 on the non-tie votes (ties are excluded from
   the test and reported separately).
 - ABX test: exact one-sided binomial test, ``alternative="greater"`` against chance 0.5.
-- Equivalence ("indistinguishable"): the one-sided 95 % **Clopper-Pearson** upper bound on ABX accuracy
-  (``beta.ppf(0.95, k + 1, n - k)``, equal to the upper end of the 90 % two-sided exact interval) must be
-  below the margin (default 0.60). Clopper-Pearson is exact and conservative, and matches the exact binomial
-  power calculation used for ``equivalence_n``.
+- Everything here treats votes as independent: these are **descriptive** figures. The verdicts come from
+  reviewer-level, anytime-valid statistics (``review.sequential``, ``review.verdicts``); gold screening is
+  ``review.screening``.
+- ``equivalence_n``: the fixed-n exact plan for a one-sided Clopper-Pearson bound below a margin (reference only).
 - Identification rate (share of people who can tell the images apart, corrected for guessing in ABX):
   ``max(0, 2 * accuracy - 1)``; its interval is the accuracy's Wilson 95 % interval mapped the same way.
 - Power: exact binomial, smallest ``n`` whose power reaches the target (the exact power curve is saw-toothed,
@@ -149,41 +149,6 @@ def equivalence_n(
     return None
 
 
-def votes_needed(k: int, n: int, margin: float = 0.60, alpha: float = 0.05, power: float = 0.8) -> int | None:
-    """Further ABX votes a power calculation asks for when neither verdict is reached yet.
-
-    Design assumption: true accuracy 0.5, target ``equivalence_n(0.5, margin)`` votes in all. When ``n`` is
-    already past that plan, re-plan at the observed accuracy: the smaller of the equivalence n (if the observed
-    accuracy is below the margin) and the one-sided test's n (if above 0.5). Always at least 1.
-    """
-    planned = equivalence_n(0.5, margin, alpha, power)
-    if planned is not None and planned > n:
-        return planned - n
-    p_hat = k / n if n > 0 else 0.5
-    best = equivalence_n(max(p_hat, 0.5), margin, alpha, power) if p_hat < margin else None
-    if p_hat > 0.5:  # search only below the equivalence answer: near 0.5 this n is huge
-        dist = binomial_power_n(p_hat, 0.5, alpha, power, max_n=best or _MAX_N)
-        best = dist if best is None or (dist is not None and dist < best) else best
-    return max(best - n, 1) if best is not None else None
-
-
-def equivalence_verdict(
-    k: int, n: int, margin: float = 0.60, alpha: float = 0.05, power: float = 0.8
-) -> dict[str, object]:
-    """ABX verdict: 'indistinguishable' (CP one-sided upper bound < margin), 'distinguishable' (one-sided
-    binomial test rejects 0.5 at alpha) or 'not enough votes' (with ``votes_needed``)."""
-    upper = clopper_pearson_upper(k, n, alpha)
-    p = binom_p_greater(k, n)
-    if n > 0 and upper < margin:
-        verdict, need = "indistinguishable", 0
-    elif n > 0 and p < alpha:
-        verdict, need = "distinguishable", 0
-    else:
-        verdict, need = "not enough votes", votes_needed(k, n, margin, alpha, power)
-    return {"verdict": verdict, "upper_bound": upper, "bound_method": f"clopper-pearson one-sided {1 - alpha:.0%}",
-            "margin": margin, "p_greater": p, "votes_needed": need}
-
-
 # ---------------------------------------------------------------- bootstraps
 
 Statistic = Callable[[np.ndarray], np.ndarray]  # (B, n) -> (B,)
@@ -259,7 +224,7 @@ def cluster_bootstrap_ci(
     return (float(lo), float(hi))
 
 
-# ---------------------------------------------------------------- reviewer screening
+# ---------------------------------------------------------------- side bias
 
 
 def side_bias(chose_left: np.ndarray, reviewers: np.ndarray | None = None) -> dict[str, object]:
@@ -276,20 +241,3 @@ def side_bias(chose_left: np.ndarray, reviewers: np.ndarray | None = None) -> di
         out["per_reviewer"] = {str(r): {"n": int(m), "left": int(j), "left_share": j / m, "p_value": float(q)}
                                for r, j, m, q in zip(ids, ks, ns, ps, strict=True)}
     return out
-
-
-def gold_screening(
-    reviewers: np.ndarray, correct: np.ndarray, *, threshold: float = 0.7, min_trials: int = 3
-) -> tuple[dict[str, dict[str, object]], list[str]]:
-    """Per-reviewer gold-trial accuracy; a reviewer with >= ``min_trials`` gold trials and accuracy below
-    ``threshold`` is failing. Returns (per-reviewer table, sorted failing ids)."""
-    ids, inv = np.unique(np.asarray(reviewers), return_inverse=True)
-    ks = np.bincount(inv, weights=np.asarray(correct, dtype=float), minlength=ids.size)
-    ns = np.bincount(inv, minlength=ids.size)
-    table: dict[str, dict[str, object]] = {}
-    for r, k, n in zip(ids, ks, ns, strict=True):
-        acc = k / n
-        failing = bool(n >= min_trials and acc < threshold)
-        table[str(r)] = {"n_gold": int(n), "correct": int(k), "accuracy": float(acc),
-                         "ci": wilson_ci(int(k), int(n)), "failing": failing}
-    return table, sorted(r for r, row in table.items() if row["failing"])

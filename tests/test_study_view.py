@@ -150,9 +150,10 @@ def test_leaderboard_inputs_map_store_rows_to_the_documented_keys(study):
         "full_device": "cpu", "sel_device": "cpu"}
     assert pairs[5]["sel_run_id"] == "r2" and pairs[3]["identity_failure"] == "no face in the selective image"
     assert votes[1] == {"trial_id": f"{2:032x}", "pair_id": ids["balanced", 1], "preset": "balanced",
-                        "condition_id": 2, "reviewer_id": R1, "mode": "preference", "is_gold": False,
-                        "left_arm": "selective", "choice": "left", "outcome": "selective"}
-    assert votes[-1]["is_gold"] is True and votes[-1]["outcome"] == "same"
+                        "condition_id": 2, "reviewer_id": R1, "session": "s-a1", "mode": "preference",
+                        "is_gold": False, "left_arm": "selective", "x_arm": None, "choice": "left",
+                        "outcome": "selective", "correct": None}
+    assert votes[-1]["is_gold"] is True and votes[-1]["outcome"] == "same" and votes[-1]["correct"] in (1, None)
     assert [v["outcome"] for v in votes[9:13]] == ["correct", "wrong", "wrong", "correct"]
 
 
@@ -165,7 +166,7 @@ def test_leaderboard_inputs_name_missing_store_columns():
 
 
 def test_table_has_a_row_per_preset_with_the_expected_counts(result):
-    headers, rows = table(result)
+    headers, rows = table(result, include_failing=True)  # everyone: the counts below include R3
     assert headers == list(HEADERS)
     col = {h: i for i, h in enumerate(headers)}
     by_preset = {r[0]: r for r in rows}
@@ -183,13 +184,14 @@ def test_table_has_a_row_per_preset_with_the_expected_counts(result):
     assert fast[col["Step time vs full [95% CI]"]].startswith("0.50×")
     assert bal[col["SSIM mean [95% CI] · share > 0.95"]].startswith("0.970 [") and "100% > 0.95" in bal[4]
     assert "0% > 0.95" in fast[col["SSIM mean [95% CI] · share > 0.95"]]
-    assert "not enough votes (+" in bal[col["Equivalence (ABX)"]]
+    assert "not enough votes (upper" in bal[col["Equivalence (ABX)"]] and "margin 0.55" in bal[col["Equivalence (ABX)"]]
     assert "SSIM > 0.95: not enough data" in bal[col["Targets"]]  # 3 pairs < MIN_PAIRS
 
 
-def test_table_without_failing_reviewers_drops_the_gold_failures(result):
-    assert result["failing_reviewers"] == [R3]
-    _, rows = table(result, without_failing=True)
+def test_table_leaves_out_failing_reviewers_by_default(result):
+    assert result["failing_reviewers"] == [R3] and result["failing_units"] == [f"{R3}|s-c3"]
+    assert result["gold"][f"{R1}|s-a1"]["failing"] is False  # 3 of 3 right: beats chance
+    _, rows = table(result)
     col = {h: i for i, h in enumerate(HEADERS)}
     counts = {r[0]: [r[col[k]] for k in ("Votes", "Reviewers", "Conditions")] for r in rows}
     assert counts == {"balanced": [8, 2, 3], "fast": [5, 2, 3]}
@@ -223,12 +225,15 @@ def test_verdicts_markdown_states_verdicts_bias_reviewers_scores_and_rules(resul
     text = verdicts_markdown(result)
     assert "- **balanced** (20 layers): ABX not enough votes" in text
     assert "- **fast** (8 layers): ABX not enough votes" in text
-    assert f"failing (accuracy < 0.7 on >= 3 gold trials): {short_id(R3)}" in text
+    assert f"failing: {short_id(R3)} (left out of every figure above" in text
+    assert "Margin: ABX accuracy 0.55 (= 10% of people identifying the image)" in text
+    assert "Holm over 2 presets" in text
     assert R3 not in text  # reviewer ids are claim tokens: only their first 8 characters are shown
     assert "Preference (left image chosen):" in text and "ABX (A chosen):" in text
     assert "| full | +0.00 [0.00, 0.00] |" in text
     assert "Tie rule: ties ('same') are excluded from the binomial test" in text
-    assert "below the margin 0.6" in text and "Clopper-Pearson" in text
+    assert "below the margin 0.55" in text and "anytime-valid" in text
+    assert "not evidence beyond the preference verdict" in text  # Bradley-Terry is not extra evidence here
 
 
 def test_text_table_is_transposed_with_one_column_per_preset(result):
@@ -243,11 +248,12 @@ def test_text_table_is_transposed_with_one_column_per_preset(result):
 def test_board_view_renders_table_plots_and_verdicts_from_one_computation(study):
     from review.study import board, board_view
 
-    view = board_view(study[0], without_failing=True, **FAST_BOOT)
+    view = board_view(study[0], include_failing=True, **FAST_BOOT)
     assert view.table["headers"] == list(HEADERS) and [r[0] for r in view.table["data"]] == ["balanced", "fast"]
-    assert view.table["data"] == table(view.result, without_failing=True)[1]
+    assert view.table["data"] == table(view.result, include_failing=True)[1]
     assert isinstance(view.ssim_plot, Figure) and isinstance(view.identity_plot, Figure)
-    assert view.markdown.startswith("### Verdicts (without failing reviewers)")
+    assert view.markdown.startswith("### Verdicts (including reviewers who fail the gold screening)")
+    assert board_view(study[0], **FAST_BOOT).markdown.startswith("### Verdicts (reviewers who fail the gold")
     rows, fig = board(study[0], **FAST_BOOT)
     assert len(rows["data"]) == 2 and len(fig.axes[0].containers) == 2
 
@@ -276,11 +282,14 @@ def test_main_leaderboard_prints_json_and_table(study, capsys):
     assert main_leaderboard(["--db", db, "--json", "--n-boot", "50"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["preset"] for r in out["rows"]] == ["balanced", "fast"]
-    assert out["settings"]["margin"] == 0.6
-    assert main_leaderboard(["--db", db, "--without-failing", "--margin", "0.55", "--n-boot", "50"]) == 0
+    assert out["settings"]["margin"] == 0.55 and out["failing_reviewers"] == [R3]
+    assert main_leaderboard(["--db", db, "--margin", "0.6", "--n-boot", "50"]) == 0
     text = capsys.readouterr().out
     assert text.splitlines()[0].split() == ["Preset", "balanced", "fast"]
-    assert "(without failing reviewers)" in text and "below the margin 0.55" in text
+    assert "(reviewers who fail the gold screening left out)" in text and "below the margin 0.6" in text
+    assert main_leaderboard(["--db", db, "--include-failing", "--primary-preset", "fast", "--n-boot", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "(including reviewers who fail the gold screening)" in text and "primary preset 'fast'" in text
 
 
 def test_main_leaderboard_refuses_a_missing_database(tmp_path, capsys):
