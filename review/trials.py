@@ -69,25 +69,29 @@ def load_by(rows: Iterable[Row], key: str) -> dict[Any, int]:
 
 def pick_pair(pairs: Sequence[Row], seen: Mapping[int, int], preset_load: Mapping[str, int],
               condition_load: Mapping[int, int], pair_load: Mapping[int, int],
-              rng: random.Random, preset_weights: Mapping[str, float] | None = None) -> Row | None:
+              rng: random.Random, preset_weights: Mapping[str, float] | None = None,
+              max_per_preset: int | None = None) -> Row | None:
     """The next pair for a reviewer: one of a condition they have not seen, from the preset this reviewer has seen
     least (spreads each reviewer over the presets: the verdicts count reviewers, not votes), then the preset with
     the fewest trials per unit of weight, then the condition with the fewest, then the pair with the fewest; ties
     broken at random. None when every condition is seen (or no preset with weight is left).
 
     ``preset_weights`` (``review.allocation``): a preset with weight 0 is not served (its verdict is reached);
-    missing presets weigh 1. One pair per condition per reviewer: the pairs of a condition share its full image, so
+    missing presets weigh 1. ``max_per_preset``: at most this many trials of one preset per reviewer (with adaptive
+    allocation a session then ends early instead of piling one reviewer's votes on the last undecided preset).
+    One pair per condition per reviewer: the pairs of a condition share its full image, so
     a second pair of the same condition would show the reviewer the same picture again (the full arm)."""
     conditions_seen = {p["condition_id"] for p in pairs if p["pair_id"] in seen}
     unseen = [p for p in pairs if p["pair_id"] not in seen and p["condition_id"] not in conditions_seen]
     weights = preset_weights or {}
-    unseen = [p for p in unseen if weights.get(p["preset"], 1.0) > 0]
-    if not unseen:
-        return None
     own: dict[str, int] = {}
     for p in pairs:
         if p["pair_id"] in seen:
             own[p["preset"]] = own.get(p["preset"], 0) + 1
+    cap = max_per_preset if max_per_preset is not None else len(pairs) + 1
+    unseen = [p for p in unseen if weights.get(p["preset"], 1.0) > 0 and own.get(p["preset"], 0) < cap]
+    if not unseen:
+        return None
 
     def key(p: Row) -> tuple[int, float, int, int, float]:
         return (own.get(p["preset"], 0), preset_load.get(p["preset"], 0) / weights.get(p["preset"], 1.0),

@@ -194,7 +194,10 @@ class ReviewDesk:
             plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
         else:
             weights = self.allocation(mode) if self.allocation else None
-            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng, preset_weights=weights)
+            # adaptive: a reviewer gives each preset at most its even share of a session (spread, not piled)
+            cap = -(-self.config.trials_per_session // max(len(weights), 1)) if weights else None
+            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng, preset_weights=weights,
+                             max_per_preset=cap)
             if pair is None:
                 return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
                                  message="You have reviewed every pair: thank you!")
