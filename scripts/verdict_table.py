@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="also write every cell's full result here")
     ap.add_argument("--truths", default="0.5,0.55,0.6,0.7")
     ap.add_argument("--reviewers", default="5,15,40")
+    ap.add_argument("--reviewer-sd", type=float, default=0.5, help="reviewer logit SD (default 0.5)")
+    ap.add_argument("--condition-sd", type=float, default=0.3, help="condition logit SD (default 0.3)")
     args = ap.parse_args(argv)
     config = VerdictConfig()
     cells = []
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         for reviewers in (int(r) for r in args.reviewers.split(",")):
             for presets in (1, 4):
                 for peek in (0, 1):
-                    design = Design(reviewers=reviewers, truths=(truth,) * presets, peek_every=peek)
+                    design = Design(reviewers=reviewers, truths=(truth,) * presets, peek_every=peek,
+                                    reviewer_sd=args.reviewer_sd, condition_sd=args.condition_sd)
                     r = simulate_design(design, config, args.studies, seed=int(truth * 100) + reviewers + presets)
                     cells.append(r)
                     print(f"| {truth:.2f} | {reviewers} | {presets} | {'every vote' if peek else 'final'} | "
