@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("review.cli_generate", "main_generate", "generate full/selective pairs into the study database"),
     "leaderboard": ("review.cli_leaderboard", "main_leaderboard", "per-preset statistics from the database"),
     "export": ("review.cli_export", "main_export", "export pairs, trials and votes (CSV/JSON)"),
+    "simulate": ("review.simulate", "main_simulate", "verdict error rates by simulation with known truth"),
 }
 
 

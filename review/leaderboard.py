@@ -217,7 +217,7 @@ def _vote_arrays(votes: list[dict]) -> tuple[dict[str, np.ndarray], list[object]
     stored = _codes(cols["correct"])
     known = ~_is(stored, None)
     v["gold_correct"] = np.where(known, _is(stored, 1, True), np.where(v["is_pref"], v["same_choice"], v["correct"]))
-    v["session"] = _codes(cols["session"])[0]
+    v["session"], v["session_names"] = _codes(cols["session"])
     bad = ~((v["is_pref"] & (v["out_sel"] | v["out_full"] | v["out_same"]))
             | (v["is_abx"] & (v["correct"] | v["wrong"])))
     if bad.any():
@@ -263,10 +263,11 @@ def leaderboard(
     keep = ~np.isin(v["reviewer"], [i for i, r in enumerate(reviewer_names) if r in exclude_reviewers])
     # screening unit per vote: (reviewer, session) or reviewer; the cluster of the verdict statistics is the same
     if config.screen_by == "session":
-        unit_codes, unit_names = _codes(list(zip(v["reviewer"].tolist(), v["session"].tolist(), strict=True)))
-        session_names = _codes([r.get("session") for r in votes])[1] if votes else []
-        labels = [str(names[r]) if session_names[s_] is None else f"{names[r]}|{session_names[s_]}"
-                  for r, s_ in unit_names]
+        n_sessions = int(v["session"].max()) + 1 if votes else 1
+        pairs_, unit_codes = np.unique(v["reviewer"] * n_sessions + v["session"], return_inverse=True)
+        session_names = v["session_names"]
+        labels = [str(names[c // n_sessions]) if session_names[c % n_sessions] is None
+                  else f"{names[c // n_sessions]}|{session_names[c % n_sessions]}" for c in pairs_.tolist()]
     else:
         unit_codes, labels = v["reviewer"], list(names)
     v["unit"] = unit_codes

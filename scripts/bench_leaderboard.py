@@ -50,7 +50,7 @@ def simulate(n_votes: int, n_conditions: int, n_reviewers: int, seed: int = 0) -
     rev = rng.integers(0, n_reviewers, n_votes)
     gold = rng.random(n_votes) < 0.05
     abx = ~gold & (rng.random(n_votes) < 0.5)
-    u, left_full = rng.random(n_votes), rng.random(n_votes) < 0.5
+    u, left_full, x_full = rng.random(n_votes), rng.random(n_votes) < 0.5, rng.random(n_votes) < 0.5
     votes = []
     for i in range(n_votes):
         preset = names[p_idx[i]]
@@ -58,7 +58,8 @@ def simulate(n_votes: int, n_conditions: int, n_reviewers: int, seed: int = 0) -
         left_arm = "full" if left_full[i] else "selective"
         if abx[i]:
             ok = u[i] < acc
-            choice = "a" if (left_arm == "full") == ok else "b"
+            x_is_a = left_arm == ("full" if x_full[i] else "selective")  # X drawn from either arm
+            choice = "a" if x_is_a == ok else "b"
             mode, outcome = "abx", "correct" if ok else "wrong"
         else:
             mode = "preference"
@@ -68,8 +69,11 @@ def simulate(n_votes: int, n_conditions: int, n_reviewers: int, seed: int = 0) -
                 outcome = "selective" if u[i] < p_sel else "same" if u[i] < p_sel + 0.2 else "full"
             choice = "same" if outcome == "same" else "left" if (outcome == left_arm) else "right"
         votes.append({"trial_id": f"t{i}", "pair_id": f"{preset}-{cond[i]}", "preset": preset,
-                      "condition_id": f"c{cond[i]}", "reviewer_id": f"r{rev[i]}", "mode": mode,
-                      "is_gold": bool(gold[i]), "left_arm": left_arm, "choice": choice, "outcome": outcome})
+                      "condition_id": f"c{cond[i]}", "reviewer_id": f"r{rev[i]}", "session": f"s{rev[i]}",
+                      "mode": mode, "is_gold": bool(gold[i]), "left_arm": left_arm,
+                      "x_arm": ("full" if x_full[i] else "selective") if mode == "abx" else None,
+                      "choice": choice, "outcome": outcome,
+                      "correct": int(outcome == "same") if gold[i] else None})
     return pairs, votes
 
 
