@@ -111,6 +111,15 @@ def compare_allocation(design: Design, config: VerdictConfig, studies: int, *, s
         out[name] = {"mean_votes": float(votes_a.mean()), "votes_mc_se": float(votes_a.std(ddof=1) / math.sqrt(studies)),
                      "mean_reviewers": float(np.mean(reviewers)), "all_decided": float((ver != 0).all(axis=1).mean()),
                      "false_indistinguishable": float(false_ind.mean()), "false_distinguishable": float(false_dist.mean()),
-                     "decided_per_preset": (ver != 0).mean(axis=0).tolist()}
+                     "decided_per_preset": (ver != 0).mean(axis=0).tolist(),
+                     "votes_per_study": votes, "all_decided_per_study": (ver != 0).all(axis=1).tolist()}
     out["vote_saving"] = 1 - out["adaptive"]["mean_votes"] / out["fixed"]["mean_votes"]
+    both = np.array(out["fixed"]["all_decided_per_study"]) & np.array(out["adaptive"]["all_decided_per_study"])
+    if both.any():  # the same studies (same seeds) where both allocations reached every verdict
+        fixed_v, adaptive_v = (np.array(out[k]["votes_per_study"], float)[both] for k in ("fixed", "adaptive"))
+        out["both_decided"] = {"studies": int(both.sum()), "fixed_mean_votes": float(fixed_v.mean()),
+                               "adaptive_mean_votes": float(adaptive_v.mean()),
+                               "vote_saving": float(1 - adaptive_v.mean() / fixed_v.mean()),
+                               "saving_mc_se": float((1 - adaptive_v / fixed_v).std(ddof=1) / math.sqrt(both.sum()))
+                               if both.sum() > 1 else None}
     return out

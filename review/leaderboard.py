@@ -10,40 +10,32 @@ pairs: one per (condition, selective preset) comparison with the full arm
      full_step_median_s, sel_step_median_s: float | None,              # median denoising-step time
      full_run_id, sel_run_id, full_device, sel_device: str | None}
 votes: one per answered trial
-    {trial_id, pair_id, preset: str, condition_id, reviewer_id: str,
-     mode: 'preference' | 'abx', is_gold: bool, left_arm: 'full' | 'selective',
+    {trial_id, pair_id, preset: str, condition_id, reviewer_id: str, session: str | None,
+     mode: 'preference' | 'abx', is_gold: bool, left_arm: 'full' | 'selective', x_arm: str | None (ABX),
      choice: 'left' | 'right' | 'same' (preference) or 'a' | 'b' (ABX; A is the left image),
-     outcome: 'selective' | 'full' | 'same' (preference) or 'correct' | 'wrong' (ABX)}
+     outcome: 'selective' | 'full' | 'same' (preference) or 'correct' | 'wrong' (ABX),
+     correct: 1 | 0 | None (gold and catch trials: answered right)}
 
 Rules
-- Gold trials (identical images, preference only; the right answer is 'same') never enter preset statistics;
-  they only screen reviewers: >= ``min_gold`` gold trials and accuracy < ``gold_threshold`` -> failing.
-  ``rows_without_failing`` repeats the rows without the failing reviewers.
+- Gold and catch trials never enter preset statistics; they screen reviewers (``review.screening``: a unit passes
+  when its gold answers beat chance), per (reviewer, session) by default. Failing units are left out of ``rows``,
+  Bradley-Terry and side bias; ``rows_including_failing`` etc. keep them (one click away in every view).
+- Verdicts (``equivalence``, ``preference_reviewer``) are reviewer-level and anytime-valid with Holm over the
+  presets (``review.verdicts``, docs/statistics.md); the vote-level Wilson intervals, exact binomial p-values and
+  the two-way cluster bootstrap (``*_cluster_ci``) are descriptive only.
 - Preference: ties ('same') are excluded from the binomial test and reported (``tie_rule``).
 - Step-time ratio: per pair ``sel_step_median_s / full_step_median_s``, only when both timings come from the
   same run_id and the same device (others are counted in ``n_timing_excluded``); summarised by the geometric
   mean with a percentile bootstrap CI over pairs.
 - SSIM / identity: means with percentile bootstrap CIs over pairs. Pairs with ``identity_failure`` are counted
   as failures, left out of the cosine means, and count as "not above" in the ``*_share_above`` shares.
-- Vote-level intervals are Wilson; ``*_cluster_ci`` is a two-way (reviewer x condition) cluster bootstrap.
 - Targets ('met' / 'not met' / 'not enough data'): mean SSIM > 0.95 and mean id_cos_sel_full > 0.98 by their
-  95 % CI (lower above -> met, upper at or below -> not met); < 10 % identify by the identification-rate Wilson
-  95 % CI (upper < 0.10 -> met, lower >= 0.10 -> not met); faster by the step-ratio CI (upper < 1 -> met,
-  lower >= 1 -> not met). Fewer than ``MIN_PAIRS`` pairs -> 'not enough data'.
-- Equivalence: ``equivalence`` holds ``review.stats.equivalence_verdict`` (one-sided 95 % Clopper-Pearson
-  upper bound on vote-level ABX accuracy < ``margin``); it treats votes as independent, so compare
-  ``abx_cluster_ci`` (reviewer x condition bootstrap) before claiming equivalence on few reviewers.
-Only reviewer_id, preset, condition_id, mode, is_gold, choice and outcome are read from votes.
+  95 % CI (lower above -> met, upper at or below -> not met); < 10 % identify: met when the ABX verdict is
+  'indistinguishable' at a margin of at most 10 % identification, not met when the reviewer-level lower bound of
+  the identification rate is 10 % or more; faster by the step-ratio CI (upper < 1 -> met, lower >= 1 -> not met).
+  Fewer than ``MIN_PAIRS`` pairs -> 'not enough data'.
 
-Output: ``{"rows": [...], "rows_without_failing": [...], "bradley_terry", "bradley_terry_without_failing",
-"side_bias", "gold", "failing_reviewers", "excluded_reviewers", "settings"}``; a row has preset, layer_count,
-n_pairs, n_timing_pairs, n_timing_excluded, step_ratio(_ci), n_ssim, ssim_mean/_ci/_share_above/_share_above_ci,
-identity_failures, n_/..._mean/_ci/_share_above/_share_above_ci for each of id_cos_sel_full / id_cos_sel_ref /
-id_cos_full_ref, n_preference, pref_selective/_same/_full counts, pref_*_share and pref_*_ci,
-pref_selective_share_non_tie (+ Wilson and cluster CIs), pref_p_value, tie_rule, n_abx, abx_correct,
-abx_accuracy, abx_ci, abx_cluster_ci, abx_p_greater, identification_rate(_ci), equivalence {verdict,
-upper_bound, bound_method, margin, p_greater, votes_needed}, n_votes, n_reviewers, n_conditions and targets
-{ssim_above_0.95, identity_above_0.98, faster_than_full, identify_under_10pct}. NaN is reported as ``None``,
+Output keys: docs/contracts.md ("Verdicts, screening and allocation") lists them. NaN is reported as ``None``,
 intervals as ``[low, high]``.
 """
 

@@ -42,11 +42,16 @@ def abx_block(correct: np.ndarray, reviewers: np.ndarray, conditions: np.ndarray
         "p_above_chance": float(sq.anytime_p(m, v, df, 0.5, greater=True, rho2=rho2)),
         "p_below_margin": float(sq.anytime_p(m, v, df, config.margin, greater=False, rho2=rho2)),
         "dprime": float(sq.abx_dprime(m)), "dprime_ci": (float(sq.abx_dprime(lo)), float(sq.abx_dprime(hi))),
-        "identification_rate": max(0.0, 2 * m - 1) if m == m else math.nan,
-        "identification_ci": (max(0.0, 2 * lo - 1), max(0.0, 2 * hi - 1)), "method": METHOD,
+        "identification_rate": _identification(m), "identification_ci": (_identification(lo), _identification(hi)),
+        "method": METHOD,
     }
     out["bias"] = _response_bias(np.asarray(response_a, bool), np.asarray(x_is_a, bool))
     return out
+
+
+def _identification(accuracy: float) -> float:
+    """Guessing-corrected share of people who identify the image: ``max(0, 2 * accuracy - 1)`` (nan stays nan)."""
+    return max(0.0, 2 * accuracy - 1) if accuracy == accuracy else math.nan
 
 
 def _response_bias(response_a: np.ndarray, x_is_a: np.ndarray) -> dict[str, object]:
