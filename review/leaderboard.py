@@ -53,7 +53,7 @@ import numpy as np
 from review import stats as st
 from review import verdicts as vd
 from review.bradley_terry import bradley_terry
-from review.screening import screen
+from review.screening import screen, screening_units
 from review.verdict_config import VerdictConfig
 
 logger = logging.getLogger(__name__)
@@ -254,14 +254,7 @@ def leaderboard(
     names = np.array([str(r) for r in reviewer_names], dtype=object)
     keep = ~np.isin(v["reviewer"], [i for i, r in enumerate(reviewer_names) if r in exclude_reviewers])
     # screening unit per vote: (reviewer, session) or reviewer; the cluster of the verdict statistics is the same
-    if config.screen_by == "session":
-        n_sessions = int(v["session"].max()) + 1 if votes else 1
-        pairs_, unit_codes = np.unique(v["reviewer"] * n_sessions + v["session"], return_inverse=True)
-        session_names = v["session_names"]
-        labels = [str(names[c // n_sessions]) if session_names[c % n_sessions] is None
-                  else f"{names[c // n_sessions]}|{session_names[c % n_sessions]}" for c in pairs_.tolist()]
-    else:
-        unit_codes, labels = v["reviewer"], list(names)
+    unit_codes, labels = screening_units(v["reviewer"], names, v["session"], v["session_names"], config.screen_by)
     v["unit"] = unit_codes
     gold = keep & v["is_gold"]
     gold_table, failing_units = screen(np.array(labels, dtype=object)[unit_codes[gold]], v["gold_correct"][gold],
@@ -300,7 +293,7 @@ def leaderboard(
     if failing:
         vd.decide(rows_all, config)
     for row in {id(r): r for r in rows + rows_all}.values():
-        row["targets"]["identify_under_10pct"] = _identify_target(row, config)
+        row["targets"]["identify_under_10pct"] = vd.identify_target(row, config, IDENTIFY_TARGET)
 
     items = ["full", *[p for p in presets if p != "full"]]
     bt = _bt(v, screened, preset_names, items, n_boot_bt, seed)
@@ -326,17 +319,6 @@ def _side(v: dict[str, np.ndarray], mask: np.ndarray, names: np.ndarray) -> dict
     side = st.side_bias(v["left"][pref_lr], names[v["reviewer"][pref_lr]])
     side["abx"] = {k: val for k, val in st.side_bias(v["left"][abx_lr]).items() if k != "per_reviewer"}
     return side
-
-
-def _identify_target(row: dict, config: VerdictConfig) -> str:
-    """'identified < 10%': met when the images are called indistinguishable at a margin of at most 10 %
-    identification; not met when the reviewer-level lower bound already shows 10 % or more."""
-    eq, lo = row.get("equivalence") or {}, (row.get("identification_ci") or (None, None))[0]
-    if eq.get("verdict") == vd.INDISTINGUISHABLE and config.identification_margin <= IDENTIFY_TARGET + 1e-12:
-        return "met"
-    if lo is not None and not math.isnan(lo) and lo >= IDENTIFY_TARGET:
-        return "not met"
-    return "not enough data"
 
 
 def _clean(x: object) -> object:

@@ -10,6 +10,7 @@ answer never turns a fail into a pass (``passes(k, n)`` implies ``passes(k + 1, 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -52,3 +53,18 @@ def screen(units: np.ndarray, correct: np.ndarray, *, gold_alpha: float = 0.35, 
         table[str(unit)] = {"n_gold": int(n), "correct": int(k), "accuracy": float(k / n) if n else float("nan"),
                             "ci": wilson_ci(int(k), int(n)), "p_chance": float(p), "failing": not bool(good)}
     return table, sorted(u for u, row in table.items() if row["failing"])
+
+
+def screening_units(reviewers: np.ndarray, reviewer_names: Sequence[object], sessions: np.ndarray,
+                    session_names: Sequence[object], by: str = "session") -> tuple[np.ndarray, list[str]]:
+    """(unit code per vote, unit labels): ``reviewer|session`` (just the reviewer when a vote has no session) or
+    the reviewer (``by='reviewer'``), from integer reviewer and session codes."""
+    if by == "reviewer":
+        return np.asarray(reviewers), [str(r) for r in reviewer_names]
+    n_sessions = int(sessions.max()) + 1 if sessions.size else 1
+    combined, codes = np.unique(np.asarray(reviewers) * n_sessions + np.asarray(sessions), return_inverse=True)
+    labels = []
+    for c in combined.tolist():
+        reviewer, session = reviewer_names[c // n_sessions], session_names[c % n_sessions]
+        labels.append(str(reviewer) if session is None else f"{reviewer}|{session}")
+    return codes, labels

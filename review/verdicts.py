@@ -160,3 +160,14 @@ def planned_votes(margin: float, alpha: float = 0.05, power: float = 0.8, design
     lo = int(coarse[i - 1]) + 1 if i else 1
     fine = np.arange(lo, int(coarse[i]) + 1, dtype=float)
     return int(fine[first(fine)])
+
+
+def identify_target(row: dict, config: VerdictConfig, target: float) -> str:
+    """'identified < target': met when the images are called indistinguishable at a margin of at most ``target``
+    identification; not met when the reviewer-level lower bound already shows ``target`` or more."""
+    eq, lo = row.get("equivalence") or {}, (row.get("identification_ci") or (None, None))[0]
+    if eq.get("verdict") == INDISTINGUISHABLE and config.identification_margin <= target + 1e-12:
+        return "met"
+    if lo is not None and not math.isnan(lo) and lo >= target:
+        return "not met"
+    return "not enough data"
