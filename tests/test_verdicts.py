@@ -105,3 +105,19 @@ def test_failing_reviewers_are_left_out_by_default():
     assert rows[0][headers.index("Reviewers")] == 9
     unscreened = leaderboard([], votes, **FAST)["rows_including_failing"][0]
     assert unscreened["n_abx"] == 200 and unscreened["n_reviewers"] == 10
+
+
+def test_indistinguishable_is_never_printed_while_the_test_against_chance_rejects():
+    """600 of 1100 right (p = 0.0014 against chance) with the upper bound below a 0.60 margin: not
+    'indistinguishable' (the vote-level verdict printed it)."""
+    votes = []
+    for i in range(1100):
+        right = (i * 600) % 1100 < 600  # 600 right, spread evenly over 110 reviewers and 40 conditions
+        votes.append({"trial_id": f"t{i}", "pair_id": f"p{i % N_COND}", "preset": "balanced",
+                      "condition_id": f"c{i % N_COND}", "reviewer_id": f"r{i % 110}", "session": f"s{i % 110}",
+                      "mode": "abx", "is_gold": False, "left_arm": "full", "x_arm": "full",
+                      "choice": "a" if right else "b", "outcome": "correct" if right else "wrong",
+                      "correct": int(right)})
+    row = leaderboard([], votes, margin=0.6, **FAST)["rows"][0]
+    assert row["abx_correct"] == 600 and row["abx_p_greater"] < 0.002
+    assert row["equivalence"]["verdict"] != "indistinguishable"
