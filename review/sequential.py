@@ -63,10 +63,15 @@ def _group_sums(y: np.ndarray, codes: np.ndarray) -> tuple[int, float, float, fl
     """(groups, sum k_g^2, sum k_g n_g, sum n_g^2) of ``y`` grouped by integer ``codes``."""
     if y.size == 0:
         return 0, 0.0, 0.0, 0.0
-    _, inv = np.unique(codes, return_inverse=True)
-    k = np.bincount(inv, weights=y)
+    if codes.min() >= 0 and codes.max() < 8 * codes.size + 4096:  # dense codes: count directly (no sort)
+        inv = codes
+    else:
+        inv = np.unique(codes, return_inverse=True)[1]
     n = np.bincount(inv).astype(float)
-    return int(n.size), float(k @ k), float(k @ n), float(n @ n)
+    occupied = n > 0
+    k, n = np.bincount(inv, weights=y)[occupied], n[occupied]
+    # sums of products without BLAS (a threaded dot product is slow on a busy machine)
+    return int(n.size), float((k * k).sum()), float((k * n).sum()), float((n * n).sum())
 
 
 def cluster_sums(y: np.ndarray, reviewers: np.ndarray, conditions: np.ndarray) -> ClusterSums:
