@@ -172,13 +172,13 @@ def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: i
         v["correct"][valid_abx], v["reviewer"][valid_abx], v["condition"][valid_abx], n_boot=n_boot_cluster,
         seed=_sub_seed(seed, preset, "abx"))
     # the verdict statistics: reviewer-level, anytime-valid (review.verdicts); the figures above are descriptive
-    reviewer_abx = vd.abx_block(v["correct"][valid_abx], v["unit"][valid_abx], v["condition"][valid_abx],
+    reviewer_abx = vd.abx_block(v["correct"][valid_abx], v["reviewer"][valid_abx], v["condition"][valid_abx],
                                 v["left"][valid_abx], v["x_is_a"][valid_abx], config)
     out["abx_reviewer"] = reviewer_abx
     out["identification_rate"] = reviewer_abx["identification_rate"]
     out["identification_ci"] = reviewer_abx["identification_ci"]
     out["abx_dprime"], out["abx_dprime_ci"] = reviewer_abx["dprime"], reviewer_abx["dprime_ci"]
-    out["preference_reviewer"] = vd.preference_block(v["out_sel"][nt], v["unit"][nt], v["condition"][nt], config)
+    out["preference_reviewer"] = vd.preference_block(v["out_sel"][nt], v["reviewer"][nt], v["condition"][nt], config)
     used = pref | valid_abx
     out["n_votes"] = int(used.sum())
     out["n_reviewers"] = int(np.unique(v["reviewer"][used]).size)
@@ -253,9 +253,9 @@ def leaderboard(
     v, reviewer_names, preset_names = _vote_arrays(votes)
     names = np.array([str(r) for r in reviewer_names], dtype=object)
     keep = ~np.isin(v["reviewer"], [i for i, r in enumerate(reviewer_names) if r in exclude_reviewers])
-    # screening unit per vote: (reviewer, session) or reviewer; the cluster of the verdict statistics is the same
+    # screening unit per vote: (reviewer, session) or reviewer
     unit_codes, labels = screening_units(v["reviewer"], names, v["session"], v["session_names"], config.screen_by)
-    v["unit"] = unit_codes
+    v["unit"] = unit_codes  # screening unit; the verdicts cluster by reviewer id (the coarser, safer unit)
     gold = keep & v["is_gold"]
     gold_table, failing_units = screen(np.array(labels, dtype=object)[unit_codes[gold]], v["gold_correct"][gold],
                                        gold_alpha=config.gold_alpha, chance=config.gold_chance)
