@@ -1,5 +1,5 @@
 """The package builds, installs and runs: a wheel with both packages and the console scripts, installed with
-``--no-deps`` into a scratch venv that sees this interpreter's packages (a full dependency install takes minutes);
+``--no-deps`` into a scratch venv that also sees the test runner's packages (a full dependency install takes minutes);
 ``pip install -e .`` the same way; requirements files that match pyproject."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -52,8 +53,11 @@ def _pip(*args: str, cwd: Path, python: str = sys.executable) -> None:
 
 
 def _scratch_venv(path: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(path)],
-                   check=True, timeout=120)
+    """A venv whose own site-packages come first, then (through a .pth file) this interpreter's packages:
+    the dependencies and pip without installing them again."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    (purelib,) = path.glob("lib/python*/site-packages")
+    (purelib / "_test_runner_packages.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     return path / "bin"
 
 
