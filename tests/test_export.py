@@ -271,3 +271,27 @@ def test_python_m_review_export_writes_files(small, tmp_path):
                      "leaderboard.json"]
     with Store(small.path) as store:
         assert (out / "csv" / "votes.csv").read_bytes().decode() == VOTES_CSV.replace(P1, p1(store))
+
+
+def test_export_tab_and_cli_write_the_same_bytes(tmp_path, monkeypatch):
+    """The Export tab (with an admin password: a full export) and `python -m review export` give the same folder."""
+    from types import SimpleNamespace
+
+    from fixtures_review import make_services
+
+    import review.export
+    from review.cli_export import main_export
+    from review.ui import export_tab
+
+    monkeypatch.setattr(review.export, "utc_now", lambda: "2026-12-04T12:00:00Z")
+    services = make_services(tmp_path / "app", seeds=(0, 1), presets=("fast",))
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={})
+    note, _ = export_tab.handlers(services)["prepare"]("s3cret-admin", request)
+    (ui_root,) = services.dirs.exports.glob("*/study-dataset")
+    assert "All rows" in note and (ui_root.parent / "study-dataset.zip").is_file()
+    cli_out = tmp_path / "cli"
+    assert main_export(["--db", str(services.store.path), "--out", str(cli_out)]) == 0
+    names = _files(ui_root)
+    assert names == _files(cli_out) and "pairs/pairs.parquet" in names and len(names) >= 10
+    for name in names:
+        assert (ui_root / name).read_bytes() == (cli_out / name).read_bytes(), name
