@@ -24,9 +24,42 @@ logger = logging.getLogger(__name__)
 TITLE = "Face-attention review"
 CSS = """#review-progress p, #review-reveal p { font-size: 1.1em; }
 .review-figure { margin: 0; text-align: center; }
-.review-figure figcaption { font-weight: 600; margin-bottom: 0.3em; }
-.review-figure img { display: block; width: 100%; height: 420px; object-fit: contain; }  /* scaled to fit, both ways */
-#review-face .review-figure img { height: 200px; }"""
+.review-figure figcaption { font-weight: 600; margin-bottom: 0.2em; }
+.review-figure a { display: block; padding: 0 !important; margin: 0 !important; }
+/* the compared images: side by side, as large as the width allows while the answers stay on screen */
+.review-figure img { display: block; width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: contain;
+  max-height: max(160px, calc(100vh - 430px)); }
+#review-images { flex-wrap: nowrap !important; gap: 8px !important; }
+#review-left, #review-right, #review-x, #review-face { padding: 0 !important; border: none !important; }
+#review-left .html-container, #review-right .html-container, #review-x .html-container,
+#review-face .html-container { padding: 0 !important; }
+#review-mode .wrap { flex-wrap: nowrap; gap: 6px; }
+#review-images > div { flex: 1 1 0 !important; min-width: 0 !important; }
+/* the reference face: small, beside the question */
+#review-head { flex-wrap: nowrap !important; align-items: center; }
+#review-face { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
+#review-text { flex: 1 1 0 !important; min-width: 0 !important; }
+#review-face .review-figure img { width: auto; height: 80px; max-height: none; aspect-ratio: auto; }
+#review-face figcaption { font-size: 0.75em; font-weight: normal; }
+#review-answers { flex-wrap: nowrap !important; gap: 6px !important; }
+#review-answers button { min-width: 0 !important; white-space: normal; padding-left: 4px; padding-right: 4px; }
+@media (max-width: 640px) {
+  .gradio-container .main, .gradio-container .contain, .gradio-container .column, .gradio-container .tabitem
+    { gap: 6px !important; }
+  .gradio-container .tabitem { padding: 4px 0 !important; }
+  #app-title h2 { font-size: 1.15em; margin: 0; }
+  #banner p { font-size: 0.8em; margin: 0; }
+  #review-mode { padding: 4px 6px !important; }
+  #review-mode .wrap label { padding: 4px 6px; font-size: 0.85em; }
+  #review-face .review-figure img { height: 56px; }
+  .review-figure img { max-height: max(120px, calc(100vh - 330px)); }
+  #review-images figcaption { font-size: 0.8em; margin-bottom: 0; }
+  #review-answers button { font-size: 0.8em; line-height: 1.25; }
+  #review-progress p, #review-question p { font-size: 0.95em; margin: 0; }
+}"""
+# Gradio scopes `css` to the inside of the app; the page margin (32 px a side, 17 % of a phone's width) is outside
+HEAD = ("<style>@media (max-width: 640px) { .gradio-container .main.app "
+        "{ padding: 8px 8px !important; } }</style>")
 # Gradio's queue rebuilds its analytics summary (a pandas DataFrame of the last GRADIO_ANALYTICS_MAX_EVENTS
 # events, grouped and percentiled) after every queued event: ~1 ms at 100 events, ~6.5 ms at 10 000, on this VM.
 # Only the /monitoring dashboard reads it, and launch_options turns that off.
@@ -39,7 +72,7 @@ def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
     make_session_setup_lazy()  # a page load no longer builds every block's config (~6 ms of CPU here)
     # Gradio's cached copies of served files are deleted after 30 min (checked every 5 min)
     with gr.Blocks(title=TITLE, delete_cache=(300, 1800), analytics_enabled=False) as demo:
-        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(f"## {TITLE}", elem_id="app-title")
         if services.config.banner:
             gr.Markdown(f"**{services.config.banner}**", elem_id="banner")
         with gr.Tabs():
@@ -71,6 +104,7 @@ def launch_options(services: Services) -> dict[str, Any]:
         "show_error": False,
         "max_file_size": "20mb",
         "css": CSS,
+        "head": HEAD,
         "allowed_paths": [str(services.dirs.exports.resolve())],
         "blocked_paths": blocked,
         "app_kwargs": {"routes": image_routes(services.served)},
