@@ -123,3 +123,32 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
             page.close()
     trials = services.store.trial_rows()
     assert sum(t["vote_id"] is not None for t in trials) == 2
+
+
+@pytest.mark.parametrize("device", list(VIEWPORTS))
+def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, tmp_path, device):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    width, height = VIEWPORTS[device]
+    from review.study import board_view
+
+    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0))
+    services.board = lambda without: board_view(services.store, without_failing=without, n_boot=50,
+                                                n_boot_cluster=20, n_boot_bt=10)
+    with launched(services) as base:
+        page = browser.new_page(viewport={"width": width, "height": height})
+        try:
+            page.goto(base)
+            page.get_by_role("tab", name="Leaderboard").click()
+            page.wait_for_function("() => document.querySelectorAll('#leaderboard-key tbody tr').length > 0 && document.querySelector('#leaderboard-key tbody').innerText.includes('balanced')",
+                                   timeout=30000)
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(ARTIFACTS / f"leaderboard-{device}-{width}x{height}.png"))
+            headers = page.eval_on_selector_all("#leaderboard-key thead th", "els => els.map(e => e.textContent)")
+            overflow = page.evaluate("""() => [...document.querySelectorAll('#leaderboard-key *')]
+                .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+                .map(e => [e.className, e.scrollWidth, e.clientWidth])""")
+            page_width = page.evaluate("() => document.documentElement.scrollWidth")
+        finally:
+            page.close()
+    assert headers and headers[0].strip().lower().startswith("preset")
+    assert page_width <= width and overflow == [], overflow

@@ -13,6 +13,7 @@ from review.ui.export_tab import build_export_tab
 from review.ui.generate_tab import build_generate_tab
 from review.ui.gradio_sessions import make_session_setup_lazy
 from review.ui.image_route import image_routes
+from review.ui.leaderboard_html import LEADERBOARD_CSS
 from review.ui.leaderboard_tab import build_leaderboard_tab
 from review.ui.review_desk import ReviewDesk
 from review.ui.review_js import KEYS_JS
@@ -103,7 +104,7 @@ def launch_options(services: Services) -> dict[str, Any]:
         "enable_monitoring": False,  # no /monitoring dashboard (and nothing reads the queue's analytics)
         "show_error": False,
         "max_file_size": "20mb",
-        "css": CSS,
+        "css": CSS + LEADERBOARD_CSS,
         "head": HEAD,
         "allowed_paths": [str(services.dirs.exports.resolve())],
         "blocked_paths": blocked,
