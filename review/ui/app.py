@@ -96,7 +96,8 @@ def launch_options(services: Services) -> dict[str, Any]:
     from Gradio's file route; the export folder is allowed so its files can be returned from anywhere (e.g. a
     persistent /data volume outside the working and temp directories). The review images have a route of their
     own (``image_routes``), put in front of Gradio's routes."""
-    blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve())]
+    blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve()),
+               str((services.dirs.root / "backup").resolve())]  # REVIEW_BACKUP_REPO's snapshot folder
     if isinstance(services.store.path, Path):
         blocked.append(str(services.store.path.resolve()))
     return {
