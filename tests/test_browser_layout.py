@@ -102,7 +102,17 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
             first = _wait_for_pair(page)
             page.get_by_label("Spot the match (ABX)").check()  # switch and back: the same trial, nothing used up
             page.wait_for_selector("#vote-a:not([disabled])", timeout=10000)
+            page.wait_for_function("() => [...document.querySelectorAll('#review-left img, #review-x img, "
+                                   "#review-right img')].filter(i => i.complete && i.naturalWidth).length === 3")
             abx = page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+            page.screenshot(path=str(ARTIFACTS / "review-phone-abx.png"))
+            boxes = [page.eval_on_selector(f"#review-{side} img", "e => { const r = e.getBoundingClientRect(); "
+                                           "return [r.x, r.y, r.width, r.height]; }") for side in ("left", "x", "right")]
+            assert boxes[0][0] < boxes[1][0] < boxes[2][0] and len({round(b[1]) for b in boxes}) == 1  # one row
+            assert all(b[2] >= 0.28 * 375 for b in boxes), boxes
+            buttons = page.eval_on_selector_all("#vote-a, #vote-b", "els => els.map(e => "
+                                                "e.getBoundingClientRect().bottom)")
+            assert len(buttons) == 2 and max(buttons) <= 667, buttons
             page.get_by_label("Which is better").check()
             page.wait_for_function("t => document.querySelector('#review-trial textarea, #review-trial input')"
                                    ".value === t", arg=first, timeout=10000)
@@ -110,6 +120,10 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
             for number in (1, 2):
                 page.click("#vote-left")
                 page.wait_for_selector("#next-pair", state="visible", timeout=10000)
+                if number == 1:  # the reveal and 'Next pair' show without scrolling
+                    page.screenshot(path=str(ARTIFACTS / "review-phone-revealed.png"))
+                    bottom = page.eval_on_selector("#next-pair", "e => e.getBoundingClientRect().bottom")
+                    assert bottom <= 667, bottom
                 page.click("#next-pair")
                 if number == 1:
                     _wait_for_pair(page)
@@ -145,7 +159,7 @@ def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, tmp_p
             page.screenshot(path=str(ARTIFACTS / f"leaderboard-{device}-{width}x{height}.png"))
             headers = page.eval_on_selector_all("#leaderboard-key thead th", "els => els.map(e => e.textContent)")
             overflow = page.evaluate("""() => [...document.querySelectorAll('#leaderboard-key *')]
-                .filter(e => e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+                .filter(e => e.clientWidth > 1 && e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
                 .map(e => [e.className, e.scrollWidth, e.clientWidth])""")
             page_width = page.evaluate("() => document.documentElement.scrollWidth")
         finally:

@@ -31,7 +31,7 @@ CSS = """#review-progress p, #review-reveal p { font-size: 1.1em; }
 .review-figure img { display: block; width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: contain;
   max-height: max(160px, calc(100vh - 430px)); }
 #review-images { flex-wrap: nowrap !important; gap: 8px !important; }
-#review-left, #review-right, #review-x, #review-face { padding: 0 !important; border: none !important; }
+#review-left, #review-right, #review-x, #review-face { padding: 0 !important; border: 0 !important; }
 #review-left .html-container, #review-right .html-container, #review-x .html-container,
 #review-face .html-container { padding: 0 !important; }
 #review-mode .wrap { flex-wrap: nowrap; gap: 6px; }
@@ -40,14 +40,15 @@ CSS = """#review-progress p, #review-reveal p { font-size: 1.1em; }
 #review-head { flex-wrap: nowrap !important; align-items: center; }
 #review-face { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
 #review-text { flex: 1 1 0 !important; min-width: 0 !important; }
-#review-face .review-figure img { width: auto; height: 80px; max-height: none; aspect-ratio: auto; }
+#review-face .review-figure img { width: auto; height: 80px; max-height: 80px; aspect-ratio: auto; }
 #review-face figcaption { font-size: 0.75em; font-weight: normal; }
 #review-answers { flex-wrap: nowrap !important; gap: 6px !important; }
 #review-answers button { min-width: 0 !important; white-space: normal; padding-left: 4px; padding-right: 4px; }
 @media (max-width: 640px) {
-  .gradio-container .main, .gradio-container .contain, .gradio-container .column, .gradio-container .tabitem
-    { gap: 6px !important; }
-  .gradio-container .tabitem { padding: 4px 0 !important; }
+  .column, .tabitem { gap: 6px !important; }
+  .tabitem { padding: 4px 0 !important; }
+  #review-reveal p { font-size: 0.95em; margin: 0; }
+  #next-pair, #more-pairs { padding-top: 6px !important; padding-bottom: 6px !important; }
   #app-title h2 { font-size: 1.15em; margin: 0; }
   #banner p { font-size: 0.8em; margin: 0; }
   #review-mode { padding: 4px 6px !important; }

@@ -24,10 +24,10 @@ LEADERBOARD_CSS = """
 .lb-table details summary { cursor: pointer; white-space: nowrap; }
 .lb-table dl { margin: 4px 0 0 0; } .lb-table dt { font-weight: 600; } .lb-table dd { margin: 0 0 4px 0; }
 @media (max-width: 640px) {
-  .lb-table thead { display: none; }
+  .lb-table thead { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); }
   .lb-table tr, .lb-table td { display: block; }
   .lb-table tr { border: 1px solid var(--border-color-primary); border-radius: 6px; margin-bottom: 8px; }
-  .lb-table td { border: none; padding: 3px 8px; }
+  .lb-table td { border: 0; padding: 3px 8px; }
   .lb-table td[data-label]::before { content: attr(data-label) ": "; font-weight: 600; }
 }"""
 
