@@ -229,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     global ENGINES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one INFO line each
     args = parse_args(argv)
     ensure_onnxruntime(os.environ.get("REVIEW_ORT"))  # before anything imports onnxruntime
     dirs = DataDirs.under(args.data).make()
