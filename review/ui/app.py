@@ -99,8 +99,9 @@ def launch_options(services: Services) -> dict[str, Any]:
     own (``image_routes``), put in front of Gradio's routes."""
     blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve()),
                str((services.dirs.root / "backup").resolve())]  # REVIEW_BACKUP_REPO's snapshot folder
-    if isinstance(services.store.path, Path):
-        blocked.append(str(services.store.path.resolve()))
+    if isinstance(services.store.path, Path):  # the database and its sidecar files (export salt, settings)
+        db = services.store.path.resolve()
+        blocked += [str(db), f"{db}.salt", f"{db}.study.json"]
     return {
         "footer_links": ["gradio"],
         "enable_monitoring": False,  # no /monitoring dashboard (and nothing reads the queue's analytics)

@@ -157,15 +157,16 @@ class ReviewDesk:
             if seat.trial_id and seat.view and seat.mode != mode:  # a mode switch keeps the open trial for later
                 seat.parked[seat.mode] = (seat.trial_id, seat.view, seat.served_at)
             seat.mode, seat.trial_id, seat.view = mode, None, None
-            parked = seat.parked.pop(mode, None)
-            if parked and self.store.get_vote(parked[0]) is None:  # back to a mode: its trial, not a new one
-                seat.trial_id, seat.view, seat.served_at = parked
-                return seat.view
             target = seat.target or self.config.trials_per_session
             if seat.voted >= target:
                 return TrialView(seat.reviewer_id, mode, number=seat.voted, target=target,
                                  message=f"That was {seat.voted} of {target}: {DONE_MARK} "
                                          "Reload the page to review more.")
+            parked = seat.parked.pop(mode, None)
+            if parked and self.store.get_vote(parked[0]) is None:  # back to a mode: its trial, not a new one
+                seat.trial_id, seat.view, seat.served_at = parked
+                seat.view.number = seat.voted + 1
+                return seat.view
             view = self._new_trial(session, seat, address)
             seat.view, seat.trial_id, seat.served_at = view, view.trial_id, self.clock()
             return view
