@@ -33,7 +33,8 @@ EXAMPLES = """examples:
 
 def build_parser() -> argparse.ArgumentParser:
     """The dispatcher: one subparser per command; each command's own parser reads the rest (and its --help)."""
-    parser = argparse.ArgumentParser(prog="python -m instantid", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m instantid",
+                                     description="InstantID with a per-layer choice of face-attention layers: presets and one-image generation.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, (_, _, text) in COMMANDS.items():

@@ -39,7 +39,8 @@ def available() -> dict[str, tuple[str, str, str]]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The dispatcher: one subparser per command; each command's own parser reads the rest (and its --help)."""
-    parser = argparse.ArgumentParser(prog="python -m review", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m review",
+                                     description="The review study: paired generation, leaderboard and dataset export.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     for name, (_, _, text) in COMMANDS.items():
