@@ -1,27 +1,42 @@
 # make run   : create .venv on first use, install, start the app (offline tiny stack by default)
-# make test  : create .venv on first use, install, run the test suite
+# make test  : create .venv on first use, install (with the test extra), run the test suite
+# ORT=gpu    : onnxruntime-gpu in place of onnxruntime (GPU machines; requirements-gpu.txt)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+ORT ?= cpu
 
-.PHONY: run test lint bench clean-venv gpu-wheels
+.PHONY: run test lint bench clean-venv gpu-wheels wheel
 
-$(STAMP): requirements.txt constraints.txt
+# torch first (pinned, so the rest cannot pull another build), then the package and its runtime dependencies
+$(STAMP): pyproject.toml requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -c constraints.txt -r requirements.txt
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps -e .
+	if [ "$(ORT)" = gpu ]; then $(BIN)/python -m pip uninstall -q -y onnxruntime; \
+	  $(BIN)/python -m pip install -q --force-reinstall --no-deps -r requirements-gpu.txt; fi
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt
+	touch $(DEV_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python app.py
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+
+# a wheel of the package in dist/ (no dependencies built)
+wheel: $(STAMP)
+	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # the device machine has torch but not diffusers: its wheel travels in .whl/ (kept out of git), see scripts/gpu_check.sh
 gpu-wheels:

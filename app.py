@@ -6,7 +6,9 @@ launch. On Spaces, ``spaces.GPU`` wraps each generation; elsewhere it is a no-op
 
 Environment (flags win): REVIEW_WEIGHTS, REVIEW_DB, REVIEW_DATA, REVIEW_HOST, REVIEW_PORT, REVIEW_GOLD_RATE,
 REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords off command lines),
-REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs).
+REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_ORT (gpu: onnxruntime-gpu),
+REVIEW_BACKUP_REPO (a dataset repo id: scheduled backups of the database and an export; needs HF_TOKEN).
+The database and data go under /data/review when /data (a Space's persistent storage) exists, else under var/.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from review.allocation import allocation_from_board
 from review.cli_verdict import add_verdict_options, verdict_config
+from review.sidecar import save_study_settings
+from review.spaces_env import ensure_onnxruntime, storage_root
 from review.store import Store
 from review.study import board_view
 from review.trials import StudyConfig
@@ -38,48 +43,67 @@ DEMO_SEEDS = (0, 1)
 
 try:  # ZeroGPU: each decorated call gets a GPU; without the package the decorator does nothing
     import spaces
-
-    gpu = spaces.GPU(duration=120)
 except ImportError:
-    def gpu(fn: Callable[..., Any]) -> Callable[..., Any]:
-        return fn
+    spaces = None
 
-
-@gpu
-def _generate_on_gpu(engine: Any, request: Any, preset: Any) -> Any:
-    return engine.generate(request, preset)
-
-
-class GpuEngine:
-    """The engine with ``generate`` routed through ``spaces.GPU`` (everything else delegated)."""
-
-    def __init__(self, engine: Any) -> None:
-        self._engine = engine
-
-    def generate(self, request: Any, preset: Any = "full", progress: Any = None) -> Any:
-        return _generate_on_gpu(self._engine, request, preset)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engine, name)
+LOAD_S, GENERATE_S = 300, 120  # GPU time asked for: the first call also loads the engine
 
 
 class Engines:
-    """Loads the engine once, on first use (thread-safe)."""
+    """Loads the engine once, on first use (thread-safe). ``get()`` is the engine with ``generate`` routed
+    through ``spaces.GPU`` (GpuEngine); ``load()`` the engine itself."""
 
     def __init__(self, weights: str | None) -> None:
         self.stack = weights or "tiny"
         self._engine: Any = None
         self._lock = threading.Lock()
 
-    def get(self) -> Any:
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def load(self) -> Any:
         with self._lock:
             if self._engine is None:
                 from instantid import load_engine
 
                 logger.info("loading the %s engine ...", self.stack)
-                self._engine = GpuEngine(load_engine(self.stack))
+                self._engine = load_engine(self.stack)
                 logger.info("engine ready: %s", self._engine.describe())
             return self._engine
+
+    def get(self) -> GpuEngine:
+        return GpuEngine(self)
+
+
+ENGINES: Engines | None = None  # set by main(); the GPU function reaches the engine through it
+
+
+def _gpu_seconds(request: Any, preset: Any) -> int:
+    return GENERATE_S if ENGINES is not None and ENGINES.loaded else LOAD_S
+
+
+def _generate(request: Any, preset: Any) -> Any:
+    """One generation. Under ZeroGPU this runs in the GPU worker: the engine loads there, inside the GPU context,
+    on the first call; only the request and the preset cross the process boundary (never the engine)."""
+    assert ENGINES is not None
+    return ENGINES.load().generate(request, preset)
+
+
+_generate_on_gpu = spaces.GPU(duration=_gpu_seconds)(_generate) if spaces is not None else _generate
+
+
+class GpuEngine:
+    """The engine with ``generate`` routed through ``spaces.GPU`` (everything else delegated, loaded on use)."""
+
+    def __init__(self, engines: Engines) -> None:
+        self._engines = engines
+
+    def generate(self, request: Any, preset: Any = "full", progress: Any = None) -> Any:
+        return _generate_on_gpu(request, preset)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engines.load(), name)
 
 
 def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., list[dict[str, Any]]]:
@@ -157,7 +181,8 @@ def make_demo_pairs(services: Services, tiny: bool) -> None:
         assert services.run_job is not None
         with services.generate_lock:
             rows = services.run_job(job, progress)
-        status.set(f"Demo pairs ready ({len(rows)}).", busy=False)
+        logger.info("demo pairs ready (%d)", len(rows))
+        status.set("", busy=False)  # the line goes; the pairs show up on the page
     except Exception:
         logger.exception("demo pairs failed")
         status.set("Demo pairs could not be generated (see the server log).", busy=False)
@@ -176,12 +201,15 @@ def warm_up() -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
+    root = storage_root()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--weights", default=env("REVIEW_WEIGHTS") or None,
                         help="weights folder or hub id (REVIEW_WEIGHTS); none: the offline tiny stack")
-    parser.add_argument("--db", default=env("REVIEW_DB", "var/review.db"), help="SQLite file (REVIEW_DB)")
-    parser.add_argument("--data", default=env("REVIEW_DATA", "var/data"), help="image folder root (REVIEW_DATA)")
+    parser.add_argument("--db", default=env("REVIEW_DB", str(root / "review.db")),
+                        help="SQLite file (REVIEW_DB; under /data/review when /data exists)")
+    parser.add_argument("--data", default=env("REVIEW_DATA", str(root / "data")),
+                        help="image folder root (REVIEW_DATA; under /data/review when /data exists)")
     parser.add_argument("--host", default=env("REVIEW_HOST", "0.0.0.0" if ON_SPACES else "127.0.0.1"),
                         help="interface to listen on (REVIEW_HOST; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=int(env("REVIEW_PORT", env("PORT", "7860"))),
@@ -206,12 +234,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global ENGINES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one INFO line each
     args = parse_args(argv)
+    ensure_onnxruntime(os.environ.get("REVIEW_ORT"))  # before anything imports onnxruntime
     dirs = DataDirs.under(args.data).make()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.db)
-    engines = Engines(args.weights)
+    engines = ENGINES = Engines(args.weights)
     tiny = engines.stack == "tiny"
     try:
         from instantid import PRESET_NAMES
@@ -227,6 +259,12 @@ def main(argv: list[str] | None = None) -> None:
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
                         board=board, board_version=store.study_version,
                         allocation=allocation_from_board(board) if args.adaptive else None)
+    save_study_settings(store.path, {**asdict(study), "stack": engines.stack})  # for the exports' dataset card
+    backup_repo = os.environ.get("REVIEW_BACKUP_REPO")
+    if backup_repo:
+        from review.hub import start_backup
+
+        start_backup(store, dirs.root / "backup", backup_repo)
     if not config.admin_password:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
     if not store.list_pairs() and not args.no_demo:

@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import quiet
+
+quiet.install()  # known third-party notices that cannot be fixed at the cause (see instantid/quiet.py)
+
 _EXPORTS = {
     # layer maps
     "LayerInfo": "layers", "SDXL_LAYERS": "layers", "SD15_LAYERS": "layers", "layer_map_for": "layers",

@@ -22,7 +22,10 @@ def attach_face_adapter(pipe: InstantIDPipeline, state: dict, source: str) -> Fa
     names = tuple(n.removesuffix(".processor") for n in original if n.endswith("attn2.processor"))
     layers = layer_map_for(unet) or plain_layers(names)
     validate_adapter(state, layers, layer_widths(unet, layers), unet.config.cross_attention_dim, source)
-    pipe.load_ip_adapter(state, subfolder=None, weight_name=None, image_encoder_folder=None)
+    # InstantID feeds face embeddings, not CLIP image features: no image encoder or feature extractor. The UNet's
+    # own loader (what pipe.load_ip_adapter calls after making those) builds the processors without
+    # warning about the missing encoder or building a CLIPImageProcessor nothing uses.
+    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=True)
     pipe.resampler = unet.encoder_hid_proj.image_projection_layers[0]
     unet.encoder_hid_proj = None  # the pipeline passes (text, [face tokens]) itself
     unet.register_to_config(encoder_hid_dim_type=None)

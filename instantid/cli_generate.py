@@ -1,4 +1,16 @@
-"""``python -m instantid generate``: one image for a face, prompt, preset and seed, with per-step timing."""
+"""``python -m instantid generate``: one image for a face, prompt, preset and seed, with per-step timing.
+
+Examples::
+
+    python -m instantid generate --stack tiny --face data/faces/astronaut.jpg --prompt "a portrait" \\
+        --preset fast --seed 1 --steps 4 --out out.png
+    python -m instantid generate --stack ./checkpoints --base stabilityai/stable-diffusion-xl-base-1.0 \\
+        --face-model-root ~/.insightface --face me.jpg --prompt "a watercolor portrait" --preset balanced \\
+        --seed 1 --steps 30 --json --out out.png
+
+The timing goes to stdout (a table, or one JSON object with --json); warnings go to stderr.
+Exit codes: 0 done, 2 bad input (unreadable face, no face, bad weights or preset).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +35,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m instantid generate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m instantid generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="tiny", help="'tiny' (offline random weights) or an InstantID folder/repo id")
     parser.add_argument("--base", default=None, help="SDXL base: folder, repo id or .safetensors (default $INSTANTID_BASE)")
     parser.add_argument("--face", required=True, help="reference photo; its largest face is used")
@@ -37,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cn-scale", type=float, default=0.8)
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--dtype", default=None, choices=[None, "fp16", "bf16", "fp32"])
+    parser.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"],
+                        help="default fp16 on GPU, fp32 on CPU")
     parser.add_argument("--face-model-root", default=None, help="insightface root holding models/antelopev2")
     parser.add_argument("--out", required=True, help="output PNG")
     parser.add_argument("--json", action="store_true", help="print the timing as JSON")
@@ -46,14 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
-    from . import GenerationRequest, load_engine, load_image
-    from .face import FaceError
-    from .loading import WeightsError
-    from .presets import PresetError
+    from .face import FaceError, load_image  # the face is read before torch and diffusers load
 
     width, height = args.size or ((128, 128) if args.stack == "tiny" else (1024, 1024))
     try:
         image = load_image(args.face)
+    except FaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from .engine import GenerationRequest, load_engine
+    from .loading import WeightsError
+    from .presets import PresetError
+
+    try:
         engine = load_engine(args.stack, base=args.base, device=args.device, dtype=args.dtype,
                              face_model_root=args.face_model_root)
         request = GenerationRequest(face_image=image, prompt=args.prompt, negative_prompt=args.negative_prompt,
@@ -75,5 +94,5 @@ def main_generate(argv: Sequence[str]) -> int:
         print(f"preset {result.preset} ({result.layer_count} layers), total {result.total_s:.2f} s on "
               f"{report['device']} ({report['dtype']}); wrote {args.out}")
         for warning in result.warnings:
-            print(f"warning: {warning}")
+            print(f"warning: {warning}", file=sys.stderr)
     return 0

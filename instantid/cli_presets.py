@@ -14,11 +14,17 @@ from instantid.work_model import preset_work
 
 logger = logging.getLogger(__name__)
 
+EXAMPLES = """examples:
+  python -m instantid presets
+  python -m instantid presets --json --size 512
+  python -m instantid presets --spec output:0-2@0-0.5 --spec adaptive:0.2"""
+
 
 def build_parser(prog: str = "python -m instantid presets") -> argparse.ArgumentParser:
     """Arguments of the ``presets`` subcommand."""
     parser = argparse.ArgumentParser(
-        prog=prog, description="List layer presets with their layers and share of the face-branch work."
+        prog=prog, description="List layer presets with their layers and share of the face-branch work.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object {preset: {count, layers, ...}}"

@@ -22,7 +22,15 @@ import torch
 from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
 from .layers import layer_map_for
-from .loading import WeightsError, find_adapter_file, layer_widths, load_base, load_controlnet, read_adapter
+from .loading import (
+    WeightsError,
+    cast_modules,
+    find_adapter_file,
+    layer_widths,
+    load_base,
+    load_controlnet,
+    read_adapter,
+)
 from .patching import FacePatcher
 from .pipeline import DenoiseOutput, InstantIDPipeline
 from .presets import Preset, PresetError, preset_window, resolve_preset, select_layers
@@ -210,9 +218,11 @@ def load_engine(stack: str = "tiny", *, base: str | None = None, device: str | N
                          torch_dtype)
         patcher = attach_face_adapter(pipe, state, str(adapter_file))
         analyzer = FaceAnalyzer(root=face_model_root)
-    pipe.to(dev, torch_dtype)
-    patcher.modules.to(dev, torch_dtype)
-    pipe.resampler.to(dev, torch_dtype)
+    # real weights load in torch_dtype already; the tiny stack is built in fp32 and cast once here
+    cast_modules([*pipe.components.values(), patcher.modules, pipe.resampler], torch_dtype)
+    pipe.to(dev)
+    patcher.modules.to(dev)
+    pipe.resampler.to(dev)
     pipe.set_progress_bar_config(disable=True)
     logger.info("loaded %s on %s (%s)", stack, dev, torch_dtype)
     return Engine(stack, pipe, patcher, analyzer)

@@ -176,3 +176,11 @@ def load_base(pipeline_cls, base: str | os.PathLike, controlnet, dtype: torch.dt
         raise
     except Exception as exc:
         raise WeightsError(f"could not load the SDXL base from {base}: {exc}") from exc
+
+
+def cast_modules(modules, dtype: torch.dtype) -> None:
+    """Cast modules to ``dtype`` in place with torch's own ``Module.to``. diffusers' ``ModelMixin.to`` logs
+    "modules that should be kept in float32: []" on every dtype cast, even when there are none to keep (0.42)."""
+    for module in modules:
+        if isinstance(module, torch.nn.Module) and any(p.dtype != dtype for p in module.parameters()):
+            torch.nn.Module.to(module, dtype=dtype)

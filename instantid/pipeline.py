@@ -20,6 +20,7 @@ import torch
 from diffusers import StableDiffusionXLControlNetPipeline
 
 from .attention import FaceBranchState
+from .loading import cast_modules
 from .presets import in_window
 
 logger = logging.getLogger(__name__)
@@ -150,10 +151,10 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
         upcast = dtype == torch.float16 and vae.config.force_upcast
         try:
             if upcast:
-                vae.to(torch.float32)
+                cast_modules([vae], torch.float32)
             latents = latents.to(vae.dtype) / vae.config.scaling_factor
             image = vae.decode(latents, return_dict=False)[0]
         finally:
             if upcast:
-                vae.to(dtype)
+                cast_modules([vae], dtype)
         return self.image_processor.postprocess(image, output_type="pil")[0]

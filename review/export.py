@@ -1,13 +1,21 @@
-"""Exports of the study: votes, pairs, trials (flat store rows) and the leaderboard, as CSV or JSON.
+"""The one export of a study: a folder that is a Hugging Face dataset (Parquet + card), with CSV and JSON beside.
 
-- ``export_all(store, out_dir, fmt)``: the CLI's export into any directory the user names (created when missing).
-- ``export_file(store, kind, fmt, folder)``: one file with a fixed name (``votes.csv``, ``leaderboard.json``, ...)
-  in a folder the caller owns; ``kind`` and ``fmt`` are validated against fixed sets, so no user-controlled text
-  ever becomes a path component (for the UI).
-JSON files are ``{"provenance": {...}, "rows": [...]}`` (the leaderboard: its whole result beside provenance);
-CSV files hold the rows only (the leaderboard CSV holds the readable table of ``review.leaderboard_view``).
-Files are written to a temporary name in the same folder and renamed, so a reader never sees half a file.
-``full=False`` drops unanswered trials and the private columns (session, client hash), as a public export must.
+``export_dataset(store, out_dir)`` writes::
+
+    README.md                 dataset card: YAML ``configs`` (votes, pairs, trials), provenance, study settings,
+                              the leaderboard's verdicts, column docs (review.dataset_card)
+    votes/votes.parquet       one folder per table, Parquet only, so ``load_dataset("parquet", data_dir=...)``
+    pairs/pairs.parquet       reads a table's folder and ``load_dataset(out_dir, "votes")`` the card's configs
+    trials/trials.parquet
+    csv/{votes,pairs,trials}.csv
+    json/{votes,pairs,trials}.json     {"provenance": {...}, "rows": [...]}
+    leaderboard.json          {"provenance": {...}, <the leaderboard result>}
+    leaderboard.csv           the readable table of review.leaderboard_view
+
+The Export tab and ``python -m review export`` both call it: same study, same options, same clock -> same bytes.
+Reviewer ids are always pseudonymised with the study's salt (``review.sidecar``), in the tables and in the
+leaderboard. ``full=False`` (a public export) also drops unanswered trials and the private columns (session,
+client hash). Every file is written under a temporary name in its folder and renamed into place.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from review.leaderboard_view import table
+from review.sidecar import load_study_settings, pseudonym, study_salt
 from review.store import Store, utc_now
 from review.study import compute_leaderboard
 
@@ -31,13 +40,13 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 TABLE_KINDS: tuple[str, ...] = ("votes", "pairs", "trials")
-KINDS: tuple[str, ...] = (*TABLE_KINDS, "leaderboard")
-FORMATS: tuple[str, ...] = ("csv", "json")
+FORMATS: tuple[str, ...] = ("parquet", "csv", "json")
 PRIVATE_COLUMNS: tuple[str, ...] = ("session", "client")  # dropped when full=False
+REVIEWER_COLUMNS: tuple[str, ...] = ("reviewer_id",)  # pseudonymised in every export
 
 
 class ExportError(ValueError):
-    """A bad export request (unknown kind/format, output path that is not a directory)."""
+    """A bad export request (unknown format, output path that is not a directory, no hub token)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -52,14 +61,41 @@ def app_sha() -> str | None:
     return sha if done.returncode == 0 and sha else None
 
 
-def provenance(store: Store, kind: str, **extra: Any) -> Row:
-    """Where an export came from: app commit, export time, schema version, database file, what it holds."""
-    return {"app_sha": app_sha(), "exported_at": utc_now(), "schema_version": store.schema_version(),
-            "database": str(store.path), "kind": kind, **extra}
+def provenance(store: Store, kind: str, exported_at: str, **extra: Any) -> Row:
+    """Where an export came from: app commit, export time, schema version, database file name, what it holds."""
+    database = store.path.name if isinstance(store.path, Path) else str(store.path)
+    return {"app_sha": app_sha(), "exported_at": exported_at, "schema_version": store.schema_version(),
+            "database": database, "kind": kind, **extra}
+
+
+class Pseudonymiser:
+    """Reviewer id -> HMAC pseudonym with the study's salt (review.sidecar); other values pass through."""
+
+    def __init__(self, store: Store) -> None:
+        self.salt = study_salt(store.path)
+        self.known: dict[str, str] = {}
+
+    def __call__(self, reviewer_id: Any) -> Any:
+        if not isinstance(reviewer_id, str) or not reviewer_id:
+            return reviewer_id
+        if reviewer_id not in self.known:
+            self.known[reviewer_id] = pseudonym(self.salt, reviewer_id)
+        return self.known[reviewer_id]
+
+    def rows(self, rows: list[Row]) -> list[Row]:
+        return [{k: self(v) if k in REVIEWER_COLUMNS else v for k, v in row.items()} for row in rows]
+
+    def deep(self, value: Any) -> Any:
+        """Any reviewer id already seen in the tables, replaced anywhere in a JSON-like value (keys too)."""
+        if isinstance(value, dict):
+            return {self.known.get(k, k) if isinstance(k, str) else k: self.deep(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.deep(v) for v in value]
+        return self.known.get(value, value) if isinstance(value, str) else value
 
 
 def table_rows(store: Store, kind: str, *, full: bool = True) -> list[Row]:
-    """The flat store rows of one table kind ('votes', 'pairs', 'trials')."""
+    """The flat store rows of one table kind ('votes', 'pairs', 'trials'); reviewer ids NOT yet pseudonymised."""
     fetch: dict[str, Callable[[], list[Row]]] = {"votes": store.vote_rows, "pairs": store.list_pairs,
                                                  "trials": store.trial_rows}
     rows = fetch[_check(kind, TABLE_KINDS, "kind")]()
@@ -76,10 +112,12 @@ def _check(value: object, allowed: Sequence[str], what: str) -> str:
     return value
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> Path:
+def _atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool = False) -> Path:
     """Write through ``write(handle)`` into a temporary file beside ``path``, then rename it into place."""
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False, newline="", encoding="utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = {} if binary else {"newline": "", "encoding": "utf-8"}
+    handle = tempfile.NamedTemporaryFile("wb" if binary else "w", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False, **text)
     try:
         with handle:
             write(handle)
@@ -107,56 +145,64 @@ def write_json(path: Path, data: Any) -> Path:
                                           h.write("\n")))
 
 
-def _columns(rows: Sequence[Row]) -> list[str]:
+def write_parquet(path: Path, rows: Sequence[Row], columns: Sequence[str]) -> Path:
+    """Rows as a Parquet table (pyarrow infers each column's type; a column mixing types is stored as text)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrays = []
+    for name in columns:
+        values = [row.get(name) for row in rows]
+        try:
+            arrays.append(pa.array(values))
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            arrays.append(pa.array([None if v is None else str(v) for v in values], type=pa.string()))
+    data = pa.table(arrays, names=list(columns))
+    return _atomic_write(path, lambda h: pq.write_table(data, h, compression="zstd"), binary=True)
+
+
+def columns_of(rows: Sequence[Row]) -> list[str]:
     return list(dict.fromkeys(key for row in rows for key in row))
 
 
-def _write(store: Store, kind: str, fmt: str, folder: Path, *, full: bool,
-           result: Row | None, leaderboard_kw: dict[str, Any], include_failing: bool = False) -> Path:
-    path = folder / f"{kind}.{fmt}"
-    if kind == "leaderboard":
-        result = result if result is not None else compute_leaderboard(store, **leaderboard_kw)
-        if fmt == "json":
-            return write_json(path, {"provenance": provenance(store, kind), **result})
-        headers, rows = table(result, include_failing)  # default: failing reviewers left out (JSON has both)
-        return write_csv(path, headers, rows)
-    rows = table_rows(store, kind, full=full)
-    if fmt == "json":
-        return write_json(path, {"provenance": provenance(store, kind, n_rows=len(rows), full=full), "rows": rows})
-    headers = _columns(rows)
-    return write_csv(path, headers, [[r.get(h) for h in headers] for r in rows])
+def export_dataset(store: Store, out_dir: str | Path, *, full: bool = True, formats: Sequence[str] = FORMATS,
+                   exported_at: str | None = None, include_failing: bool = False,
+                   **leaderboard_kw: Any) -> list[Path]:
+    """Write the study as a dataset folder (see the module doc) into ``out_dir`` (created when missing; must not
+    be an existing non-directory); returns the paths written, README.md last. ``formats``: which of parquet, csv,
+    json to write for the tables (the leaderboard and the card are always written). ``leaderboard_kw`` go to
+    ``review.leaderboard.leaderboard`` (margin, seed, n_boot, ...); ``include_failing``: leaderboard.csv with the
+    reviewers failing the gold screening (leaderboard.json always has both views)."""
+    from review.dataset_card import render_card
 
-
-def export_file(store: Store, kind: str, fmt: str, folder: str | Path, *, full: bool = True,
-                include_failing: bool = False, **leaderboard_kw: Any) -> Path:
-    """Write ``<kind>.<fmt>`` into ``folder`` (created when missing); returns its path.
-
-    ``kind`` in {votes, pairs, trials, leaderboard}, ``fmt`` in {csv, json}; anything else raises ExportError
-    before touching the disk. ``leaderboard_kw`` go to ``review.leaderboard.leaderboard`` (config, seed, ...);
-    ``include_failing``: the leaderboard CSV table with the reviewers failing the gold screening."""
-    kind, fmt = _check(kind, KINDS, "kind"), _check(fmt, FORMATS, "format")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = _write(store, kind, fmt, folder, full=full, result=None, leaderboard_kw=leaderboard_kw,
-                  include_failing=include_failing)
-    logger.info("exported %s", path)
-    return path
-
-
-def export_all(store: Store, out_dir: str | Path, fmt: str, *, full: bool = True, include_failing: bool = False,
-               **leaderboard_kw: Any) -> list[Path]:
-    """votes, pairs, trials in ``fmt`` plus leaderboard.json (and leaderboard.csv when ``fmt`` is csv) in
-    ``out_dir`` (created when missing; must not be an existing non-directory). Returns the paths written."""
-    fmt = _check(fmt, FORMATS, "format")
+    formats = [_check(f, FORMATS, "format") for f in formats]
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    written = [_write(store, kind, fmt, out, full=full, result=None, leaderboard_kw={}) for kind in TABLE_KINDS]
-    result = compute_leaderboard(store, **leaderboard_kw)
-    written.append(_write(store, "leaderboard", "json", out, full=full, result=result, leaderboard_kw={}))
-    if fmt == "csv":
-        written.append(_write(store, "leaderboard", "csv", out, full=full, result=result, leaderboard_kw={},
-                              include_failing=include_failing))
+    when = exported_at or utc_now()
+    ids = Pseudonymiser(store)
+    written: list[Path] = []
+    tables: dict[str, tuple[list[Row], list[str]]] = {}
+    for kind in TABLE_KINDS:
+        rows = ids.rows(table_rows(store, kind, full=full))
+        columns = columns_of(rows)
+        tables[kind] = (rows, columns)
+        if "parquet" in formats and columns:  # an empty table has no columns: nothing a dataset could load
+            written.append(write_parquet(out / kind / f"{kind}.parquet", rows, columns))
+        if "csv" in formats:
+            written.append(write_csv(out / "csv" / f"{kind}.csv", columns, [[r.get(c) for c in columns] for r in rows]))
+        if "json" in formats:
+            written.append(write_json(out / "json" / f"{kind}.json",
+                                      {"provenance": provenance(store, kind, when, n_rows=len(rows), full=full),
+                                       "rows": rows}))
+    result = ids.deep(compute_leaderboard(store, **leaderboard_kw))
+    written.append(write_json(out / "leaderboard.json", {"provenance": provenance(store, "leaderboard", when),
+                                                          **result}))
+    headers, board_rows = table(result, include_failing)
+    written.append(write_csv(out / "leaderboard.csv", headers, board_rows))
+    card = render_card(provenance=provenance(store, "dataset", when, full=full), tables=tables,
+                       parquet="parquet" in formats, settings=load_study_settings(store.path), leaderboard=result)
+    written.append(_atomic_write(out / "README.md", lambda h: h.write(card)))
     logger.info("exported %d files to %s", len(written), out)
     return written

@@ -197,7 +197,9 @@ def test_the_right_password_reaches_the_job_and_the_exports(app, tmp_path):
     assert ok, data
     assert calls[-1].seeds == (0, 1) and calls[-1].presets == ("fast", "balanced")
     ok, data = api.call("prepare", [PASSWORD], session())
-    assert ok and len(data) == 7
+    assert ok and len(data) == 2
+    names = [Path(f["path"]).name for f in data[1]["value"]]
+    assert names[0] == "study-dataset.zip" and {"votes.parquet", "trials.json", "README.md"} <= set(names)
     calls.clear()
 
 
@@ -261,7 +263,8 @@ def test_generate_is_disabled_without_a_configured_password(tmp_path):
         api.open(idle)  # an open, unanswered trial: its key must not be exported
         ok, data = api.call("prepare", [""], session())  # public export: answered trials only
         assert ok
-        trials = json.loads(Path(data[6]["value"]["path"]).read_text())
+        (trials_file,) = [f["path"] for f in data[1]["value"] if f["path"].endswith("trials.json")]
+        trials = json.loads(Path(trials_file).read_text())["rows"]
         assert [t["trial_id"] for t in trials] == [voted]
         assert "session" not in trials[0] and "client" not in trials[0]
         assert trials[0]["reviewer_id"] != services.store.get_trial(voted)["reviewer_id"]  # hashed

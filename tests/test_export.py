@@ -1,4 +1,5 @@
-"""Exports of votes, pairs, trials and the leaderboard: literal CSV, JSON with provenance, fixed names, the CLI."""
+"""The one export path: a dataset folder (Parquet + card, CSV, JSON, leaderboard) with pseudonymised reviewers;
+literal CSV, JSON with provenance, pandas and datasets read it, the CLI, the Hub push (mocked)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,21 @@ from pathlib import Path
 import pytest
 from test_study_view import CLOCK, R1, REPO, _dispatcher_has, add_vote, png
 
-from review.export import ExportError, export_all, export_file
+from review.export import ExportError, export_dataset
 from review.leaderboard_view import HEADERS
+from review.sidecar import pseudonym, study_salt
 from review.store import Store
 
 BOOT = {"n_boot": 50, "n_boot_cluster": 20, "n_boot_bt": 10}
 CONDITION = ",1,a portrait,7,4,8,8,tiny"  # face_id, prompt, seed, steps, width, height, stack
 PAIR_METRICS = "1,balanced,20,1,0.96,0.99,0.7,0.71,"  # pair_id, preset, layer_count, condition_id, ssim, cosines, failure
+P1 = "{P1}"  # R1's pseudonym: filled in per study (its salt is random)
 VOTES_CSV = (
     "vote_id,choice,outcome,correct,latency_ms,client,voted_at,trial_id,reviewer_id,session,mode,left_arm,x_arm,"
     "is_gold,served_at,pair_id,preset,layer_count,condition_id,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,"
     "identity_failure,face_id,prompt,seed,steps,width,height,stack\r\n"
-    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{R1},s-a1,preference,full,,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
-    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{R1},s-a1,abx,selective,full,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
+    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{P1},s-a1,preference,full,,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
+    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{P1},s-a1,abx,selective,full,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
 )
 PAIRS_CSV = (
     "pair_id,condition_id,preset,layer_count,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,identity_failure,"
@@ -64,6 +67,10 @@ def build_small(root: Path) -> Store:
     return store
 
 
+def p1(store: Store) -> str:
+    return pseudonym(study_salt(store.path), R1)
+
+
 @pytest.fixture
 def small(tmp_path) -> Store:
     store = build_small(tmp_path)
@@ -71,96 +78,182 @@ def small(tmp_path) -> Store:
     store.close()
 
 
-def test_export_all_csv_writes_literal_tables_and_the_leaderboard(small, tmp_path):
-    paths = export_all(small, tmp_path / "out", "csv", **BOOT)
-    assert [p.name for p in paths] == ["votes.csv", "pairs.csv", "trials.csv", "leaderboard.json", "leaderboard.csv"]
-    assert all(p.parent == (tmp_path / "out").resolve() for p in paths)
-    assert (tmp_path / "out" / "votes.csv").read_bytes().decode() == VOTES_CSV
-    assert (tmp_path / "out" / "pairs.csv").read_bytes().decode() == PAIRS_CSV
-    with (tmp_path / "out" / "trials.csv").open(newline="", encoding="utf-8") as handle:
+TABLE_FILES = [f"{k}/{k}.parquet" for k in ("votes", "pairs", "trials")]
+DATASET_FILES = sorted([*TABLE_FILES, "csv/votes.csv", "csv/pairs.csv", "csv/trials.csv", "json/votes.json",
+                        "json/pairs.json", "json/trials.json", "leaderboard.json", "leaderboard.csv", "README.md"])
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_export_dataset_writes_literal_tables_with_pseudonyms(small, tmp_path):
+    paths = export_dataset(small, tmp_path / "out", **BOOT)
+    out = (tmp_path / "out").resolve()
+    assert sorted(str(p.relative_to(out)) for p in paths) == DATASET_FILES == _files(out)  # no temporary files
+    assert paths[-1].name == "README.md"
+    assert (out / "csv" / "votes.csv").read_bytes().decode() == VOTES_CSV.replace(P1, p1(small))
+    assert (out / "csv" / "pairs.csv").read_bytes().decode() == PAIRS_CSV
+    with (out / "csv" / "trials.csv").open(newline="", encoding="utf-8") as handle:
         trials = list(csv.reader(handle))
     assert trials[0] == TRIALS_HEADER and len(trials) == 4
-    assert trials[3][:5] == [f"{3:032x}", R1, "s-a1", "preference", "selective"] and trials[3][-7:] == [""] * 7
-    with (tmp_path / "out" / "leaderboard.csv").open(newline="", encoding="utf-8") as handle:
+    assert trials[3][:5] == [f"{3:032x}", p1(small), "s-a1", "preference", "selective"] and trials[3][-7:] == [""] * 7
+    assert R1 not in "".join(p.read_bytes().decode("utf-8", "replace") for p in paths)  # nowhere in clear
+    with (out / "leaderboard.csv").open(newline="", encoding="utf-8") as handle:
         board = list(csv.reader(handle))
     assert board[0] == list(HEADERS)
-    assert board[1][:3] == ["balanced", "20", "1"] and board[1][-3:] == ["2", "1", "1"]
+    assert board[1][:3] == ["balanced", "20", "1"]
     assert board[1][HEADERS.index("Preference selective / same / full · p")] == "1 (100%) / 0 (0%) / 0 (0%) · p=1"
-    assert sorted(os.listdir(tmp_path / "out")) == sorted(p.name for p in paths)  # no temporary files left
 
 
-def test_export_all_json_is_valid_json_with_provenance(small, tmp_path):
-    paths = export_all(small, tmp_path / "json", "json", **BOOT)
-    assert [p.name for p in paths] == ["votes.json", "pairs.json", "trials.json", "leaderboard.json"]
-    data = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in paths}
+def test_pseudonyms_are_stable_per_study_and_differ_between_studies(small, tmp_path):
+    salt_file = Path(str(small.path) + ".salt")
+    first = export_dataset(small, tmp_path / "a", formats=["csv"], **BOOT)
+    assert salt_file.is_file() and (salt_file.stat().st_mode & 0o777) == 0o600
+    again = export_dataset(small, tmp_path / "b", formats=["csv"], **BOOT)
+    assert first[0].read_bytes() == again[0].read_bytes()  # same salt, same pseudonyms
+    other_root = tmp_path / "other"
+    other_root.mkdir()
+    with build_small(other_root) as other:  # same reviewer id, another study: another pseudonym
+        assert p1(other) != p1(small) and len(p1(other)) == 16
+
+
+def test_json_files_carry_provenance_and_rows(small, tmp_path):
+    out = tmp_path / "json"
+    export_dataset(small, out, formats=["json"], **BOOT)
+    data = {name: json.loads((out / "json" / f"{name}.json").read_text(encoding="utf-8"))
+            for name in ("votes", "pairs", "trials")}
+    data["leaderboard"] = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     for name in ("votes", "pairs", "trials", "leaderboard"):
         prov = data[name]["provenance"]
         assert prov["kind"] == name and prov["schema_version"] == 2 and prov["exported_at"]
         assert prov["app_sha"] is None or len(prov["app_sha"]) == 40
-    assert data["votes"]["rows"] == small.vote_rows() and data["votes"]["provenance"]["n_rows"] == 2
+        assert prov["database"] == "small.db"  # the file name, not the server's path
+    expected = [{**r, "reviewer_id": p1(small)} for r in small.vote_rows()]
+    assert data["votes"]["rows"] == expected and data["votes"]["provenance"]["n_rows"] == 2
     assert data["pairs"]["rows"] == small.list_pairs()
     assert len(data["trials"]["rows"]) == 3
     board = data["leaderboard"]
     assert [r["preset"] for r in board["rows"]] == ["balanced"]
-    assert (board["rows"][0]["n_preference"], board["rows"][0]["abx_correct"]) == (1, 1)
     assert board["settings"]["n_boot"] == 50
+    assert not (out / "votes").exists()  # parquet not asked for
 
 
-def test_export_file_uses_fixed_names_and_rejects_bad_kinds_and_formats(small, tmp_path):
-    folder = tmp_path / "exports"
-    assert export_file(small, "votes", "csv", folder).read_bytes().decode() == VOTES_CSV
-    assert export_file(small, "votes", "csv", folder) == folder / "votes.csv"  # overwritten in place
-    lb = export_file(small, "leaderboard", "json", folder, margin=0.55, **BOOT)
-    assert lb == folder / "leaderboard.json"
-    assert json.loads(lb.read_text())["settings"]["margin"] == 0.55
-    assert export_file(small, "leaderboard", "csv", folder, **BOOT).read_text(encoding="utf-8").startswith("Preset,")
-    for kind, fmt in (("../votes", "csv"), ("images", "csv"), ("votes", "xml"), ("votes", "../x"),
-                      ("", "json"), (None, "csv"), ("votes", None), ("VOTES", "csv")):
-        with pytest.raises(ExportError):
-            export_file(small, kind, fmt, folder)  # type: ignore[arg-type]
-    assert sorted(os.listdir(folder)) == ["leaderboard.csv", "leaderboard.json", "votes.csv"]
-    with pytest.raises(ExportError, match="format"):
-        export_all(small, tmp_path / "x", "xlsx")
+def test_dataset_folder_loads_with_pandas_and_datasets(small, tmp_path):
+    pd = pytest.importorskip("pandas")
+    datasets = pytest.importorskip("datasets")
+    out = tmp_path / "ds"
+    export_dataset(small, out, **BOOT)
+    votes = pd.read_parquet(out / "votes" / "votes.parquet")
+    assert list(votes["vote_id"]) == [1, 2] and list(votes["reviewer_id"]) == [p1(small)] * 2
+    assert str(votes["latency_ms"].dtype) == "int64" and votes["ssim"].tolist() == [0.96, 0.96]
+    cache = str(tmp_path / "hf-cache")
+    loaded = datasets.load_dataset("parquet", data_dir=str(out / "votes"), cache_dir=cache)["train"]
+    assert loaded.num_rows == 2 and loaded[0]["choice"] == "right" and loaded[1]["outcome"] == "correct"
+    trials = datasets.load_dataset(str(out), "trials", cache_dir=cache)["train"]  # the card's configs
+    assert trials.num_rows == 3 and trials.column_names == TRIALS_HEADER
+
+
+def test_dataset_card_has_configs_provenance_settings_verdicts_and_columns(small, tmp_path):
+    from review.sidecar import save_study_settings
+
+    save_study_settings(small.path, {"gold_rate": 0.15, "modes": ["preference", "abx"]})
+    out = tmp_path / "card"
+    export_dataset(small, out, full=False, exported_at="2026-12-04T00:00:00Z", **BOOT)
+    card = (out / "README.md").read_text(encoding="utf-8")
+    front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
+    assert ("configs:\n- config_name: votes\n  data_files: votes/*.parquet\n  default: true\n"
+            "- config_name: pairs\n  data_files: pairs/*.parquet\n"
+            "- config_name: trials\n  data_files: trials/*.parquet\n") in front
+    assert "| exported_at | 2026-12-04T00:00:00Z |" in body and "| full | False |" in body
+    assert '"gold_rate": 0.15' in body and "#### Verdicts" in body and "**balanced** (20 layers)" in body
+    assert "| `reviewer_id` | string | reviewer pseudonym" in body and "### `trials` (2 rows)" in body
+    assert "| `session` |" not in body  # a public export has no such column
 
 
 def test_public_export_drops_unanswered_trials_and_private_columns(small, tmp_path):
-    path = export_file(small, "trials", "json", tmp_path, full=False)
-    rows = json.loads(path.read_text())["rows"]
+    export_dataset(small, tmp_path, full=False, formats=["json", "csv"], **BOOT)
+    rows = json.loads((tmp_path / "json" / "trials.json").read_text())["rows"]
     assert [r["trial_id"] for r in rows] == [f"{1:032x}", f"{2:032x}"]
     assert not {"session", "client"} & set(rows[0])
-    votes = export_file(small, "votes", "csv", tmp_path, full=False).read_text().splitlines()
+    votes = (tmp_path / "csv" / "votes.csv").read_text().splitlines()
     assert "client" not in votes[0].split(",") and "session" not in votes[0].split(",")
 
 
-def test_export_all_refuses_a_file_as_output_directory(small, tmp_path):
+def test_export_refuses_a_file_as_output_directory_and_bad_formats(small, tmp_path):
     (tmp_path / "taken").write_text("x")
     with pytest.raises(ExportError, match="not a directory"):
-        export_all(small, tmp_path / "taken", "csv")
+        export_dataset(small, tmp_path / "taken")
+    with pytest.raises(ExportError, match="format"):
+        export_dataset(small, tmp_path / "x", formats=["xlsx"])
+    assert not (tmp_path / "x").exists()
 
 
-def test_export_of_an_empty_study_writes_empty_tables(tmp_path):
+def test_export_of_an_empty_study_writes_empty_tables_and_a_card(tmp_path):
     with Store(tmp_path / "empty.db") as store:
-        paths = export_all(store, tmp_path / "out", "csv", **BOOT)
-    assert [p.read_text() for p in paths[:3]] == ["", "", ""]  # no rows: columns unknown, no header
-    assert json.loads(paths[3].read_text())["rows"] == []
-    assert paths[4].read_text(encoding="utf-8").splitlines() == [",".join(HEADERS)]
+        export_dataset(store, tmp_path / "out", **BOOT)
+    out = tmp_path / "out"
+    assert [(out / "csv" / f"{k}.csv").read_text() for k in ("votes", "pairs", "trials")] == ["", "", ""]
+    assert not (out / "votes").exists()  # no columns, no parquet
+    assert json.loads((out / "leaderboard.json").read_text())["rows"] == []
+    assert (out / "leaderboard.csv").read_text(encoding="utf-8").splitlines() == [",".join(HEADERS)]
+    assert "configs: []" in (out / "README.md").read_text()
 
 
 def test_main_export_writes_files_and_prints_paths(small, tmp_path, capsys):
     from review.cli_export import main_export
 
     out = tmp_path / "cli"
-    assert main_export(["--db", str(small.path), "--format", "json", "--out", str(out), "--n-boot", "50"]) == 0
+    assert main_export(["--db", str(small.path), "--out", str(out), "--n-boot", "50"]) == 0
     printed = capsys.readouterr().out.split()
-    assert [Path(p).name for p in printed] == ["votes.json", "pairs.json", "trials.json", "leaderboard.json"]
-    assert all(Path(p).is_file() for p in printed)
-    assert main_export(["--db", str(tmp_path / "none.db"), "--format", "csv", "--out", str(out)]) == 2
+    assert sorted(str(Path(p).relative_to(out.resolve())) for p in printed) == DATASET_FILES
+    assert main_export(["--db", str(tmp_path / "none.db"), "--out", str(out)]) == 2
     assert "no study database" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
     (tmp_path / "file").write_text("x")
-    assert main_export(["--db", str(small.path), "--format", "csv", "--out", str(tmp_path / "file")]) == 2
+    assert main_export(["--db", str(small.path), "--out", str(tmp_path / "file")]) == 2
     assert "not a directory" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main_export(["--db", str(small.path), "--format", "xml", "--out", str(out)])
+
+
+def test_push_to_hub_without_a_token_is_a_clear_error_before_any_work(small, tmp_path, capsys, monkeypatch):
+    from review import hub
+    from review.cli_export import main_export
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(hub, "hub_token", lambda: None)
+    code = main_export(["--db", str(small.path), "--out", str(tmp_path / "o"), "--push-to-hub", "me/study"])
+    assert code == 2 and "needs a Hugging Face token" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_push_to_hub_uploads_the_folder_with_the_token(small, tmp_path, capsys, monkeypatch):
+    import huggingface_hub
+
+    from review.cli_export import main_export
+
+    calls: list[tuple[str, tuple, dict]] = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", (), {"token": token}))
+
+        def create_repo(self, *args, **kwargs):
+            calls.append(("create_repo", args, kwargs))
+            return "https://huggingface.co/datasets/me/study"
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", (), kwargs))
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "o"
+    assert main_export(["--db", str(small.path), "--out", str(out), "--n-boot", "50", "--push-to-hub", "me/study"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "https://huggingface.co/datasets/me/study"
+    assert calls[0] == ("init", (), {"token": "hf_test"})
+    assert calls[1] == ("create_repo", ("me/study",), {"repo_type": "dataset", "private": True, "exist_ok": True})
+    assert calls[2][0] == "upload_folder"
+    assert calls[2][2]["folder_path"] == str(out.resolve()) and calls[2][2]["repo_type"] == "dataset"
 
 
 def test_python_m_review_export_writes_files(small, tmp_path):
@@ -172,6 +265,33 @@ def test_python_m_review_export_writes_files(small, tmp_path):
          "--n-boot", "50"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    names = [Path(line).name for line in done.stdout.split()]
-    assert names == ["votes.csv", "pairs.csv", "trials.csv", "leaderboard.json", "leaderboard.csv"]
-    assert (out / "votes.csv").read_bytes().decode() == VOTES_CSV
+    assert done.stderr == ""
+    names = sorted(str(Path(line).relative_to(out.resolve())) for line in done.stdout.split())
+    assert names == ["README.md", "csv/pairs.csv", "csv/trials.csv", "csv/votes.csv", "leaderboard.csv",
+                     "leaderboard.json"]
+    with Store(small.path) as store:
+        assert (out / "csv" / "votes.csv").read_bytes().decode() == VOTES_CSV.replace(P1, p1(store))
+
+
+def test_export_tab_and_cli_write_the_same_bytes(tmp_path, monkeypatch):
+    """The Export tab (with an admin password: a full export) and `python -m review export` give the same folder."""
+    from types import SimpleNamespace
+
+    from fixtures_review import make_services
+
+    import review.export
+    from review.cli_export import main_export
+    from review.ui import export_tab
+
+    monkeypatch.setattr(review.export, "utc_now", lambda: "2026-12-04T12:00:00Z")
+    services = make_services(tmp_path / "app", seeds=(0, 1), presets=("fast",))
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={})
+    note, _ = export_tab.handlers(services)["prepare"]("s3cret-admin", request)
+    (ui_root,) = services.dirs.exports.glob("*/study-dataset")
+    assert "All rows" in note and (ui_root.parent / "study-dataset.zip").is_file()
+    cli_out = tmp_path / "cli"
+    assert main_export(["--db", str(services.store.path), "--out", str(cli_out)]) == 0
+    names = _files(ui_root)
+    assert names == _files(cli_out) and "pairs/pairs.parquet" in names and len(names) >= 10
+    for name in names:
+        assert (ui_root / name).read_bytes() == (cli_out / name).read_bytes(), name

@@ -354,8 +354,9 @@ def test_exports_are_written_only_under_the_export_folder(app):
     assert ok, data
     folders = list(services.dirs.exports.iterdir())
     assert len(folders) == 1 and re.fullmatch(r"[0-9a-f]{32}", folders[0].name)
-    assert sorted(p.name for p in folders[0].iterdir()) == sorted(f"{t}.{f}" for t in ("votes", "pairs", "trials")
-                                                                     for f in ("csv", "json"))
+    assert sorted(p.name for p in folders[0].iterdir()) == ["study-dataset", "study-dataset.zip"]
+    names = {p.name for p in (folders[0] / "study-dataset").rglob("*") if p.is_file()}
+    assert {"README.md", "votes.parquet", "votes.csv", "votes.json", "leaderboard.json"} <= names
     assert tree(root, services.dirs.root) == outside_before
 
 

@@ -405,3 +405,21 @@ def test_an_unreadable_reference_face_shows_the_pair_without_it_and_leaves_no_or
     view = desk.open("s", None, "preference", "a")
     assert view.trial_id and view.face is None and view.left and view.right
     assert [t["trial_id"] for t in desk.store.trial_rows()] == [view.trial_id]
+
+
+def test_switching_the_task_keeps_each_mode_s_open_trial(desk: ReviewDesk):
+    """A mode switch parks the open trial; switching back brings the same trial (nothing is used up), and a
+    vote in the other mode does not disturb it."""
+    first = desk.open("sess-1", None, "preference", "a1")
+    abx = desk.next("sess-1", "abx", "a1")
+    assert abx.trial_id and abx.trial_id != first.trial_id and abx.mode == "abx"
+    back = desk.next("sess-1", "preference", "a1")
+    assert back.trial_id == first.trial_id
+    assert desk.next("sess-1", "abx", "a1").trial_id == abx.trial_id  # and ABX's is kept too
+    desk.vote("sess-1", abx.trial_id, "a", "a1")
+    again = desk.next("sess-1", "preference", "a1")
+    assert again.trial_id == first.trial_id and again.number == 2  # numbered after the vote in between
+    with pytest.raises(VoteRefused):  # a parked trial is not the open one: no vote on it until it is back
+        desk.next("sess-1", "abx", "a1")
+        desk.vote("sess-1", first.trial_id, "left", "a1")
+    assert len(desk.store.trial_rows()) == 3  # two served, plus the new ABX one after the vote

@@ -108,6 +108,20 @@ class Store:
             problems.append(f"foreign key: {r['table']} rowid {r['rowid']} -> {r['parent']} missing")
         return problems
 
+    def snapshot(self, path: str | Path) -> Path:
+        """A consistent copy of the database at ``path`` (SQLite's online backup API; safe while in use)."""
+        import sqlite3
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(str(path))
+        try:
+            with self._conn.lock:
+                self._conn.db.conn.backup(target)
+        finally:
+            target.close()
+        return path
+
     def _get(self, table: str, where: str, args: Sequence[Any]) -> Row | None:
         rows = self._conn.rows(f"SELECT * FROM {table} WHERE {where}", list(args))
         return rows[0] if rows else None

@@ -13,6 +13,7 @@ from review.ui.export_tab import build_export_tab
 from review.ui.generate_tab import build_generate_tab
 from review.ui.gradio_sessions import make_session_setup_lazy
 from review.ui.image_route import image_routes
+from review.ui.leaderboard_html import LEADERBOARD_CSS
 from review.ui.leaderboard_tab import build_leaderboard_tab
 from review.ui.review_desk import ReviewDesk
 from review.ui.review_js import KEYS_JS
@@ -24,9 +25,43 @@ logger = logging.getLogger(__name__)
 TITLE = "Face-attention review"
 CSS = """#review-progress p, #review-reveal p { font-size: 1.1em; }
 .review-figure { margin: 0; text-align: center; }
-.review-figure figcaption { font-weight: 600; margin-bottom: 0.3em; }
-.review-figure img { display: block; width: 100%; height: 420px; object-fit: contain; }  /* scaled to fit, both ways */
-#review-face .review-figure img { height: 200px; }"""
+.review-figure figcaption { font-weight: 600; margin-bottom: 0.2em; }
+.review-figure a { display: block; padding: 0 !important; margin: 0 !important; }
+/* the compared images: side by side, as large as the width allows while the answers stay on screen */
+.review-figure img { display: block; width: 100%; height: auto; aspect-ratio: 1 / 1; object-fit: contain;
+  max-height: max(160px, calc(100vh - 430px)); }
+#review-images { flex-wrap: nowrap !important; gap: 8px !important; }
+#review-left, #review-right, #review-x, #review-face { padding: 0 !important; border: 0 !important; }
+#review-left .html-container, #review-right .html-container, #review-x .html-container,
+#review-face .html-container { padding: 0 !important; }
+#review-mode .wrap { flex-wrap: nowrap; gap: 6px; }
+#review-images > div { flex: 1 1 0 !important; min-width: 0 !important; }
+/* the reference face: small, beside the question */
+#review-head { flex-wrap: nowrap !important; align-items: center; }
+#review-face { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important; }
+#review-text { flex: 1 1 0 !important; min-width: 0 !important; }
+#review-face .review-figure img { width: auto; height: 80px; max-height: 80px; aspect-ratio: auto; }
+#review-face figcaption { font-size: 0.75em; font-weight: normal; }
+#review-answers { flex-wrap: nowrap !important; gap: 6px !important; }
+#review-answers button { min-width: 0 !important; white-space: normal; padding-left: 4px; padding-right: 4px; }
+@media (max-width: 640px) {
+  .column, .tabitem { gap: 6px !important; }
+  .tabitem { padding: 4px 0 !important; }
+  #review-reveal p { font-size: 0.95em; margin: 0; }
+  #next-pair, #more-pairs { padding-top: 6px !important; padding-bottom: 6px !important; }
+  #app-title h2 { font-size: 1.15em; margin: 0; }
+  #banner p { font-size: 0.8em; margin: 0; }
+  #review-mode { padding: 4px 6px !important; }
+  #review-mode .wrap label { padding: 4px 6px; font-size: 0.85em; }
+  #review-face .review-figure img { height: 56px; }
+  .review-figure img { max-height: max(120px, calc(100vh - 330px)); }
+  #review-images figcaption { font-size: 0.8em; margin-bottom: 0; }
+  #review-answers button { font-size: 0.8em; line-height: 1.25; }
+  #review-progress p, #review-question p { font-size: 0.95em; margin: 0; }
+}"""
+# Gradio scopes `css` to the inside of the app; the page margin (32 px a side, 17 % of a phone's width) is outside
+HEAD = ("<style>@media (max-width: 640px) { .gradio-container .main.app "
+        "{ padding: 8px 8px !important; } }</style>")
 # Gradio's queue rebuilds its analytics summary (a pandas DataFrame of the last GRADIO_ANALYTICS_MAX_EVENTS
 # events, grouped and percentiled) after every queued event: ~1 ms at 100 events, ~6.5 ms at 10 000, on this VM.
 # Only the /monitoring dashboard reads it, and launch_options turns that off.
@@ -39,7 +74,7 @@ def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
     make_session_setup_lazy()  # a page load no longer builds every block's config (~6 ms of CPU here)
     # Gradio's cached copies of served files are deleted after 30 min (checked every 5 min)
     with gr.Blocks(title=TITLE, delete_cache=(300, 1800), analytics_enabled=False) as demo:
-        gr.Markdown(f"## {TITLE}")
+        gr.Markdown(f"## {TITLE}", elem_id="app-title")
         if services.config.banner:
             gr.Markdown(f"**{services.config.banner}**", elem_id="banner")
         with gr.Tabs():
@@ -62,15 +97,18 @@ def launch_options(services: Services) -> dict[str, Any]:
     from Gradio's file route; the export folder is allowed so its files can be returned from anywhere (e.g. a
     persistent /data volume outside the working and temp directories). The review images have a route of their
     own (``image_routes``), put in front of Gradio's routes."""
-    blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve())]
-    if isinstance(services.store.path, Path):
-        blocked.append(str(services.store.path.resolve()))
+    blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve()),
+               str((services.dirs.root / "backup").resolve())]  # REVIEW_BACKUP_REPO's snapshot folder
+    if isinstance(services.store.path, Path):  # the database and its sidecar files (export salt, settings)
+        db = services.store.path.resolve()
+        blocked += [str(db), f"{db}.salt", f"{db}.study.json"]
     return {
         "footer_links": ["gradio"],
         "enable_monitoring": False,  # no /monitoring dashboard (and nothing reads the queue's analytics)
         "show_error": False,
         "max_file_size": "20mb",
-        "css": CSS,
+        "css": CSS + LEADERBOARD_CSS,
+        "head": HEAD,
         "allowed_paths": [str(services.dirs.exports.resolve())],
         "blocked_paths": blocked,
         "app_kwargs": {"routes": image_routes(services.served)},

@@ -13,6 +13,8 @@ from typing import Any
 
 import gradio as gr
 
+from review.ui.leaderboard_html import board_html
+
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 10.0  # how often an open leaderboard checks for new votes
@@ -25,7 +27,8 @@ def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable
                            "The leaderboard is not available yet.")
         # reviewers failing the gold screening are left out by default; the unscreened view is one click away
         without = gr.Checkbox(label="Include reviewers who fail the gold screening", value=False)
-        table = gr.Dataframe(value=None, interactive=False, wrap=False)
+        # key columns first, the others folded per row; cards on a phone (no horizontal scrolling)
+        table = gr.HTML("", elem_id="leaderboard-key")
         with gr.Row():
             ssim_plot = gr.Plot(label="step-time ratio vs SSIM")
             identity_plot = gr.Plot(label="step-time ratio vs identity")
@@ -47,7 +50,7 @@ def build_leaderboard_tab(board: Callable[[bool], Any] | None, version: Callable
         except Exception as exc:
             logger.exception("leaderboard failed")
             return [gr.skip()] * 4 + [f"The leaderboard could not be computed: {exc}", last]
-        return [view.table, view.ssim_plot, view.identity_plot, view.markdown, "", current]
+        return [board_html(view.table), view.ssim_plot, view.identity_plot, view.markdown, "", current]
 
     def opened(include_failing: bool, last: Any) -> list[Any]:
         return [*load(include_failing, last), gr.Timer(active=True)]

@@ -43,6 +43,9 @@ from review.ui.services import Services
 
 logger = logging.getLogger(__name__)
 
+DONE_MARK = "thank you!"  # in the messages that end a session: the page then offers no 'Next pair' (review_js)
+
+
 @dataclass
 class TrialView:
     """What the page shows: per-trial image URLs (relative) and progress; never an arm or a preset."""
@@ -78,6 +81,7 @@ class Seat:
     voted: int = 0
     target: int = 0  # the progress total, fixed when the seat gets its first pair (so a gold trial can't show)
     gold_left: int = 0  # gold checks still budgeted inside that total
+    parked: dict = field(default_factory=dict)  # mode -> (trial id, view, served_at) left by a mode switch
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -153,12 +157,19 @@ class ReviewDesk:
         with seat.lock:
             if seat.trial_id and seat.view and seat.mode == mode and self.store.get_vote(seat.trial_id) is None:
                 return seat.view
+            if seat.trial_id and seat.view and seat.mode != mode:  # a mode switch keeps the open trial for later
+                seat.parked[seat.mode] = (seat.trial_id, seat.view, seat.served_at)
             seat.mode, seat.trial_id, seat.view = mode, None, None
             target = seat.target or self.config.trials_per_session
             if seat.voted >= target:
                 return TrialView(seat.reviewer_id, mode, number=seat.voted, target=target,
-                                 message=f"That was {seat.voted} of {target}: thank you! "
+                                 message=f"That was {seat.voted} of {target}: {DONE_MARK} "
                                          "Reload the page to review more.")
+            parked = seat.parked.pop(mode, None)
+            if parked and self.store.get_vote(parked[0]) is None:  # back to a mode: its trial, not a new one
+                seat.trial_id, seat.view, seat.served_at = parked
+                seat.view.number = seat.voted + 1
+                return seat.view
             view = self._new_trial(session, seat, address)
             seat.view, seat.trial_id, seat.served_at = view, view.trial_id, self.clock()
             return view
@@ -200,7 +211,7 @@ class ReviewDesk:
                              max_per_preset=cap)
             if pair is None:
                 return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
-                                 message="You have reviewed every pair: thank you!")
+                                 message=f"You have reviewed every pair: {DONE_MARK}")
             history = self._arm_history(reviewer, mode)
             plan = plan_trial(mode, assign_left_arm(history, self.rng))
             history.append(plan.left_arm)

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import json
 
+from review.ui.review_desk import DONE_MARK
+
+# JS: true when the page has no trial and the server's message is not the end of the session ('Next pair' helps)
+_RETRY = "(open, p) => !open && !String(p || '').includes(" + json.dumps(DONE_MARK) + ")"
+
 # Keyboard shortcuts: a key clicks the first matching visible, enabled button (typing in a text field is left alone).
 KEYS_JS = """
 () => {
@@ -56,7 +61,8 @@ def lock_js(buttons: int) -> str:
 def swap_js(buttons: int) -> str:
     """Show the staged trial. Inputs: staged trial id, face, left, x, right, progress. Outputs: trial, face, left, x,
     right, question, progress, reveal, the vote buttons, Next (page-only), 'Next pair' (server). Without a staged
-    trial (study done, or the server said why not) the images and answers go and the server button appears."""
+    trial the images and answers go; the server button appears only when asking again can help (not after a
+    message that ends the session: no dead-end button)."""
     return f"""
 (t, f, l, x, r, p) => {{
   const u = (props) => ({{__type__: "update", ...props}});
@@ -65,27 +71,28 @@ def swap_js(buttons: int) -> str:
   window.__reviewLaidOut = t;
   const image = (v) => open ? v : u({{value: {{src: null, label: ""}}, visible: false}});
   const answer = open ? u({{interactive: true}}) : u({{interactive: false, visible: false}});
+  const retry = ({_RETRY})(open, p);
   // "keep": the staged trial's face is the one on the page, which stays
   return [t || "", open && f && f.keep ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
-          ...Array({buttons}).fill(answer), u({{visible: false}}), u({{visible: !open}})];
+          ...Array({buttons}).fill(answer), u({{visible: false}}), u({{visible: retry}})];
 }}
 """
 
 
 def layout_js(abx_only: list[bool], *, if_new_trial: bool = False) -> str:
     """Which images and answers show, after the server sent a page (load, mode change, 'Next pair', status poll).
-    Inputs: trial id, mode. Outputs: face, left, x, right, the vote buttons (``abx_only``: ABX's answers), Next
+    Inputs: trial id, mode, progress text. Outputs: face, left, x, right, the vote buttons (``abx_only``: ABX's answers), Next
     (page-only), 'Next pair' (server). ``if_new_trial`` (the status poll): nothing changes unless the trial did,
     so a poll during the reveal step leaves the locked answers and 'Next pair' alone."""
     outputs = 4 + len(abx_only) + 2
     return f"""
-(t, m) => {{
+(t, m, p) => {{
   if ({json.dumps(if_new_trial)} && t === window.__reviewLaidOut) return Array({outputs}).fill(undefined);
   window.__reviewLaidOut = t;
   const u = (props) => ({{__type__: "update", ...props}});
   const open = Boolean(t), abx = m === "abx";
   const answers = {json.dumps(abx_only)}.map((a) => u({{visible: open && a === abx, interactive: open}}));
   return [u({{visible: open}}), u({{visible: open}}), u({{visible: open && abx}}), u({{visible: open}}),
-          ...answers, u({{visible: false}}), u({{visible: !open}})];
+          ...answers, u({{visible: false}}), u({{visible: ({_RETRY})(open, p)}})];
 }}
 """

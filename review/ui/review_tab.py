@@ -150,22 +150,25 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
                                    secret=services.config.browser_secret)
         status = gr.Markdown("", elem_id="review-status")
         mode = gr.Radio([(MODE_LABELS[m], m) for m in study.modes], value=study.modes[0], label="Task",
+                        show_label=False, container=False,
                         visible=len(study.modes) > 1, elem_id="review-mode")
         trial = gr.Textbox("", visible="hidden", elem_id="review-trial", show_label=False)
         choice = gr.Textbox("", visible="hidden", elem_id="review-choice", show_label=False)
         shown = gr.Number(None, visible=False, elem_id="review-shown")  # ms the pair was on screen (vote_js)
         image = dict(value=picture(None, ""), html_template=PICTURE, js_on_load=None)
-        with gr.Row():
-            face = gr.HTML(elem_id="review-face", scale=1, min_width=200, **image)
-            with gr.Column(scale=3):
+        # layout (CSS in review.ui.app): a small reference face beside the question, then the compared images
+        # side by side at the largest size that leaves the answers on screen, then the answers in one row
+        with gr.Row(elem_id="review-head"):
+            face = gr.HTML(elem_id="review-face", scale=0, min_width=0, **image)
+            with gr.Column(scale=1, min_width=0, elem_id="review-text"):
                 progress = gr.Markdown("", elem_id="review-progress")
                 question = gr.Markdown("", elem_id="review-question")
-        with gr.Row(equal_height=True):
-            left = gr.HTML(elem_id="review-left", **image)
-            x = gr.HTML(elem_id="review-x", visible=False, **image)
-            right = gr.HTML(elem_id="review-right", **image)
-        with gr.Row():
-            buttons = [gr.Button(label, elem_id=elem, variant="primary", interactive=False,
+        with gr.Row(equal_height=True, elem_id="review-images"):
+            left = gr.HTML(elem_id="review-left", min_width=0, **image)
+            x = gr.HTML(elem_id="review-x", visible=False, min_width=0, **image)
+            right = gr.HTML(elem_id="review-right", min_width=0, **image)
+        with gr.Row(elem_id="review-answers"):
+            buttons = [gr.Button(label, elem_id=elem, variant="primary", interactive=False, min_width=0,
                                  visible=c in PREFERENCE_CHOICES) for c, label, elem in VOTE_BUTTONS]
         reveal = gr.Markdown("", elem_id="review-reveal")
         next_button = gr.Button("Next pair  [N / Enter]", elem_id="next-pair", visible=False)
@@ -182,7 +185,7 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
     stage = [staged_trial, *staged_images, staged_progress]
     private: dict[str, Any] = dict(api_visibility="private", show_progress="hidden")
     abx_only = [c not in PREFERENCE_CHOICES for c, _, _ in VOTE_BUTTONS]
-    layout = dict(fn=None, inputs=[trial, mode], outputs=[face, left, x, right, *buttons, next_button, more_button],
+    layout = dict(fn=None, inputs=[trial, mode, progress], outputs=[face, left, x, right, *buttons, next_button, more_button],
                   js=layout_js(abx_only), **private)
     demo.load(fns["open"], [reviewer, mode], [*page, status, timer], **private, **DIRECT).success(**layout)
     more_button.click(fns["next"], [mode], page, **private, **DIRECT).success(**layout)
