@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from review.served import ServedImages
-from review.store import Store
+from review.store import Store, StoreError, StoreUnavailable
 from review.trials import RateLimiter, StudyConfig, VoteRefused
 
 logger = logging.getLogger(__name__)
@@ -159,6 +159,17 @@ def client_address(headers: Any, host: str | None, trust_proxy: bool, proxy_hops
         if entries:
             return entries[-proxy_hops] if len(entries) >= proxy_hops else entries[0]
     return host or "unknown"
+
+
+def storage_message(exc: StoreError, consequence: str) -> str:
+    """A storage fault in words for the page: what is wrong and what it means for the user (no path)."""
+    if isinstance(exc, StoreUnavailable):
+        what = {"busy": "The study database is busy (another program is writing to it)",
+                "replaced": "The study database file was removed or replaced on the server"}.get(
+            exc.kind, f"The study database cannot be written: {exc.reason}")
+    else:
+        what = "The study database refused the change"
+    return f"{what}. {consequence}"
 
 
 def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
