@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
         if any(o.code == 2 for o in everyone):
             print("error: a process could not start (see its error above); its conditions were not generated",
                   file=sys.stderr)
-        condition_ids = {runner.condition_row(c)["id"] for c in conditions}
+        condition_ids = {row["id"] for row in map(runner.find_condition, conditions) if row is not None}
         summary = summarize([p for p in store.list_pairs() if p["condition_id"] in condition_ids])
     print(_summary_line(everyone, len(conditions), len(presets), summary, db))
     failed = sum(o.failed for o in everyone)

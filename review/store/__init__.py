@@ -174,6 +174,10 @@ class Store:
     def get_condition(self, condition_id: int) -> Row | None:
         return self._get("conditions", "id = ?", [condition_id])
 
+    def get_condition_by_key(self, key: str) -> Row | None:
+        """The condition stored under ``condition_key(...)``, or None (a lookup that writes nothing)."""
+        return self._get("conditions", "key = ?", [key])
+
     def add_image(self, *, file: str, sha256: str, width: int, height: int) -> Row:
         """Record an image file written by ``review.images.write_image`` (opaque name, unique)."""
         row = {"file": file, "sha256": sha256, "width": int(width), "height": int(height),
