@@ -6,7 +6,14 @@ launch. On Spaces, ``spaces.GPU`` wraps each generation; elsewhere it is a no-op
 
 Environment (flags win): REVIEW_WEIGHTS, REVIEW_DB, REVIEW_DATA, REVIEW_HOST, REVIEW_PORT, REVIEW_GOLD_RATE,
 REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords off command lines),
-REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs).
+REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_INTEGRITY_CHECK (1: full
+``integrity_check`` at start instead of ``quick_check``), REVIEW_STOP_GRACE_S (how long SIGTERM waits for a running
+generation, default 120).
+
+One app process per database: review sessions, served image names and the rate limits live in the process's
+memory, so a second process on the same database is refused at start (a lock file next to the database).
+SIGTERM: new generation jobs are refused, the running one stops after its current image (what it stored is kept)
+and the admin is told; then the server closes.
 """
 
 from __future__ import annotations
@@ -14,16 +21,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from review.store import Store
+from review.store import Store, StoreError
 from review.study import board_view
 from review.trials import StudyConfig
 from review.ui.app import build_demo, launch_options
-from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, Services
+from review.ui.edge import install_server_limits
+from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
+from review.ui.single_process import AppLockError, hold_app_lock
 
 logger = logging.getLogger("app")
 
@@ -78,8 +89,10 @@ class Engines:
             return self._engine
 
 
-def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., list[dict[str, Any]]]:
-    """run_job for the Generate tab (and the demo pairs): every seed x preset through PairRunner."""
+def job_runner(engines: Engines, store: Store, dirs: DataDirs,
+               stopping: threading.Event | None = None) -> Callable[..., list[dict[str, Any]]]:
+    """run_job for the Generate tab (and the demo pairs): every seed x preset through PairRunner; once
+    ``stopping`` is set (SIGTERM) it stops after the image in progress (JobStopped, what is stored is kept)."""
 
     def run_job(job: GenerateJob, progress: Callable[[float, str], None]) -> list[dict[str, Any]]:
         from review.conditions import Condition
@@ -92,6 +105,9 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., 
             nonlocal done
             done += 1
             progress(min(done / total, 1.0), f"{done} of {total} images ({label})")
+            if stopping is not None and stopping.is_set() and done < total:
+                raise JobStopped(f"the app is shutting down: generation stopped after {done} of {total} images "
+                                 f"({len(rows)} pair(s) made and kept); run it again after the restart")
 
         for seed in job.seeds:
             condition = Condition(face=Path(job.face_path), prompt=job.prompt, seed=seed,
@@ -169,6 +185,24 @@ def warm_up() -> None:
         pass
 
 
+def stop_on_sigterm(services: Services, grace_s: float) -> None:
+    """SIGTERM: refuse new jobs, let the running generation stop after its current image (at most ``grace_s``),
+    then close the server (a KeyboardInterrupt in the main thread, which Gradio's launch turns into a close)."""
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if services.stopping.is_set():
+            return
+        services.stopping.set()
+        logger.warning("SIGTERM: no new generation jobs; waiting up to %.0f s for a running one", grace_s)
+        if services.generate_lock.acquire(timeout=grace_s):
+            services.generate_lock.release()
+        else:
+            logger.error("the running generation did not stop within %.0f s; closing anyway", grace_s)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -194,15 +228,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--proxy-hops", type=int, default=int(env("REVIEW_PROXY_HOPS", "1")),
                         help="with --trust-proxy: trusted proxies in front of the app; the client address is this "
                              "many entries from the right of X-Forwarded-For (REVIEW_PROXY_HOPS)")
+    parser.add_argument("--integrity-check", action="store_true", default=env("REVIEW_INTEGRITY_CHECK") == "1",
+                        help="full PRAGMA integrity_check at start (default: quick_check) (REVIEW_INTEGRITY_CHECK)")
+    parser.add_argument("--stop-grace-s", type=float, default=float(env("REVIEW_STOP_GRACE_S", "120")),
+                        help="on SIGTERM, how long to wait for a running generation (REVIEW_STOP_GRACE_S)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    dirs = DataDirs.under(args.data).make()
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.db)
+    try:
+        dirs = DataDirs.under(args.data).make()
+        Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+        app_lock = hold_app_lock(args.db)  # noqa: F841 (held for the life of the process)
+        store = Store(args.db, check="full" if args.integrity_check else "quick")
+    except (StoreError, AppLockError, OSError) as exc:  # one sentence, no traceback
+        logger.error("%s", exc)
+        sys.exit(f"error: {exc}")
     engines = Engines(args.weights)
     tiny = engines.stack == "tiny"
     try:
@@ -215,15 +258,17 @@ def main(argv: list[str] | None = None) -> None:
     config = AppConfig(study=study, admin_password=os.environ.get("REVIEW_ADMIN_PASSWORD") or None,
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
                        trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
-    services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
-                        board=cached_board(store),
-                        board_version=store.study_version)
+    stopping = threading.Event()
+    services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs, stopping),
+                        board=cached_board(store), board_version=store.study_version, stopping=stopping)
     if not config.admin_password:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
     if not store.list_pairs() and not args.no_demo:
         threading.Thread(target=make_demo_pairs, args=(services, tiny), name="demo-pairs", daemon=True).start()
     demo = build_demo(services)
     warm_up()
+    install_server_limits()
+    stop_on_sigterm(services, args.stop_grace_s)
     logger.info("serving on http://%s:%d (db %s, data %s, stack %s)", args.host, args.port, args.db, dirs.root,
                 engines.stack)
     demo.launch(server_name=args.host, server_port=args.port, **launch_options(services))

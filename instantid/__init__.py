@@ -25,6 +25,9 @@ _EXPORTS = {
     # engine
     "Engine": "engine", "GenerationRequest": "engine", "GenerationResult": "engine", "GenerationError": "engine",
     "load_engine": "engine", "WeightsError": "loading",
+    # limits (one definition for the engine, both CLIs and the app)
+    "LIMITS": "limits", "GenerationLimits": "limits", "RequestError": "limits", "check_request": "limits",
+    "request_problems": "limits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -37,6 +37,8 @@ def main_export(argv: Sequence[str]) -> int:
     setup_logging(args.verbose)
     from review.export import ExportError, export_all
 
+    if not args.out.strip():
+        return error("--out is empty: name the output directory")
     store = open_existing_study(args.db)
     if store is None:
         return 2

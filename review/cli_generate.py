@@ -38,6 +38,7 @@ from .conditions import (
     read_prompts,
 )
 from .inputs import parse_seeds
+from .uploads import read_upload
 
 if TYPE_CHECKING:
     from .jobs import PairRunner
@@ -83,9 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
     """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
     tiny = args.stack == "tiny"
-    if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # the app's seed rules
+    # every condition is checked against instantid's limits when it is made (Condition.__post_init__)
     if args.matrix is not None:
         clashing = [f"--{name.replace('_', '-')}" for name in ("faces", "prompts", "size")
                     if getattr(args, name) is not None]
@@ -113,17 +113,38 @@ def main_generate(argv: Sequence[str]) -> int:
     try:
         conditions = conditions_from_args(args)
         presets = parse_presets(args.presets)
-        faces = list(dict.fromkeys(c.face for c in conditions))
-        for face in faces:  # unreadable files fail here, before the engine loads
-            load_image(face)
     except (InputError, FaceError) as exc:
         return error(str(exc))
+    bad: dict[Path, str] = {}
+    for face in dict.fromkeys(c.face for c in conditions):  # unreadable files: found before the engine loads
+        try:
+            read_upload(face)  # the app's reader: size from the header, pixel cap, same conversions
+            load_image(face)
+        except (InputError, FaceError) as exc:
+            bad[face] = str(exc)
+    conditions = _drop_bad_faces(conditions, bad)
+    if not conditions:
+        return error("no usable face; nothing generated")
+    faces = list(dict.fromkeys(c.face for c in conditions))
     db = Path(args.db).expanduser()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else db.parent
     face_dirs = {f.resolve().parent for f in faces}
     if (data_dir / "faces").resolve() in face_dirs:
         return error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
-    return _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError))
+    code = _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError), bad)
+    if bad:
+        print(f"error: {len(bad)} face file(s) skipped, the others were processed:", file=sys.stderr)
+        for face, reason in bad.items():
+            print(f"  {face}: {reason}", file=sys.stderr)
+        return max(code, 1)
+    return code
+
+
+def _drop_bad_faces(conditions: list[Condition], bad: dict[Path, str]) -> list[Condition]:
+    """The conditions whose face is not in ``bad`` (each bad face is reported once, by file name)."""
+    for face, reason in bad.items():
+        logger.warning("skipping %s: %s", face, reason)
+    return [c for c in conditions if c.face not in bad]
 
 
 @dataclass
@@ -140,14 +161,15 @@ class Outcome:
 
 
 def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
-         input_errors: tuple[type[Exception], ...]) -> int:
+         input_errors: tuple[type[Exception], ...], bad: dict[Path, str]) -> int:
     """Generate this process's share (all of it without a launcher); the main process prints the summary once
     every process is done. Every process reaches ``gather`` exactly once, whatever happens to its share."""
     from instantid import load_engine
 
+    from .inputs import check_faces
     from .jobs import PairRunner, summarize
     from .sharding import barrier, gather, shard
-    from .store import Store
+    from .store import Store, StoreError
 
     part = shard(conditions, device=args.device)
     mine = Outcome(conditions=len(part.conditions))
@@ -166,19 +188,31 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
         barrier()
         gather(mine)
         return mine.code
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with Store(db) as store:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        store = Store(db)
+    except (StoreError, OSError) as exc:
+        mine.code = error(str(exc))
+        barrier()
+        gather(mine)
+        return mine.code
+    with store:
         runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup,
                             versions={"process_index": part.process_index, "num_processes": part.num_processes})
         mine.device, mine.dtype, mine.run_id = runner.device, runner.dtype, runner.run_id
         try:
             for face in dict.fromkeys(c.face for c in conditions):
-                runner.check_face(face)  # NoFaceError names the file
+                try:
+                    check_faces(engine, runner.check_face(face).image)  # no face / too small: named below
+                except (*input_errors, InputError) as exc:
+                    bad[face] = f"{exc}"
+            conditions = _drop_bad_faces(conditions, {f: r for f, r in bad.items() if f in {c.face for c in conditions}})
             presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
         except input_errors as exc:
             mine.code = error(str(exc))
         else:
-            _generate(runner, part.conditions, presets, mine, quiet=args.quiet or part.process_index != 0)
+            mine_part = [c for c in part.conditions if c.face not in bad]
+            _generate(runner, mine_part, presets, mine, quiet=args.quiet or part.process_index != 0)
         barrier()
         everyone = gather(mine)
         if part.process_index != 0 or mine.code == 2:

@@ -20,13 +20,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from instantid import LIMITS
+
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-MAX_SIDE = 4096  # longest accepted side of an uploaded image, px
-MAX_PIXELS = 4096 * 4096  # most pixels accepted in an upload; also PIL's bomb limit while decoding it
-MAX_BYTES = 64 * 2**20  # largest accepted upload file
+MAX_SIDE = LIMITS.max_image_side  # longest accepted side of an uploaded image, px
+MAX_PIXELS = LIMITS.max_image_pixels  # most pixels accepted in an upload; also PIL's bomb limit while decoding it
+MAX_BYTES = LIMITS.max_image_bytes  # largest accepted upload file
 _PIL_LOCK = threading.Lock()  # PIL's limits are process-wide: one upload at a time sets and restores them
 _HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16/32-bit modes that PIL's convert would clip
 _MODE_NAMES = {"CMYK": "CMYK image", "L": "grayscale image", "1": "black-and-white image", "P": "palette image"}

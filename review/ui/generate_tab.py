@@ -7,16 +7,19 @@ Preset names reach the page only after a successful unlock, so a reviewer's page
 
 from __future__ import annotations
 
+import errno
 import logging
 import secrets
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from review.inputs import InputError, Limits, validate_settings
+from review.store import StoreError
 from review.trials import VoteRefused
 from review.ui.review_tab import request_address
-from review.ui.services import GenerateJob, Services, clean_presets
+from review.ui.services import GenerateJob, JobStopped, Services, clean_presets, storage_message
 from review.uploads import read_upload
 
 logger = logging.getLogger(__name__)
@@ -44,14 +47,43 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     except InputError as exc:
         raise VoteRefused(str(exc)) from None
     folder = services.dirs.root / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    face_path = folder / f"{secrets.token_hex(16)}.png"  # the decoded, upright RGB upload
-    upload.image.save(face_path)
+    face_path = folder / f"{secrets.token_hex(16)}.png"  # the decoded, upright RGB upload (removed after the job)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        upload.image.save(face_path, format="PNG")
+    except OSError as exc:  # e.g. ENOSPC: no partial file stays behind
+        face_path.unlink(missing_ok=True)
+        raise VoteRefused(f"The upload could not be saved on the server: {disk_problem(exc)}.") from None
     return GenerateJob(face_path=str(face_path), prompt=settings.prompt, negative_prompt=settings.negative_prompt,
                        presets=tuple(settings.presets), seeds=tuple(settings.seeds), steps=settings.steps,
                        width=settings.width, height=settings.height, ip_weight=settings.ip_weight,
                        cn_scale=settings.cn_scale, guidance_scale=guidance_f,
                        notes=tuple(upload.notes + settings.notes))
+
+
+def disk_problem(exc: OSError) -> str:
+    """An OSError in words: the disk full / read-only cases named as such."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EROFS:
+        return "the storage is read-only"
+    return exc.strerror or str(exc)
+
+
+def job_failure(exc: Exception) -> str:
+    """What the admin reads when a generation job fails (stopped, storage fault, disk full, anything else)."""
+    if isinstance(exc, JobStopped):
+        logger.warning("generation stopped: %s", exc)
+        return f"Generation stopped: {exc}."
+    if isinstance(exc, StoreError):
+        logger.error("generation failed on the store: %s", exc)
+        return storage_message(exc, "Generation stopped; the pairs finished before it are kept, nothing else was "
+                                    "saved.")
+    if isinstance(exc, OSError):
+        logger.error("generation failed: %s", exc)
+        return f"Generation failed: {disk_problem(exc)}; the pairs finished before it are kept, no partial file."
+    logger.exception("generation failed")
+    return f"Generation failed: {exc}"
 
 
 def handlers(services: Services) -> dict[str, Any]:
@@ -76,19 +108,24 @@ def handlers(services: Services) -> dict[str, Any]:
                            ip_weight, cn_scale, guidance)
         except VoteRefused as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        if not services.generate_lock.acquire(blocking=False):
-            raise gr.Error("Another generation is running; try again when it is done.", print_exception=False)
+        if services.stopping.is_set() or not services.generate_lock.acquire(blocking=False):
+            Path(job.face_path).unlink(missing_ok=True)
+            raise gr.Error("The app is shutting down; generation is not accepted now." if services.stopping.is_set()
+                           else "Another generation is running; try again when it is done.", print_exception=False)
         try:
             progress(0.0, desc="Starting")
             rows = services.run_job(job, lambda fraction, text: progress(fraction, desc=text))
         except Exception as exc:
-            logger.exception("generation failed")
-            raise gr.Error(f"Generation failed: {exc}", print_exception=False) from None
+            raise gr.Error(job_failure(exc), print_exception=False) from None
         finally:
             services.generate_lock.release()
+            Path(job.face_path).unlink(missing_ok=True)  # the runner keeps its own copy of the face
         table = [[r.get(c) for c in RESULT_COLUMNS] for r in rows]
         notes = "".join(f" Note: {n}" for n in job.notes)
-        return [f"Made {len(rows)} pair(s); they are now in the review rotation.{notes}", table]
+        made = (f"Made {len(rows)} pair(s); they are now in the review rotation." if rows else
+                "Made no new pair: every pair of these settings is already in the study (same face, prompt, "
+                "seeds and presets).")
+        return [f"{made}{notes}", table]
 
     return {"unlock": unlock, "generate": generate}
 
@@ -105,8 +142,10 @@ def build_generate_tab(services: Services) -> None:
         message = gr.Markdown("")
         with gr.Column(visible=False) as form:
             with gr.Row():
-                face = gr.Image(label="Reference face", type="filepath", sources=["upload"], buttons=[],
-                                height=256)
+                # a file input, not gr.Image: Gradio would decode and convert every upload before the password
+                # and the limits are checked (and clip 16-bit, ignore alpha); review.uploads reads it instead
+                face = gr.File(label="Reference face (PNG, JPEG or WebP photo)", type="filepath",
+                               file_types=["image"], file_count="single")
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", lines=2)
                     negative = gr.Textbox(label="Negative prompt", lines=1)

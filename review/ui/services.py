@@ -69,6 +69,10 @@ JobRunner = Callable[[GenerateJob, Callable[[float, str], None]], list[dict[str,
 BoardFn = Callable[[bool], Any]  # without_failing -> review.study.BoardView
 
 
+class JobStopped(RuntimeError):
+    """The app is shutting down: the job stopped between images; the message says what was kept."""
+
+
 class StatusBoard:
     """A one-line status (e.g. demo pairs being generated) that the page polls; thread-safe."""
 
@@ -117,6 +121,7 @@ class Services:
     admin_limiter: RateLimiter | None = None
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
     served: ServedImages | None = None  # the review images' URLs (review/ui/image_route.py)
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM: no new jobs
 
     def __post_init__(self) -> None:
         s = self.config.study
