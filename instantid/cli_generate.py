@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from . import GenerationRequest, load_engine, load_image
-    from .limits import request_problems
     from .face import FaceError
+    from .limits import request_problems
     from .loading import WeightsError
     from .presets import PresetError
 
