@@ -141,13 +141,13 @@ def _select(term: str, layers: Sequence[LayerInfo]) -> list[LayerInfo]:
 
 
 def _check_indices(term: str, layers: Sequence[LayerInfo]) -> None:
-    """A user's selector may not name block/layer indices the map lacks (``output:0-99`` is refused, not
-    silently clamped to the existing blocks)."""
+    """A user's selector may not name block/layer indices beyond every known map (``output:0-99`` is refused,
+    not silently clamped to the existing blocks); ranges valid on SDXL stay valid on smaller maps (SD1.5)."""
     m = _COMFY_RE.match(term)
     if not m:
         return
     section = m.group(1)
-    keys = [layer.comfy_key for layer in layers if layer.comfy_key[0] == section]
+    keys = [layer.comfy_key for layer in (*layers, *SDXL_LAYERS) if layer.comfy_key[0] == section]
     first, second = _parse_range(m.group(2), term), _parse_range(m.group(3), term)
     if section == "middle" and second is None:
         first, second = None, first
@@ -158,7 +158,7 @@ def _check_indices(term: str, layers: Sequence[LayerInfo]) -> None:
         if wanted[-1] > top:
             what = "block" if position == 1 else "layer"
             raise PresetError(f"selector {term!r} names {what} {wanted[-1]}, but {section} has {what}s 0-{top} "
-                              "in this map")
+                              "at most")
 
 
 def _select_spec(spec: str, layers: Sequence[LayerInfo]) -> set[str]:

@@ -32,18 +32,18 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     """Check the form and build the job; VoteRefused with a readable message otherwise."""
     if not isinstance(face, str) or not face:
         raise VoteRefused("Upload a reference face first.")
+    limits = form_limits(services)
     try:
         guidance_f = float(guidance)
     except (TypeError, ValueError):
         raise VoteRefused("Guidance must be a number.") from None
-    if not 0.0 <= guidance_f <= 30.0:
-        raise VoteRefused("Guidance must be between 0 and 30.")
+    if not limits.min_guidance <= guidance_f <= limits.max_guidance:  # (NaN fails this too)
+        raise VoteRefused(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
     specs = clean_presets(presets if isinstance(presets, list) else [], custom)
-    try:  # the same checks and messages as the batch CLI: review/uploads.py, review/inputs.py
-        upload = read_upload(face)
+    try:  # the same checks and messages as the batch CLI: review/inputs.py, then review/uploads.py
         settings = validate_settings(prompt, negative, list(specs), seeds, steps, width, height, ip_weight,
-                                     cn_scale, limits=Limits(max_size=services.config.max_side,
-                                                             max_seeds=services.config.max_seeds))
+                                     cn_scale, limits=limits)  # cheap: before the upload is decoded
+        upload = read_upload(face)  # header-only size check, then a capped decode (never Gradio's)
     except InputError as exc:
         raise VoteRefused(str(exc)) from None
     folder = services.dirs.root / "uploads"
@@ -84,6 +84,13 @@ def job_failure(exc: Exception) -> str:
         return f"Generation failed: {disk_problem(exc)}; the pairs finished before it are kept, no partial file."
     logger.exception("generation failed")
     return f"Generation failed: {exc}"
+
+
+def form_limits(services: Services) -> Limits:
+    """The limits of this app's form: instantid's, with the app's own caps on size and seeds."""
+    base = Limits()
+    return Limits(max_size=min(base.max_size, services.config.max_side),
+                  max_seeds=min(base.max_seeds, services.config.max_seeds))
 
 
 def handlers(services: Services) -> dict[str, Any]:
@@ -133,6 +140,7 @@ def handlers(services: Services) -> dict[str, Any]:
 def build_generate_tab(services: Services) -> None:
     """The Generate tab; call inside ``gr.Tabs()``."""
     fns, enabled = handlers(services), bool(services.config.admin_password)
+    limits = form_limits(services)  # the widgets offer exactly what the server accepts
     with gr.Tab("Generate", id="generate"):
         gr.Markdown("Admin only. The password is checked on the server for every action." if enabled else
                     "Generation is disabled: no admin password is configured (set REVIEW_ADMIN_PASSWORD).")
@@ -147,21 +155,26 @@ def build_generate_tab(services: Services) -> None:
                 face = gr.File(label="Reference face (PNG, JPEG or WebP photo)", type="filepath",
                                file_types=["image"], file_count="single")
                 with gr.Column():
-                    prompt = gr.Textbox(label="Prompt", lines=2)
-                    negative = gr.Textbox(label="Negative prompt", lines=1)
+                    prompt = gr.Textbox(label="Prompt", lines=2, max_length=limits.max_prompt_chars)
+                    negative = gr.Textbox(label="Negative prompt", lines=1, max_length=limits.max_prompt_chars)
             # choices arrive with the unlock; custom values allowed, so the server never trusts the choice list
             presets = gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True,
                                   label="Presets to compare with the baseline")
             custom = gr.Textbox(label="More preset specs (comma-separated, e.g. output:0-2@0-0.5)")
             seeds = gr.Textbox("0, 1", label="Seeds (e.g. 0, 1, 5-7)")
             with gr.Row():
-                steps = gr.Slider(1, 150, value=30, step=1, label="Steps")
-                width = gr.Number(1024, label="Width", precision=0)
-                height = gr.Number(1024, label="Height", precision=0)
+                steps = gr.Slider(limits.min_steps, limits.max_steps, value=30, step=1, label="Steps")
+                side = dict(precision=0, minimum=limits.min_size, maximum=limits.max_size, step=limits.size_multiple)
+                width = gr.Number(1024, label=f"Width ({limits.min_size}-{limits.max_size}, multiple of "
+                                  f"{limits.size_multiple})", **side)
+                height = gr.Number(1024, label="Height", **side)
             with gr.Row():
-                ip_weight = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Face (IP) weight")
-                cn_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="IdentityNet scale")
-                guidance = gr.Slider(0.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+                ip_weight = gr.Slider(limits.min_ip_weight, limits.max_ip_weight, value=0.8, step=0.05,
+                                      label="Face (IP) weight")
+                cn_scale = gr.Slider(limits.min_cn_scale, limits.max_cn_scale, value=0.8, step=0.05,
+                                     label="IdentityNet scale")
+                guidance = gr.Slider(limits.min_guidance, limits.max_guidance, value=5.0, step=0.5,
+                                     label="Guidance scale")
             run = gr.Button("Generate pairs", variant="primary")
             summary = gr.Markdown("")
             results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False)
