@@ -169,6 +169,9 @@ def make_demo_pairs(services: Services, tiny: bool) -> None:
         with services.generate_lock:
             rows = services.run_job(job, progress)
         status.set(f"Demo pairs ready ({len(rows)}).", busy=False)
+    except JobStopped as exc:
+        logger.warning("demo pairs: %s", exc)
+        status.set("Demo pairs stopped: the app is shutting down.", busy=False)
     except Exception:
         logger.exception("demo pairs failed")
         status.set("Demo pairs could not be generated (see the server log).", busy=False)

@@ -35,7 +35,7 @@ from .connection import (
 from .migrations import LATEST, MIGRATIONS
 from .migrations import migrate as _migrate
 from .migrations import schema_version as _schema_version
-from .opening import StoreOpenError, check_database, check_path
+from .opening import StoreOpenError, check_database, check_path, open_error
 
 __all__ = [
     "LATEST", "MIGRATIONS", "ConnectionConfig", "DuplicateVote", "Store", "StoreBusy", "StoreError",
@@ -84,11 +84,21 @@ class Store:
         self._clock = clock or utc_now
         self.read_only = read_only
         if isinstance(self.path, Path):
-            check_path(self.path, must_exist=read_only)
+            check_path(self.path, must_exist=read_only, writable=not read_only)
         try:
+            existing = isinstance(self.path, Path) and self.path.exists() and self.path.stat().st_size > 0
+            if existing and not read_only:
+                # an existing file is checked through a mode=ro connection first: nothing (not even the WAL
+                # switch) is written to a file before it is known to be an intact study
+                probe = Connection(path, config, read_only=True)
+                try:
+                    check_database(probe, check)
+                finally:
+                    probe.close()
+                check = None
             self._conn = Connection(path, config, read_only=read_only)
         except StoreUnavailable as exc:
-            raise StoreOpenError(str(self.path), exc.reason) from exc
+            raise open_error(str(self.path), exc) from exc
         try:
             check_database(self._conn, check)
             if migrate and not read_only:

@@ -70,7 +70,7 @@ class StoreUnavailable(StoreError):
 class StoreBusy(StoreUnavailable):
     """The database stayed locked by another writer through every retry."""
 
-    def __init__(self, path: str, reason: str = "another program holds its write lock") -> None:
+    def __init__(self, path: str, reason: str = "busy: another program holds its write lock") -> None:
         super().__init__(path, "busy", reason)
 
 
@@ -137,6 +137,13 @@ def file_id(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _on_read_only_storage(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 class Connection:
     """One serialized writer and per-thread readers on one SQLite file; see the module docstring."""
 
@@ -155,6 +162,8 @@ class Connection:
         self.file_id = None if self.memory else file_id(self.path)
         with self.lock:
             self._call(lambda: self._retry(self._pragmas))
+        # the WAL and shared-memory files of *this* file: set aside if the database file is replaced under us
+        self._side_ids = {} if self.memory or read_only else {s: file_id(self.path + s) for s in ("-wal", "-shm")}
 
     # -- opening --------------------------------------------------------------------------------------------------
     def _connect(self, *, create: bool = False) -> sqlite3.Connection:
@@ -164,6 +173,8 @@ class Connection:
             conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
         else:
             uri = f"file:{quote(os.path.abspath(self.path))}?mode={'ro' if self.read_only else 'rw'}"
+            if self.read_only and _on_read_only_storage(self.path):
+                uri += "&immutable=1"  # no -shm can be made there, and nothing can change the file either
             conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False, isolation_level=None)
         if self.read_only:
             conn.execute("PRAGMA query_only = ON")
@@ -195,9 +206,25 @@ class Connection:
             return
         now = file_id(self.path)
         if now != self.file_id:
+            self._set_aside_side_files()
             what = "was removed" if now is None else "was replaced by another file"
             raise StoreUnavailable(self.path, "replaced", f"the database file {what} while the app was running; "
                                    "nothing more can be saved until the app is restarted on the right file")
+
+    def _set_aside_side_files(self) -> None:
+        """Rename this connection's own -wal/-shm (same inode as at open) to ``*.replaced``: left at the path
+        they would be read with the new file at the next start (SQLite cannot tell whose WAL it is), which
+        corrupts it ("database disk image is malformed")."""
+        for suffix, known in self._side_ids.items():
+            side = self.path + suffix
+            if known is not None and file_id(side) == known:
+                try:
+                    os.replace(side, f"{side}.replaced")
+                    logger.error("%s was removed or replaced: its old %s set aside as %s.replaced", self.path,
+                                 suffix, side)
+                except OSError as exc:
+                    logger.error("cannot set aside %s: %s", side, exc)
+        self._side_ids = {}
 
     def _call(self, fn: Callable[[], T]) -> T:
         """Run ``fn``; SQLite/OS storage faults become StoreUnavailable, constraint failures StoreIntegrityError."""
@@ -225,8 +252,8 @@ class Connection:
                     if not _is_busy(exc):
                         raise
                     if attempt == self.config.retries:
-                        raise StoreBusy(self.path, f"another program held its write lock for more than "
-                                        f"{self.config.max_write_wait_s:.0f} s") from exc
+                        raise StoreBusy(self.path, f"busy: another program held its write lock for more than "
+                                        f"{self.config.max_write_wait_s:.1f} s") from exc
                     if self.busy_since is None:
                         self.busy_since = time.monotonic()
                         logger.warning("%s is busy (another writer holds the lock): retrying", self.path)

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every non-empty SQLite database file
 V1_TABLES = frozenset({"faces", "conditions", "images", "generations", "pairs", "reviewers", "trials", "votes"})
-MIN_FREE_BYTES = 4 * 2**20  # below this much free space the health check reports the disk as full
+MIN_FREE_BYTES = 2**20  # below this much free space (the WAL's size bound) the health check reports a full disk
 _FIX = {
     "damaged": "restore it from a backup, or move it aside to start a new study",
     "foreign": "point --db / REVIEW_DB at a study database or at a new file",
@@ -38,10 +38,26 @@ class StoreOpenError(StoreError):
         super().__init__(f"cannot open the study database {path}: {problem}; {fix}")
 
 
-def check_path(path: Path, *, must_exist: bool) -> None:
-    """Refuse a directory, a missing file (when it must exist) and a non-empty file that is not SQLite."""
+def open_error(path: str, exc: StoreUnavailable) -> StoreOpenError:
+    """A storage fault met while opening, as one sentence with what to do."""
+    if exc.kind == "damaged":
+        return StoreOpenError(path, "it is damaged (the file is not a readable SQLite database)", _FIX["damaged"])
+    return StoreOpenError(path, exc.reason, "check the file and its storage")
+
+
+def check_path(path: Path, *, must_exist: bool, writable: bool = False) -> None:
+    """Refuse a directory, a missing file (when it must exist), a non-empty file that is not SQLite, and (for
+    writing) a file on read-only storage."""
     if path.is_dir():
         raise StoreOpenError(str(path), "it is a directory", _FIX["missing"])
+    if writable:
+        try:
+            read_only = bool(os.statvfs(path.parent if path.parent.exists() else ".").f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        if read_only:
+            raise StoreOpenError(str(path), "its storage is read-only",
+                                 "make it writable (read-only commands such as `review leaderboard` still work)")
     if not path.exists():
         if must_exist:
             raise StoreOpenError(str(path), "no such file", _FIX["missing"])
@@ -89,8 +105,7 @@ def check_database(conn: Connection, check: str | None) -> None:
             raise StoreOpenError(path, f"schema_migrations says v{version} but tables {', '.join(missing)} are "
                                  "missing", _FIX["damaged"])
     except StoreUnavailable as exc:
-        raise StoreOpenError(path, exc.reason, _FIX["damaged"] if exc.kind == "damaged" else
-                             "check the file and its storage") from exc
+        raise open_error(path, exc) from exc
 
 
 def health(conn: Connection) -> dict[str, Any]:
