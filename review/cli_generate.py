@@ -108,7 +108,7 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
-    from instantid import FaceError, PresetError, WeightsError, load_image
+    from instantid import FaceError, PresetError, WeightsError
 
     try:
         conditions = conditions_from_args(args)
@@ -118,10 +118,12 @@ def main_generate(argv: Sequence[str]) -> int:
     bad: dict[Path, str] = {}
     for face in dict.fromkeys(c.face for c in conditions):  # unreadable files: found before the engine loads
         try:
-            read_upload(face)  # the app's reader: size from the header, pixel cap, same conversions
-            load_image(face)
+            upload = read_upload(face)  # the app's reader: size from the header, pixel cap, same conversions
         except (InputError, FaceError) as exc:
             bad[face] = str(exc)
+            continue
+        for note in upload.notes:  # every fix is reported, as the app shows it beside the result
+            print(f"note: {face}: {note}", file=sys.stderr)
     conditions = _drop_bad_faces(conditions, bad)
     if not conditions:
         return error("no usable face; nothing generated")
