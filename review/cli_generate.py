@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(value: int | None, default: int | None) -> int | None:
+    """``value`` unless it was not given (0 is given, and refused by the limits, never replaced by the default)."""
+    return default if value is None else value
+
+
 def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
     """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
     tiny = args.stack == "tiny"
@@ -92,7 +97,7 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
         if clashing:
             raise InputError(f"--matrix defines faces, prompts and sizes; drop {', '.join(clashing)}")
         scale = args.size_scale if args.size_scale is not None else (TINY_SCALE if tiny else 1.0)
-        return load_matrix(args.matrix, seeds=seeds, steps=args.steps or (TINY_STEPS if tiny else None),
+        return load_matrix(args.matrix, seeds=seeds, steps=_given(args.steps, TINY_STEPS if tiny else None),
                            size_scale=scale)
     if args.faces is None or args.prompts is None:
         raise InputError("give --faces and --prompts (or --matrix usecases)")
@@ -100,7 +105,7 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
         raise InputError("--size-scale applies to --matrix only; use --size")
     width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
     settings = ConditionSettings(
-        negative_prompt=args.negative_prompt, steps=args.steps or (TINY_STEPS if tiny else 30), width=width,
+        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else 30), width=width,
         height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
