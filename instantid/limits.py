@@ -62,7 +62,8 @@ def _number(value: Any, what: str, low: float, high: float, whole: bool, problem
     elif whole and not float(value).is_integer():
         problems.append(f"{what} must be a whole number, got {value}")
     elif not low <= value <= high:
-        problems.append(f"{what} must be between {low:g} and {high:g}, got {value:g}")
+        shown = (lambda v: f"{int(v)}") if whole else (lambda v: f"{v:g}")
+        problems.append(f"{what} must be between {shown(low)} and {shown(high)}, got {shown(value)}")
 
 
 def _text(value: Any, what: str, limits: GenerationLimits, problems: list[str], *, required: bool) -> None:

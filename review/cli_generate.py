@@ -131,7 +131,7 @@ def main_generate(argv: Sequence[str]) -> int:
             print(f"note: {face}: {note}", file=sys.stderr)
     conditions = _drop_bad_faces(conditions, bad)
     if not conditions:
-        return error("no usable face; nothing generated")
+        return error("no usable face; nothing generated:\n" + "\n".join(f"  {f}: {r}" for f, r in bad.items()))
     faces = list(dict.fromkeys(c.face for c in conditions))
     db = Path(args.db).expanduser()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else db.parent
