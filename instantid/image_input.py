@@ -120,11 +120,20 @@ def to_rgb(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
     converted; each change appended to ``notes``."""
     mode = image.mode
     if mode in _HIGH_DEPTH:  # scale the range down; convert("RGB") would clip everything above 255
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(values.max())
+        values = np.asarray(image)  # its own dtype (uint16 / int32 / float32): no float64 copy of the whole image
+        rows = 256  # converted a band at a time, so a 4096x4096 image costs MBs, not a 134 MB float64 copy
+
+        def band(start: int) -> np.ndarray:
+            part = values[start:start + rows].astype(np.float32)
+            return np.nan_to_num(part, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+        top = max((float(band(start).max()) for start in range(0, values.shape[0], rows)), default=0.0)
         scale = 255.0 if mode == "F" and top <= 1.0 else 255.0 / max(65535.0, top) if top > 255 else 1.0
+        out = np.empty(values.shape, np.uint8)
+        for start in range(0, values.shape[0], rows):
+            out[start:start + rows] = np.clip(np.rint(band(start) * scale), 0, 255)
         notes.append(f"high bit depth image ({mode}) reduced to 8 bits and converted to RGB")
-        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
+        return Image.fromarray(out, "L").convert("RGB")
     try:
         if "A" in mode or "a" in mode or "transparency" in image.info:
             rgba = image.convert("RGBA")

@@ -15,6 +15,7 @@ from typing import Any
 
 import gradio as gr
 
+from instantid import FaceError
 from review.inputs import InputError, Limits, validate_settings
 from review.store import StoreError
 from review.trials import VoteRefused
@@ -75,6 +76,9 @@ def job_failure(exc: Exception) -> str:
     if isinstance(exc, JobStopped):
         logger.warning("generation stopped: %s", exc)
         return f"Generation stopped: {exc}."
+    if isinstance(exc, FaceError):  # no face / unreadable: the photo, not the generation, is the problem
+        logger.info("reference photo refused: %s", exc)
+        return f"The reference photo cannot be used: {exc}"
     if isinstance(exc, StoreError):
         logger.error("generation failed on the store: %s", exc)
         return storage_message(exc, "Generation stopped; the pairs finished before it are kept, nothing else was "
