@@ -5,6 +5,7 @@ condition or image behind."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -52,3 +53,23 @@ def test_a_folder_run_processes_the_good_faces_and_names_each_bad_one(tmp_path, 
     with Store(tmp_path / "out" / "study.db", read_only=True) as store:
         assert [p["preset"] for p in store.list_pairs()] == ["fast"]  # the good face was processed
         assert store.db["faces"].count == 1 and store.db["conditions"].count == 1
+
+
+def test_a_duplicate_upload_reuses_the_stored_face_and_says_so(tmp_path):
+    import hashlib
+
+    from fixtures_review import make_services
+
+    from review.ui.generate_tab import make_job
+
+    services = make_services(tmp_path / "app", seeds=(0,), presets=("fast",))
+    photo = tmp_path / "me.jpg"
+    shutil.copy(FACE, photo)
+    form = dict(prompt="a portrait", negative="", presets=["fast"], custom="", seeds="0", steps=4, width=128,
+                height=128, ip_weight=0.8, cn_scale=0.8, guidance=5.0)
+    first = make_job(services, str(photo), **form)
+    assert not any("already in the study" in n for n in first.notes)
+    sha = hashlib.sha256(Path(first.face_path).read_bytes()).hexdigest()  # what PairRunner registers it under
+    face = services.store.add_face(sha256=sha, file="f" * 32 + ".png", width=64, height=64)
+    again = make_job(services, str(photo), **form)  # the same photo uploaded again
+    assert f"this face is already in the study (face #{face['id']}); its stored copy is reused" in again.notes

@@ -8,6 +8,7 @@ Preset names reach the page only after a successful unlock, so a reviewer's page
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import secrets
 from pathlib import Path
@@ -55,11 +56,15 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     except OSError as exc:  # e.g. ENOSPC: no partial file stays behind
         face_path.unlink(missing_ok=True)
         raise VoteRefused(f"The upload could not be saved on the server: {disk_problem(exc)}.") from None
+    notes = list(upload.notes + settings.notes)
+    known = services.store.get_face_by_sha(hashlib.sha256(face_path.read_bytes()).hexdigest())
+    if known is not None:  # the runner keys faces by the same hash: the stored face is reused, not copied again
+        notes.append(f"this face is already in the study (face #{known['id']}); its stored copy is reused")
     return GenerateJob(face_path=str(face_path), prompt=settings.prompt, negative_prompt=settings.negative_prompt,
                        presets=tuple(settings.presets), seeds=tuple(settings.seeds), steps=settings.steps,
                        width=settings.width, height=settings.height, ip_weight=settings.ip_weight,
                        cn_scale=settings.cn_scale, guidance_scale=guidance_f,
-                       notes=tuple(upload.notes + settings.notes))
+                       notes=tuple(notes))
 
 
 def disk_problem(exc: OSError) -> str:
