@@ -138,6 +138,9 @@ def main_generate(argv: Sequence[str]) -> int:
     face_dirs = {f.resolve().parent for f in faces}
     if (data_dir / "faces").resolve() in face_dirs:
         return error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
+    problem = _db_problem(db)  # before the engine loads: a damaged, foreign or unwritable --db is found now
+    if problem:
+        return error(problem)
     code = _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError), bad)
     if bad:
         print(f"error: {len(bad)} face file(s) skipped, the others were processed:", file=sys.stderr)
@@ -145,6 +148,20 @@ def main_generate(argv: Sequence[str]) -> int:
             print(f"  {face}: {reason}", file=sys.stderr)
         return max(code, 1)
     return code
+
+
+def _db_problem(db: Path) -> str | None:
+    """Why ``--db`` cannot take the study (checked read-only: nothing is written), or None."""
+    from .store import Store, StoreError
+    from .store.opening import check_path
+
+    try:
+        check_path(db, must_exist=False, writable=True)
+        if db.exists() and db.stat().st_size:
+            Store(db, read_only=True, migrate=False).close()  # quick_check and the schema, through mode=ro
+    except (StoreError, OSError) as exc:
+        return str(exc)
+    return None
 
 
 def _drop_bad_faces(conditions: list[Condition], bad: dict[Path, str]) -> list[Condition]:

@@ -372,3 +372,40 @@ def test_sigterm_mid_generation_stops_after_the_current_image_and_tells_the_admi
         assert generated <= {c["id"] for c in store.db["conditions"].rows}
         assert all(store.db["generations"].count_where("condition_id = ?", [c["id"]])
                    for c in store.db["conditions"].rows)  # no condition without a generation
+
+
+def test_generate_failures_are_reported_in_words():
+    import errno
+
+    from instantid import NoFaceError
+    from review.ui.generate_tab import job_failure
+    from review.ui.services import JobStopped
+
+    full = job_failure(OSError(errno.ENOSPC, "No space left on device"))
+    assert full.startswith("Generation failed: the disk is full") and "no partial file" in full
+    assert "the storage is read-only" in job_failure(OSError(errno.EROFS, "Read-only file system"))
+    stored = job_failure(StoreUnavailable("/x/study.db", "full", "the disk is full"))
+    assert stored.startswith("The study database cannot be written: the disk is full.") and "/x/" not in stored
+    assert job_failure(JobStopped("the app is shutting down")).startswith("Generation stopped: the app is shutting")
+    assert job_failure(NoFaceError("no face found")).startswith("The reference photo cannot be used")
+
+
+def test_review_generate_refuses_a_damaged_or_foreign_db_before_loading_the_engine(tmp_path, capsys, monkeypatch):
+    import instantid
+    from review.cli_generate import main_generate
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine must not load for a bad --db")
+
+    monkeypatch.setattr(instantid, "load_engine", no_engine)
+
+    db = tmp_path / "other.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE votes (id INTEGER PRIMARY KEY)")
+    conn.commit()
+    conn.close()
+    before = db.read_bytes()
+    face = Path(__file__).resolve().parent.parent / "data" / "faces" / "astronaut.jpg"
+    assert main_generate(["--db", str(db), "--faces", str(face), "--prompts", "a portrait"]) == 2
+    assert "another application's database" in capsys.readouterr().err
+    assert db.read_bytes() == before
