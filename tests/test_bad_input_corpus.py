@@ -1,6 +1,6 @@
 """Every case of the bad-input corpus (``tests/bad_input_corpus.py``) through every entry point that takes it:
 ``read_upload`` and ``instantid.load_image`` (libraries), the app's Generate handler (``make_job``), ``review
-generate``, ``instantid generate``, ``Store`` (the app's start), ``review leaderboard`` / ``export``, the engine's
+generate`` (faces, settings, --db), ``instantid generate``, ``Store`` (the app's start), ``review leaderboard`` / ``export``, the engine's
 own check (``check_request``) and the review ``Condition``.
 
 Each attempt is classified: a clear error (our own error type with a message, or a CLI exit code >= 1 with an
@@ -186,8 +186,11 @@ def test_bad_settings_through_every_entry_point(tally: Tally, tmp_path: Path, cw
 
 def test_bad_databases_and_statistics_options(tally: Tally, tmp_path: Path, cwd: Path) -> None:
     from review.cli_export import main_export
+    from review.cli_generate import main_generate as review_generate
     from review.cli_leaderboard import main_leaderboard
 
+    face = tmp_path / "face.png"
+    Image.new("RGB", (96, 96), (200, 160, 140)).save(face)
     intact, _ = make_study(tmp_path / "intact", seeds=(0, 1, 2), presets=("fast", "balanced"))
     intact.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     intact.close()
@@ -200,6 +203,9 @@ def test_bad_databases_and_statistics_options(tally: Tally, tmp_path: Path, cwd:
         if kind != "empty":  # the app initialises an empty file as a new study (as SQLite itself does)
             tally.attempt(f"Store({kind})", lambda p=path: Store(p) if p.exists() else Store(p, read_only=True),
                           case)
+        if kind not in ("empty", "missing"):  # for `review generate` those are a new study
+            tally.attempt(f"review generate --db {kind}", lambda p=path: review_generate(
+                ["--db", str(p), "--faces", str(face), "--prompts", "a portrait"]), case)
         tally.attempt(f"review leaderboard --db {kind}", lambda p=path: main_leaderboard(["--db", str(p)]), case)
         tally.attempt(f"review export --db {kind}", lambda p=path, c=case: main_export(
             ["--db", str(p), "--format", "csv", "--out", str(c / "out")]), case)
