@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         dirs = DataDirs.under(args.data).make()
         Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+        store = Store(args.db, check="full" if args.integrity_check else "quick")  # refuses a foreign file first
         app_lock = hold_app_lock(args.db)  # noqa: F841 (held for the life of the process)
-        store = Store(args.db, check="full" if args.integrity_check else "quick")
     except (StoreError, AppLockError, OSError) as exc:  # one sentence, no traceback
         logger.error("%s", exc)
         sys.exit(f"error: {exc}")
