@@ -52,3 +52,15 @@ def test_slow_headers_are_cut_off_and_bodies_over_the_limit_get_413():
         assert httpx.post(f"{base}/x", content=b"ok").text == "2"  # the server still serves
     finally:
         server.should_exit = True
+
+
+def test_a_second_app_process_on_one_database_is_refused(tmp_path):
+    import pytest
+
+    from review.ui.single_process import AppLockError, hold_app_lock
+
+    first = hold_app_lock(tmp_path / "study.db")
+    with pytest.raises(AppLockError, match="another app process already serves"):
+        hold_app_lock(tmp_path / "study.db")  # a second open file description: what another process would hold
+    first.close()  # the process ends (the kernel drops the lock, also on kill -9)
+    hold_app_lock(tmp_path / "study.db").close()
