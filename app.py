@@ -9,6 +9,14 @@ REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep pa
 REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_ORT (gpu: onnxruntime-gpu),
 REVIEW_BACKUP_REPO (a dataset repo id: scheduled backups of the database and an export; needs HF_TOKEN).
 The database and data go under /data/review when /data (a Space's persistent storage) exists, else under var/.
+REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_INTEGRITY_CHECK (1: full
+``integrity_check`` at start instead of ``quick_check``), REVIEW_STOP_GRACE_S (how long SIGTERM waits for a running
+generation, default 120).
+
+One app process per database: review sessions, served image names and the rate limits live in the process's
+memory, so a second process on the same database is refused at start (a lock file next to the database).
+SIGTERM: new generation jobs are refused, the running one stops after its current image (what it stored is kept)
+and the admin is told; then the server closes.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -26,11 +36,13 @@ from review.allocation import allocation_from_board
 from review.cli_verdict import add_verdict_options, verdict_config
 from review.sidecar import save_study_settings
 from review.spaces_env import ensure_onnxruntime, storage_root
-from review.store import Store
+from review.store import Store, StoreError
 from review.study import board_view
 from review.trials import StudyConfig
 from review.ui.app import build_demo, launch_options
-from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, Services
+from review.ui.edge import install_server_limits
+from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
+from review.ui.single_process import AppLockError, hold_app_lock
 from review.verdict_config import VerdictConfig
 from review.verdict_config import from_env as verdict_env
 
@@ -106,8 +118,10 @@ class GpuEngine:
         return getattr(self._engines.load(), name)
 
 
-def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., list[dict[str, Any]]]:
-    """run_job for the Generate tab (and the demo pairs): every seed x preset through PairRunner."""
+def job_runner(engines: Engines, store: Store, dirs: DataDirs,
+               stopping: threading.Event | None = None) -> Callable[..., list[dict[str, Any]]]:
+    """run_job for the Generate tab (and the demo pairs): every seed x preset through PairRunner; once
+    ``stopping`` is set (SIGTERM) it stops after the image in progress (JobStopped, what is stored is kept)."""
 
     def run_job(job: GenerateJob, progress: Callable[[float, str], None]) -> list[dict[str, Any]]:
         from review.conditions import Condition
@@ -120,6 +134,9 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs) -> Callable[..., 
             nonlocal done
             done += 1
             progress(min(done / total, 1.0), f"{done} of {total} images ({label})")
+            if stopping is not None and stopping.is_set() and done < total:
+                raise JobStopped(f"the app is shutting down: generation stopped after {done} of {total} images "
+                                 f"({len(rows)} pair(s) made and kept); run it again after the restart")
 
         for seed in job.seeds:
             condition = Condition(face=Path(job.face_path), prompt=job.prompt, seed=seed,
@@ -183,6 +200,9 @@ def make_demo_pairs(services: Services, tiny: bool) -> None:
             rows = services.run_job(job, progress)
         logger.info("demo pairs ready (%d)", len(rows))
         status.set("", busy=False)  # the line goes; the pairs show up on the page
+    except JobStopped as exc:
+        logger.warning("demo pairs: %s", exc)
+        status.set("Demo pairs stopped: the app is shutting down.", busy=False)
     except Exception:
         logger.exception("demo pairs failed")
         status.set("Demo pairs could not be generated (see the server log).", busy=False)
@@ -197,6 +217,24 @@ def warm_up() -> None:
         matplotlib.get_backend()
     except ImportError:
         pass
+
+
+def stop_on_sigterm(services: Services, grace_s: float) -> None:
+    """SIGTERM: refuse new jobs, let the running generation stop after its current image (at most ``grace_s``),
+    then close the server (a KeyboardInterrupt in the main thread, which Gradio's launch turns into a close)."""
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if services.stopping.is_set():
+            return
+        services.stopping.set()
+        logger.warning("SIGTERM: no new generation jobs; waiting up to %.0f s for a running one", grace_s)
+        if services.generate_lock.acquire(timeout=grace_s):
+            services.generate_lock.release()
+        else:
+            logger.error("the running generation did not stop within %.0f s; closing anyway", grace_s)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -230,6 +268,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--adaptive", action="store_true", default=env("REVIEW_ADAPTIVE") == "1",
                         help="serve only presets without a verdict yet (REVIEW_ADAPTIVE=1; review.allocation)")
     add_verdict_options(parser)  # --margin, --alpha, --primary-preset, ... (defaults: REVIEW_MARGIN, ...)
+    parser.add_argument("--integrity-check", action="store_true", default=env("REVIEW_INTEGRITY_CHECK") == "1",
+                        help="full PRAGMA integrity_check at start (default: quick_check) (REVIEW_INTEGRITY_CHECK)")
+    parser.add_argument("--stop-grace-s", type=float, default=float(env("REVIEW_STOP_GRACE_S", "120")),
+                        help="on SIGTERM, how long to wait for a running generation (REVIEW_STOP_GRACE_S)")
     return parser.parse_args(argv)
 
 
@@ -240,9 +282,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one INFO line each
     args = parse_args(argv)
     ensure_onnxruntime(os.environ.get("REVIEW_ORT"))  # before anything imports onnxruntime
-    dirs = DataDirs.under(args.data).make()
-    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
-    store = Store(args.db)
+    try:
+        dirs = DataDirs.under(args.data).make()
+        Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+        store = Store(args.db, check="full" if args.integrity_check else "quick")  # refuses a foreign file first
+        app_lock = hold_app_lock(args.db)  # noqa: F841 (held for the life of the process)
+    except (StoreError, AppLockError, OSError) as exc:  # one sentence, no traceback
+        logger.error("%s", exc)
+        sys.exit(f"error: {exc}")
     engines = ENGINES = Engines(args.weights)
     tiny = engines.stack == "tiny"
     try:
@@ -256,8 +303,9 @@ def main(argv: list[str] | None = None) -> None:
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
                        trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
     board = cached_board(store, verdict_config(args))
-    services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
-                        board=board, board_version=store.study_version,
+    stopping = threading.Event()
+    services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs, stopping),
+                        board=board, board_version=store.study_version, stopping=stopping,
                         allocation=allocation_from_board(board) if args.adaptive else None)
     save_study_settings(store.path, {**asdict(study), "stack": engines.stack})  # for the exports' dataset card
     backup_repo = os.environ.get("REVIEW_BACKUP_REPO")
@@ -271,6 +319,8 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=make_demo_pairs, args=(services, tiny), name="demo-pairs", daemon=True).start()
     demo = build_demo(services)
     warm_up()
+    install_server_limits()
+    stop_on_sigterm(services, args.stop_grace_s)
     logger.info("serving on http://%s:%d (db %s, data %s, stack %s)", args.host, args.port, args.db, dirs.root,
                 engines.stack)
     demo.launch(server_name=args.host, server_port=args.port, **launch_options(services))

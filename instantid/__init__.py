@@ -25,10 +25,13 @@ _EXPORTS = {
     # faces
     "Face": "face", "FaceAnalyzer": "face", "FaceError": "face", "ImageReadError": "face", "NoFaceError": "face",
     "FaceModelError": "face",
-    "load_image": "face", "draw_kps": "face", "build_tiny_face_models": "tiny_face_models",
+    "load_image": "face", "read_reference_image": "image_input", "draw_kps": "face", "build_tiny_face_models": "tiny_face_models",
     # engine
     "Engine": "engine", "GenerationRequest": "engine", "GenerationResult": "engine", "GenerationError": "engine",
     "load_engine": "engine", "WeightsError": "loading",
+    # limits (one definition for the engine, both CLIs and the app)
+    "LIMITS": "limits", "GenerationLimits": "limits", "RequestError": "limits", "check_request": "limits",
+    "request_problems": "limits",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,20 @@ def parse_size(text: str) -> tuple[int, int]:
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
     return width, height
+
+
+def out_problems(out: str) -> list[str]:
+    """Why ``--out`` cannot take the PNG (checked before anything is generated); empty when it can."""
+    path = Path(out).expanduser()
+    if not out.strip():
+        return ["--out is empty: name the output PNG file"]
+    if path.is_dir():
+        return [f"--out {out} is a folder; name a file inside it, e.g. {path / 'out.png'}"]
+    if not path.parent.is_dir():
+        return [f"--out {out}: the folder {path.parent} does not exist"]
+    if path.suffix.lower() != ".png":
+        return [f"--out {out}: the output is a PNG; end the name in .png"]
+    return []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,8 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from .face import FaceError, load_image  # the face is read before torch and diffusers load
+    from .limits import request_problems
 
     width, height = args.size or ((128, 128) if args.stack == "tiny" else (1024, 1024))
+    # cheap checks first: the settings (instantid/limits.py, as the engine and the review app check them) and the
+    # output path, before the image is decoded and long before the engine loads
+    problems = request_problems(prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+                                steps=args.steps, width=width, height=height, ip_weight=args.ip_weight,
+                                cn_scale=args.cn_scale, guidance_scale=args.guidance)
+    problems += out_problems(args.out)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         image = load_image(args.face)
     except FaceError as exc:
@@ -82,7 +108,12 @@ def main_generate(argv: Sequence[str]) -> int:
     except (FaceError, WeightsError, PresetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result.image.save(args.out)
+    try:
+        result.image.save(args.out, format="PNG")
+    except OSError as exc:  # e.g. the disk filled up during the generation: no partial file stays
+        Path(args.out).unlink(missing_ok=True)
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     report = {"out": args.out, "preset": result.preset, "layer_count": result.layer_count,
               "step_times_s": [round(t, 5) for t in result.step_times_s], "total_s": round(result.total_s, 4),
               "warnings": result.warnings, **engine.describe()}

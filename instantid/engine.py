@@ -22,6 +22,7 @@ import torch
 from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
 from .layers import layer_map_for
+from .limits import check_request
 from .loading import (
     WeightsError,
     cast_modules,
@@ -122,6 +123,9 @@ class Engine:
     def generate(self, request: GenerationRequest, preset: Preset | str = "full",
                  progress: Callable[[int, int], None] | None = None) -> GenerationResult:
         start = time.perf_counter()
+        check_request(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
+                      steps=request.steps, width=request.width, height=request.height, ip_weight=request.ip_weight,
+                      cn_scale=request.cn_scale, guidance_scale=request.guidance_scale)  # RequestError (ValueError)
         preset, layers, warnings = self.resolve(preset, request.ip_weight)
         face = request.face
         if face is None:

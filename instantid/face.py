@@ -7,7 +7,6 @@ InstantID conditions on the RAW 512-d ``face.embedding`` of the largest face (by
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -84,50 +83,27 @@ def _describe(source: Any) -> str:
     return str(name) or "<image>"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """EXIF-transposed RGB copy; transparency is composited onto white."""
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception as exc:  # malformed EXIF must not make a readable photo unusable
-        logger.warning("ignoring unreadable EXIF orientation: %s", exc)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image.convert("RGB")
-
-
 def load_image(source: ImageSource) -> Image.Image:
     """Read a path, raw bytes or PIL image into an RGB, EXIF-transposed PIL image.
 
-    Raises ImageReadError (naming the file) for missing, non-image, truncated or corrupt input.
+    Paths and bytes go through ``instantid.image_input.read_reference_image`` (size and pixel caps from the
+    header first; 16-bit scaled, transparency on white: the same image the review app would use). Raises
+    ImageReadError (naming the file) for missing, non-image, truncated, corrupt or over-large input.
     """
-    name = _describe(source)
-    try:
-        if isinstance(source, Image.Image):
+    from .image_input import read_reference_image, to_rgb
+
+    if isinstance(source, Image.Image):
+        try:
             source.load()
-            return _to_rgb(source)
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            if len(source) == 0:
-                raise ImageReadError("Cannot read image: the uploaded data is empty")
-            stream: Any = io.BytesIO(bytes(source))
-        else:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise ImageReadError(f"Cannot read image {path}: no such file")
-            stream = path
-        with Image.open(stream) as opened:
-            opened.load()
-            return _to_rgb(opened)
-    except ImageReadError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"Cannot read image {name}: too many pixels ({exc})") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise ImageReadError(f"Cannot read image {name}: not a recognised image file") from exc
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
-        raise ImageReadError(f"Cannot read image {name}: truncated or corrupt file ({exc})") from exc
+            try:
+                upright = ImageOps.exif_transpose(source) or source
+            except Exception as exc:  # malformed EXIF must not make a readable photo unusable
+                logger.warning("ignoring unreadable EXIF orientation: %s", exc)
+                upright = source
+            return to_rgb(upright, _describe(source), [])
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+            raise ImageReadError(f"Cannot read image {_describe(source)}: truncated or corrupt ({exc})") from exc
+    return read_reference_image(source)[0]
 
 
 def _to_bgr_array(image: ImageSource | np.ndarray) -> np.ndarray:

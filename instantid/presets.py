@@ -140,6 +140,27 @@ def _select(term: str, layers: Sequence[LayerInfo]) -> list[LayerInfo]:
     raise PresetError(f"cannot parse {term!r}")
 
 
+def _check_indices(term: str, layers: Sequence[LayerInfo]) -> None:
+    """A user's selector may not name block/layer indices beyond every known map (``output:0-99`` is refused,
+    not silently clamped to the existing blocks); ranges valid on SDXL stay valid on smaller maps (SD1.5)."""
+    m = _COMFY_RE.match(term)
+    if not m:
+        return
+    section = m.group(1)
+    keys = [layer.comfy_key for layer in (*layers, *SDXL_LAYERS) if layer.comfy_key[0] == section]
+    first, second = _parse_range(m.group(2), term), _parse_range(m.group(3), term)
+    if section == "middle" and second is None:
+        first, second = None, first
+    for position, wanted in ((1, first), (2, second)):
+        if wanted is None or not keys:
+            continue
+        top = max(key[position] for key in keys)
+        if wanted[-1] > top:
+            what = "block" if position == 1 else "layer"
+            raise PresetError(f"selector {term!r} names {what} {wanted[-1]}, but {section} has {what}s 0-{top} "
+                              "at most")
+
+
 def _select_spec(spec: str, layers: Sequence[LayerInfo]) -> set[str]:
     """Union of the ``+``-joined selectors in ``spec`` (named-preset data: empty matches are allowed)."""
     return {layer.name for term in spec.split("+") if term for layer in _select(term, layers)}
@@ -263,6 +284,7 @@ def resolve_preset(
         matched = _select(term, layers)
         if not matched:
             raise PresetError(f"selector {term!r} matches no layer of this {len(layers)}-layer map")
+        _check_indices(term, layers)
         chosen.update(layer.name for layer in matched)
         descriptions.append(f"selector {term}")
 

@@ -48,6 +48,8 @@ def main_export(argv: Sequence[str]) -> int:
     from review.export import FORMATS, ExportError, export_dataset
     from review.hub import HubError, hub_token, push_folder
 
+    if not args.out.strip():
+        return error("--out is empty: name the output directory")
     token = None
     if args.push_to_hub:  # checked before any work
         token = hub_token()

@@ -38,6 +38,7 @@ from .conditions import (
     read_prompts,
 )
 from .inputs import parse_seeds
+from .uploads import read_upload
 
 if TYPE_CHECKING:
     from .jobs import PairRunner
@@ -80,19 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given(value: int | None, default: int | None) -> int | None:
+    """``value`` unless it was not given (0 is given, and refused by the limits, never replaced by the default)."""
+    return default if value is None else value
+
+
 def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
     """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
     tiny = args.stack == "tiny"
-    if args.steps is not None and args.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {args.steps}")
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # the app's seed rules
+    # every condition is checked against instantid's limits when it is made (Condition.__post_init__)
     if args.matrix is not None:
         clashing = [f"--{name.replace('_', '-')}" for name in ("faces", "prompts", "size")
                     if getattr(args, name) is not None]
         if clashing:
             raise InputError(f"--matrix defines faces, prompts and sizes; drop {', '.join(clashing)}")
         scale = args.size_scale if args.size_scale is not None else (TINY_SCALE if tiny else 1.0)
-        return load_matrix(args.matrix, seeds=seeds, steps=args.steps or (TINY_STEPS if tiny else None),
+        return load_matrix(args.matrix, seeds=seeds, steps=_given(args.steps, TINY_STEPS if tiny else None),
                            size_scale=scale)
     if args.faces is None or args.prompts is None:
         raise InputError("give --faces and --prompts (or --matrix usecases)")
@@ -100,7 +105,7 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
         raise InputError("--size-scale applies to --matrix only; use --size")
     width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
     settings = ConditionSettings(
-        negative_prompt=args.negative_prompt, steps=args.steps or (TINY_STEPS if tiny else 30), width=width,
+        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else 30), width=width,
         height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
@@ -108,22 +113,62 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
 def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
-    from instantid import FaceError, PresetError, WeightsError, load_image
+    from instantid import FaceError, PresetError, WeightsError
 
     try:
         conditions = conditions_from_args(args)
         presets = parse_presets(args.presets)
-        faces = list(dict.fromkeys(c.face for c in conditions))
-        for face in faces:  # unreadable files fail here, before the engine loads
-            load_image(face)
     except (InputError, FaceError) as exc:
         return error(str(exc))
+    bad: dict[Path, str] = {}
+    for face in dict.fromkeys(c.face for c in conditions):  # unreadable files: found before the engine loads
+        try:
+            upload = read_upload(face)  # the app's reader: size from the header, pixel cap, same conversions
+        except (InputError, FaceError) as exc:
+            bad[face] = str(exc)
+            continue
+        for note in upload.notes:  # every fix is reported, as the app shows it beside the result
+            print(f"note: {face}: {note}", file=sys.stderr)
+    conditions = _drop_bad_faces(conditions, bad)
+    if not conditions:
+        return error("no usable face; nothing generated:\n" + "\n".join(f"  {f}: {r}" for f, r in bad.items()))
+    faces = list(dict.fromkeys(c.face for c in conditions))
     db = Path(args.db).expanduser()
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else db.parent
     face_dirs = {f.resolve().parent for f in faces}
     if (data_dir / "faces").resolve() in face_dirs:
         return error(f"--data-dir {data_dir} would write face copies among the input faces; choose another")
-    return _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError))
+    problem = _db_problem(db)  # before the engine loads: a damaged, foreign or unwritable --db is found now
+    if problem:
+        return error(problem)
+    code = _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError), bad)
+    if bad:
+        print(f"error: {len(bad)} face file(s) skipped, the others were processed:", file=sys.stderr)
+        for face, reason in bad.items():
+            print(f"  {face}: {reason}", file=sys.stderr)
+        return max(code, 1)
+    return code
+
+
+def _db_problem(db: Path) -> str | None:
+    """Why ``--db`` cannot take the study (checked read-only: nothing is written), or None."""
+    from .store import Store, StoreError
+    from .store.opening import check_path
+
+    try:
+        check_path(db, must_exist=False, writable=True)
+        if db.exists() and db.stat().st_size:
+            Store(db, read_only=True, migrate=False).close()  # quick_check and the schema, through mode=ro
+    except (StoreError, OSError) as exc:
+        return str(exc)
+    return None
+
+
+def _drop_bad_faces(conditions: list[Condition], bad: dict[Path, str]) -> list[Condition]:
+    """The conditions whose face is not in ``bad`` (each bad face is reported once, by file name)."""
+    for face, reason in bad.items():
+        logger.warning("skipping %s: %s", face, reason)
+    return [c for c in conditions if c.face not in bad]
 
 
 @dataclass
@@ -140,14 +185,15 @@ class Outcome:
 
 
 def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
-         input_errors: tuple[type[Exception], ...]) -> int:
+         input_errors: tuple[type[Exception], ...], bad: dict[Path, str]) -> int:
     """Generate this process's share (all of it without a launcher); the main process prints the summary once
     every process is done. Every process reaches ``gather`` exactly once, whatever happens to its share."""
     from instantid import load_engine
 
+    from .inputs import check_faces
     from .jobs import PairRunner, summarize
     from .sharding import barrier, gather, shard
-    from .store import Store
+    from .store import Store, StoreError
 
     part = shard(conditions, device=args.device)
     mine = Outcome(conditions=len(part.conditions))
@@ -166,19 +212,31 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
         barrier()
         gather(mine)
         return mine.code
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with Store(db) as store:
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        store = Store(db)
+    except (StoreError, OSError) as exc:
+        mine.code = error(str(exc))
+        barrier()
+        gather(mine)
+        return mine.code
+    with store:
         runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup,
                             versions={"process_index": part.process_index, "num_processes": part.num_processes})
         mine.device, mine.dtype, mine.run_id = runner.device, runner.dtype, runner.run_id
         try:
             for face in dict.fromkeys(c.face for c in conditions):
-                runner.check_face(face)  # NoFaceError names the file
+                try:
+                    check_faces(engine, runner.check_face(face).image)  # no face / too small: named below
+                except (*input_errors, InputError) as exc:
+                    bad[face] = f"{exc}"
+            conditions = _drop_bad_faces(conditions, {f: r for f, r in bad.items() if f in {c.face for c in conditions}})
             presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
         except input_errors as exc:
             mine.code = error(str(exc))
         else:
-            _generate(runner, part.conditions, presets, mine, quiet=args.quiet or part.process_index != 0)
+            mine_part = [c for c in part.conditions if c.face not in bad]
+            _generate(runner, mine_part, presets, mine, quiet=args.quiet or part.process_index != 0)
         barrier()
         everyone = gather(mine)
         if part.process_index != 0 or mine.code == 2:
@@ -186,7 +244,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
         if any(o.code == 2 for o in everyone):
             print("error: a process could not start (see its error above); its conditions were not generated",
                   file=sys.stderr)
-        condition_ids = {runner.condition_row(c)["id"] for c in conditions}
+        condition_ids = {row["id"] for row in map(runner.find_condition, conditions) if row is not None}
         summary = summarize([p for p in store.list_pairs() if p["condition_id"] in condition_ids])
     print(_summary_line(everyone, len(conditions), len(presets), summary, db))
     failed = sum(o.failed for o in everyone)

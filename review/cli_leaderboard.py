@@ -21,26 +21,38 @@ from typing import Any
 
 from review.cli_common import open_existing_study, setup_logging
 from review.cli_verdict import add_verdict_options, verdict_config
+from review.inputs import Limits
 
 logger = logging.getLogger(__name__)
 
 
-def _positive(text: str) -> int:
+def _whole(text: str, low: int, high: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high:,}, not {value}")
     return value
+
+
+def _n_boot(text: str) -> int:
+    """Bootstrap replicates: 1..Limits.max_n_boot (a billion would try to allocate tens of GiB)."""
+    return _whole(text, 1, Limits().max_n_boot)
+
+
+def _seed(text: str) -> int:
+    """A bootstrap seed: 0..2**32-1 (numpy's SeedSequence refuses negatives)."""
+    return _whole(text, 0, Limits().max_seed)
 
 
 def add_leaderboard_options(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``python -m review export``."""
     add = parser.add_argument
     add("--db", required=True, help="the study's SQLite database (must exist)")
-    add("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    add("--n-boot", type=_positive, default=1000, help="bootstrap replicates for pair statistics (default 1000)")
+    add("--seed", type=_seed, default=0, help="bootstrap seed, 0..2**32-1 (default 0)")
+    add("--n-boot", type=_n_boot, default=1000,
+        help=f"bootstrap replicates for pair statistics, 1..{Limits().max_n_boot:,} (default 1000)")
     add("--include-failing", action="store_true",
         help="include the reviewers (sessions) failing the gold screening (default: left out everywhere)")
     add("-v", "--verbose", action="store_true", help="log progress")

@@ -55,11 +55,16 @@ class Condition:
     group: str = field(default="", compare=False)  # use-case tag from the matrix; not a generation input
 
     def __post_init__(self) -> None:
-        if not self.prompt.strip():
-            raise InputError("empty prompt")
-        if self.steps < 1:
-            raise InputError(f"steps must be at least 1, got {self.steps}")
-        check_size(self.width, self.height)
+        from instantid import (
+            request_problems,  # the engine's own limits: one definition (instantid/limits.py)
+        )
+
+        problems = request_problems(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
+                                    steps=self.steps, width=self.width, height=self.height,
+                                    ip_weight=self.ip_weight, cn_scale=self.cn_scale,
+                                    guidance_scale=self.guidance_scale)
+        if problems:
+            raise InputError(*problems)
 
     @property
     def size(self) -> str:
@@ -122,17 +127,26 @@ def face_files(spec: str | Path) -> list[Path]:
 def read_prompts(spec: str) -> list[str]:
     """A prompts file (one prompt a line; blank lines and lines starting with '#' skipped) or one prompt text.
     A text that looks like a file name (``*.txt``) but names no file is an error, not a prompt."""
+    if not spec.strip():
+        raise InputError("--prompts is empty: give a prompt text or a prompts file")
     path = Path(spec).expanduser()
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    try:  # a long text or one with a NUL is no file name: the OS refuses it (ENAMETOOLONG, ValueError)
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except (OSError, ValueError):
+        is_file = is_dir = False
+    if is_file:
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the prompts file {path}: {exc}") from None
         prompts = [line for line in lines if line and not line.startswith("#")]
         if not prompts:
             raise InputError(f"no prompts in {path}")
         return list(dict.fromkeys(prompts))
-    if spec.strip().lower().endswith(".txt") or path.is_dir():
-        raise InputError(f"prompts file not found: {path}")
-    if not spec.strip():
-        raise InputError("empty prompt")
+    if is_dir:
+        raise InputError(f"--prompts names a folder, not a prompts file: {path}")
+    if spec.strip().lower().endswith(".txt") and "\n" not in spec and len(spec) < 256:
+        raise InputError(f"prompts file not found: {path} (a prompt text must not end in .txt)")
     return [spec.strip()]
 
 

@@ -93,10 +93,14 @@ def _write_new(folder: Path, data: bytes) -> str:
             handle = open(folder / file, "xb")  # exclusive create: never overwrite an existing image
         except FileExistsError:
             continue
-        with handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        try:
+            with handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except BaseException:  # e.g. ENOSPC: no partial file stays behind
+            (folder / file).unlink(missing_ok=True)
+            raise
         return file
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from instantid import ACCEPTED_FORMS, Face, FaceError, PresetError, resolve_preset
+from instantid import ACCEPTED_FORMS, LIMITS, Face, FaceError, PresetError, resolve_preset
 
 if TYPE_CHECKING:
     from instantid import Engine, GenerationRequest
@@ -30,7 +30,7 @@ __all__ = ["InputError", "Limits", "Settings", "Upload", "check_faces", "parse_s
 
 logger = logging.getLogger(__name__)
 
-MIN_FACE_PX = 32  # a face whose bbox is shorter than this on a side is refused (too small to carry identity)
+MIN_FACE_PX = LIMITS.min_face_px  # a face whose bbox is shorter than this on a side is refused
 _SEED_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
 _AUTO_SPEC = re.compile(r"auto-[0-9]+")  # auto-K needs the engine's telemetry: checked only with an engine
 
@@ -40,21 +40,26 @@ _AUTO_SPEC = re.compile(r"auto-[0-9]+")  # auto-K needs the engine's telemetry: 
 
 @dataclass(frozen=True)
 class Limits:
-    min_steps: int = 1  # fewest denoising steps
-    max_steps: int = 100  # most denoising steps (SDXL converges well before this)
-    min_size: int = 64  # smallest output side, px
-    max_size: int = 2048  # largest output side, px (SDXL is trained at 1024)
-    size_multiple: int = 8  # output sides must be multiples of the VAE's downsampling factor
-    min_ip_weight: float = 0.0  # face-branch scale range (demo default 0.8)
-    max_ip_weight: float = 2.0
-    min_cn_scale: float = 0.0  # IdentityNet strength range (demo default 0.8)
-    max_cn_scale: float = 2.0
-    max_prompt_chars: int = 2000  # longer prompts are refused (CLIP reads 77 tokens anyway)
+    """The generation limits of ``instantid.LIMITS`` (one definition) plus what only a submission has."""
+
+    min_steps: int = LIMITS.min_steps  # fewest denoising steps
+    max_steps: int = LIMITS.max_steps  # most denoising steps
+    min_size: int = LIMITS.min_size  # smallest output side, px
+    max_size: int = LIMITS.max_size  # largest output side, px
+    size_multiple: int = LIMITS.size_multiple  # output sides must be multiples of this
+    min_ip_weight: float = LIMITS.min_ip_weight  # face-branch scale range
+    max_ip_weight: float = LIMITS.max_ip_weight
+    min_cn_scale: float = LIMITS.min_cn_scale  # IdentityNet strength range
+    max_cn_scale: float = LIMITS.max_cn_scale
+    min_guidance: float = LIMITS.min_guidance  # classifier-free guidance range
+    max_guidance: float = LIMITS.max_guidance
+    max_prompt_chars: int = LIMITS.max_prompt_chars  # longer prompts are refused
     max_seeds: int = 16  # seeds per submission
-    max_seed: int = 2**32 - 1  # seeds are 0..2**32-1 (portable across numpy, torch and the store)
+    max_seed: int = LIMITS.max_seed  # seeds are 0..max_seed
     max_presets: int = 10  # presets per submission
     max_preset_chars: int = 200  # longest accepted preset spec
     clip_tokens: int = 77  # CLIP's context; a longer prompt is allowed, truncated, and noted
+    max_n_boot: int = 100_000  # bootstrap replicates per statistic (leaderboard/export; 1000 is the default)
 
 
 @dataclass

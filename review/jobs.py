@@ -46,7 +46,7 @@ from .conditions import (
 )
 from .images import image_path, read_image, write_image
 from .metrics import cosine, identity_scores, ssim
-from .store import Store, StoreIntegrityError
+from .store import Store, StoreIntegrityError, condition_key
 
 __all__ = ["RUN_ID", "Condition", "InputError", "PairRunner", "ConditionSettings", "expand_conditions", "load_matrix",
            "summarize"]
@@ -144,6 +144,14 @@ class PairRunner:
             logger.info("face %s registered as %s", ref.path, copy.file)
         return ref.row
 
+    def find_condition(self, condition: Condition) -> Row | None:
+        """The stored condition row of ``condition``, or None; writes nothing (unlike ``condition_row``)."""
+        ref = self.check_face(condition.face)
+        return self.store.get_condition_by_key(condition_key(
+            ref.sha256, prompt=condition.prompt, negative_prompt=condition.negative_prompt, seed=condition.seed,
+            steps=condition.steps, width=condition.width, height=condition.height, ip_weight=condition.ip_weight,
+            cn_scale=condition.cn_scale, guidance_scale=condition.guidance_scale, stack=self.engine.name))
+
     def condition_row(self, condition: Condition) -> Row:
         ref = self.check_face(condition.face)
         return self.store.upsert_condition(
@@ -161,14 +169,16 @@ class PairRunner:
             raise InputError("'full' is the reference arm of every pair, not a selective preset")
         tick = progress or (lambda label: None)
         ref = self.check_face(condition.face)
-        cond = self.condition_row(condition)
-        done = {p["preset"] for p in self.store.list_pairs() if p["condition_id"] == cond["id"]}
+        cond = self.find_condition(condition)  # None: face and condition rows are written with the first arm
+        done = {p["preset"] for p in self.store.list_pairs() if cond and p["condition_id"] == cond["id"]}
         todo = [s for s in specs if s not in done]
         if not todo:
             for label in ["full", *specs]:
                 tick(f"seed {condition.seed} {label} (stored)")
             return []
         full = self._arm(cond, condition, ref, "full")
+        cond = cond or self.store.get_condition(full.generation["condition_id"])
+        assert cond is not None
         tick(f"seed {condition.seed} full{'' if full.fresh else ' (stored)'}")
         added: list[Row] = []
         for spec in specs:
@@ -207,8 +217,10 @@ class PairRunner:
             return None, NO_FACE
         return np.asarray(faces[0].embedding), None
 
-    def _arm(self, cond: Row, condition: Condition, ref: Reference, preset: str) -> Arm:
-        stored = self.store.get_generation(cond["id"], preset)
+    def _arm(self, cond: Row | None, condition: Condition, ref: Reference, preset: str) -> Arm:
+        """The arm from the store, or generated now and stored; the condition row (``cond`` None: not stored yet)
+        is written only once this arm's generation succeeded, so a failed generation leaves no row."""
+        stored = self.store.get_generation(cond["id"], preset) if cond is not None else None
         if stored is not None:
             pixels = read_image(self.images_dir, self._image_file(stored["image_id"]))
             embedding, failure = self._embed(pixels)
@@ -220,11 +232,12 @@ class PairRunner:
             logger.debug("%s: %s", preset, warning)
         pixels = np.asarray(result.image.convert("RGB"))
         embedding, failure = self._embed(pixels)
+        cond = cond or self.condition_row(condition)
         stored_image = write_image(self.images_dir, pixels)
-        image = self.store.add_image(file=stored_image.file, sha256=stored_image.sha256,
-                                     width=stored_image.width, height=stored_image.height)
         id_cos_ref = cosine(embedding, ref.embedding) if embedding is not None else None
         try:
+            image = self.store.add_image(file=stored_image.file, sha256=stored_image.sha256,
+                                         width=stored_image.width, height=stored_image.height)
             generation = self.store.add_generation(
                 condition_id=cond["id"], preset=preset, layers=list(result.layers), layer_count=result.layer_count,
                 image_id=image["id"], total_s=result.total_s, step_times=result.step_times_s, device=self.device,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from review.leaderboard import leaderboard
-from review.store import Store, StoreError
+from review.store import LATEST, Store, StoreError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -49,8 +49,9 @@ class StudyDatabaseError(StoreError):
 
 
 def open_study(db: str | Path) -> Store:
-    """Open an existing study database for reading; never creates a file. Applies pending migrations (as the app
-    would on start); raises StudyDatabaseError for a missing file, a non-SQLite file or a file without schema."""
+    """Open an existing study database read-only (``mode=ro``: no WAL switch, no migration, nothing written);
+    never creates a file. Raises StudyDatabaseError (one sentence) for a missing, non-SQLite, damaged or foreign
+    file, or one whose schema is older or newer than this code."""
     path = Path(db).expanduser()
     if not path.is_file():
         raise StudyDatabaseError(f"no study database at {path}" + (" (a directory)" if path.is_dir() else ""))
@@ -61,16 +62,23 @@ def open_study(db: str | Path) -> Store:
         raise StudyDatabaseError(f"cannot read {path}: {exc}") from exc
     if header != SQLITE_MAGIC:  # checked here: the store wraps only its own errors, and SQL stays in the store
         raise StudyDatabaseError(f"{path} is not an SQLite database")
-    store = Store(path, migrate=False)
     try:
-        if store.schema_version() == 0:
-            raise StudyDatabaseError(f"{path} is not a study database (no schema_migrations table)")
-        store.migrate()
+        store = Store(path, migrate=False, read_only=True)
     except StoreError as exc:
+        raise StudyDatabaseError(str(exc)) from exc
+    try:
+        version = store.schema_version()
+        if version == 0:
+            raise StudyDatabaseError(f"{path} is not a study database (no schema_migrations table)")
+        if version != LATEST:
+            older = version < LATEST
+            raise StudyDatabaseError(
+                f"{path} has schema v{version}, {'older' if older else 'newer'} than this code's v{LATEST}; "
+                + ("open it once with the app or `review generate` to migrate it (read-only commands never write)"
+                   if older else "update the code"))
+    except BaseException:
         store.close()
-        if isinstance(exc, StudyDatabaseError):
-            raise
-        raise StudyDatabaseError(f"{path}: {exc}") from exc
+        raise
     return store
 
 

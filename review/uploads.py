@@ -1,35 +1,29 @@
 """Uploaded reference photos: decoded safely into RGB, or refused with a message for the user.
 
-Refused: non-images, truncated or empty files, decompression bombs and over-large images (checked from the header
-before decoding). Fixed with a note: animations (first frame), CMYK, 16-bit, alpha (on white), grayscale and
+The reader is instantid's (``instantid.read_reference_image``: the one used by ``instantid.load_image``, both
+command lines and the app), so every entry point refuses and fixes the same images the same way. Refused:
+non-images, truncated or empty files, decompression bombs and over-large images (checked from the header before
+decoding). Fixed with a note: animations (first frame), CMYK, 16-bit (scaled), alpha (on white), grayscale and
 palette images, EXIF rotation.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import threading
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image
+
+from instantid import LIMITS, ImageReadError, read_reference_image
 
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
-MAX_SIDE = 4096  # longest accepted side of an uploaded image, px
-MAX_PIXELS = 4096 * 4096  # most pixels accepted in an upload; also PIL's bomb limit while decoding it
-MAX_BYTES = 64 * 2**20  # largest accepted upload file
-_PIL_LOCK = threading.Lock()  # PIL's limits are process-wide: one upload at a time sets and restores them
-_HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16/32-bit modes that PIL's convert would clip
-_MODE_NAMES = {"CMYK": "CMYK image", "L": "grayscale image", "1": "black-and-white image", "P": "palette image"}
+MAX_SIDE = LIMITS.max_image_side  # longest accepted side of an uploaded image, px
+MAX_PIXELS = LIMITS.max_image_pixels  # most pixels accepted in an upload; also PIL's bomb limit while decoding it
+MAX_BYTES = LIMITS.max_image_bytes  # largest accepted upload file
 
 
 @dataclass
@@ -38,106 +32,11 @@ class Upload:
     notes: list[str] = field(default_factory=list)  # what was changed to make it usable
 
 
-@contextmanager
-def _pil_limits(max_pixels: int) -> Iterator[None]:
-    """PIL's bomb limit set to ``max_pixels`` (its warning an error), truncated files refused; all restored."""
-    with _PIL_LOCK, warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")  # corrupt-metadata chatter
-        saved = Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES
-        Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = max_pixels, False
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = saved
-
-
-def _read_bytes(data: bytes | bytearray | memoryview | str | os.PathLike, max_bytes: int) -> tuple[bytes, str]:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        raw, name = bytes(data), "the uploaded file"
-    elif isinstance(data, (str, os.PathLike)):
-        path = Path(data).expanduser()
-        name = path.name or str(path)
-        if not path.is_file():
-            raise InputError(f"cannot read {name}: no such file")
-        try:
-            with path.open("rb") as handle:
-                raw = handle.read(max_bytes + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read {name}: {exc.strerror or exc}") from exc
-    else:
-        raise InputError(f"expected image bytes or a file path, got {type(data).__name__}")
-    if not raw:
-        raise InputError(f"{name} is empty")
-    if len(raw) > max_bytes:
-        raise InputError(f"{name} is larger than the {max_bytes / 2**20:g} MiB upload limit")
-    return raw, name
-
-
 def read_upload(data: bytes | bytearray | memoryview | str | os.PathLike, *, max_pixels: int = MAX_PIXELS,
                 max_side: int = MAX_SIDE, max_bytes: int = MAX_BYTES) -> Upload:
     """Decode an uploaded reference photo into an upright RGB image, or raise InputError saying why not."""
-    raw, name = _read_bytes(data, max_bytes)
     try:
-        with _pil_limits(max_pixels), Image.open(io.BytesIO(raw)) as opened:
-            return _decode(opened, name, max_pixels, max_side)
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{name} declares more than {max_pixels:,} pixels and was refused unread"
-                         f" (a possible decompression bomb): {exc}") from exc
-    except Image.UnidentifiedImageError as exc:
-        raise InputError(f"not an image file: {name} (upload a PNG, JPEG or WebP photo)") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(f"{name} is truncated or corrupt and cannot be decoded ({exc})") from exc
-    except Exception as exc:  # decoders of malformed files raise assorted errors (struct.error, MemoryError...)
-        logger.info("decoder failed on %s", name, exc_info=True)
-        raise InputError(f"{name} is corrupt or too large to decode ({type(exc).__name__}: {exc})") from exc
-
-
-def _decode(image: Image.Image, name: str, max_pixels: int, max_side: int) -> Upload:
-    width, height = image.size  # from the header: nothing is decoded yet
-    if max(width, height) > max_side or min(width, height) < 1:
-        raise InputError(f"{name} is {width}x{height} pixels; the longest accepted side is {max_side} px")
-    if width * height > max_pixels:  # PIL's own check (same limit) normally refuses it in Image.open already
-        raise InputError(f"{name} is {width}x{height} = {width * height:,} pixels; at most {max_pixels:,} accepted")
-    notes: list[str] = []
-    frames = int(getattr(image, "n_frames", 1)) if getattr(image, "is_animated", False) else 1
-    if frames > 1:
-        image.seek(0)
-        notes.append(f"animated image ({frames} frames): the first frame is used")
-    image.load()  # the full decode: a truncated file fails here
-    try:
-        orientation = int(image.getexif().get(0x0112, 1))
-        image = ImageOps.exif_transpose(image) or image
-        if orientation in range(2, 9):
-            notes.append(f"rotated upright according to its EXIF orientation ({orientation})")
-    except Exception as exc:  # a malformed EXIF block must not make a readable photo unusable
-        logger.info("ignoring unreadable EXIF in %s: %s", name, exc)
-        notes.append("the EXIF orientation could not be read; the image is used as stored")
-    return Upload(_to_rgb(image, name, notes), notes)
-
-
-def _to_rgb(image: Image.Image, name: str, notes: list[str]) -> Image.Image:
-    mode = image.mode
-    if mode in _HIGH_DEPTH:  # scale the range down; convert("RGB") would clip everything above 255
-        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(values.max())
-        scale = 255.0 if mode == "F" and top <= 1.0 else 255.0 / max(65535.0, top) if top > 255 else 1.0
-        notes.append(f"high bit depth image ({mode}) reduced to 8 bits and converted to RGB")
-        return Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L").convert("RGB")
-    try:
-        if "A" in mode or "a" in mode or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            alpha = rgba.getchannel("A")
-            flat = Image.new("RGB", rgba.size, (255, 255, 255))
-            flat.paste(rgba, mask=alpha)
-            opaque = alpha.getextrema() == (255, 255)
-            notes.append("alpha channel dropped (fully opaque)" if opaque else "transparent areas composited onto white")
-            return flat
-        if mode != "RGB":
-            shift = " (colours may shift slightly)" if mode == "CMYK" else ""
-            notes.append(f"{_MODE_NAMES.get(mode, f'{mode} image')} converted to RGB{shift}")
-        return image.convert("RGB")
-    except ValueError as exc:
-        raise InputError(f"{name} uses colour mode {mode}, which cannot be converted to RGB") from exc
+        image, notes = read_reference_image(data, max_pixels=max_pixels, max_side=max_side, max_bytes=max_bytes)
+    except ImageReadError as exc:
+        raise InputError(str(exc)) from exc
+    return Upload(image, notes)

@@ -43,3 +43,10 @@ def test_the_checker_catches_lost_and_duplicated_votes():
     assert not passed(figures)
     assert percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0 and percentile([], 99) is None
     assert percentile([float(i) for i in range(1, 101)], 99) == 99.0
+
+
+def test_a_transport_error_or_an_unsent_vote_fails_the_run():
+    clean = {"lost": 0, "duplicates": 0, "integrity": "ok", "errors": 0, "expected": 20, "unsent": 0}
+    assert passed(clean)
+    assert not passed({**clean, "errors": 1})  # a reviewer aborted on a transport error
+    assert not passed({**clean, "unsent": 3})  # votes never sent

@@ -90,7 +90,9 @@ def test_new_store_is_migrated_with_wal_and_foreign_keys(store: Store):
     assert store.schema_version() == LATEST == 2
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 2_000
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 256
+    assert store.db.execute("PRAGMA journal_size_limit").fetchone()[0] == 2**20
     assert set(store.db.table_names()) == {"faces", "conditions", "images", "generations", "pairs", "reviewers",
                                            "trials", "votes", "schema_migrations"}
 

@@ -1,7 +1,9 @@
 """The study's SQLite store: the only place in the project that runs SQL (sqlite-utils).
 
-``Store(path)`` opens (WAL, foreign keys, busy timeout), migrates, and offers small typed methods. One Store may be
-shared by threads (one lock, one writer); several processes may write to one file (busy timeout + retries).
+``Store(path)`` opens (WAL, foreign keys, busy timeout), checks the file (``review.store.opening``: an SQLite file,
+``PRAGMA quick_check``, a study's schema, never a foreign database), migrates, and offers small typed methods. One
+Store may be shared by threads (one writer under a lock, one reader connection per thread); several processes may
+write to one file (bounded busy wait + retries). ``Store(path, read_only=True)`` opens ``mode=ro`` and never writes.
 Rows come back as plain dicts (JSON columns of ``generations`` decoded); timestamps come from the injected clock.
 The store records what it is told and enforces integrity; it never randomizes or picks (study logic lives elsewhere).
 """
@@ -27,15 +29,17 @@ from .connection import (
     StoreBusy,
     StoreError,
     StoreIntegrityError,
+    StoreUnavailable,
     utc_now,
 )
 from .migrations import LATEST, MIGRATIONS
 from .migrations import migrate as _migrate
 from .migrations import schema_version as _schema_version
+from .opening import StoreOpenError, check_database, check_path, open_error
 
 __all__ = [
     "LATEST", "MIGRATIONS", "ConnectionConfig", "DuplicateVote", "Store", "StoreBusy", "StoreError",
-    "StoreIntegrityError", "condition_key", "utc_now",
+    "StoreIntegrityError", "StoreOpenError", "StoreUnavailable", "condition_key", "utc_now",
 ]
 
 logger = logging.getLogger(__name__)
@@ -71,12 +75,37 @@ class Store:
     """Typed access to the study database; see the module docstring."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], str] | None = None,
-                 config: ConnectionConfig | None = None, migrate: bool = True) -> None:
+                 config: ConnectionConfig | None = None, migrate: bool = True, read_only: bool = False,
+                 check: Literal["quick", "full"] | None = "quick") -> None:
+        """Open (and for writing create) the study at ``path``. ``check``: ``quick`` runs ``PRAGMA quick_check``,
+        ``full`` ``integrity_check``; a damaged, foreign or unreadable file raises StoreOpenError (one sentence:
+        which file, what is wrong, what to do). ``read_only``: the file must exist; nothing is written."""
         self.path = Path(path) if str(path) != ":memory:" else path
         self._clock = clock or utc_now
-        self._conn = Connection(path, config)
-        if migrate:
-            self.migrate()
+        self.read_only = read_only
+        if isinstance(self.path, Path):
+            check_path(self.path, must_exist=read_only, writable=not read_only)
+        try:
+            existing = isinstance(self.path, Path) and self.path.exists() and self.path.stat().st_size > 0
+            if existing and not read_only:
+                # an existing file is checked through a mode=ro connection first: nothing (not even the WAL
+                # switch) is written to a file before it is known to be an intact study
+                probe = Connection(path, config, read_only=True)
+                try:
+                    check_database(probe, check)
+                finally:
+                    probe.close()
+                check = None
+            self._conn = Connection(path, config, read_only=read_only)
+        except StoreUnavailable as exc:
+            raise open_error(str(self.path), exc) from exc
+        try:
+            check_database(self._conn, check)
+            if migrate and not read_only:
+                self.migrate()
+        except BaseException:
+            self._conn.close()
+            raise
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @property
@@ -99,6 +128,14 @@ class Store:
 
     def schema_version(self) -> int:
         return _schema_version(self._conn)
+
+    def health(self) -> dict[str, Any]:
+        """Can the study be written now? ``{"writable", "state", "reason"}`` (state: ok, busy, full, read-only,
+        damaged, replaced, io); cheap: a file identity check, the file system's flags and free space, the last
+        write's outcome and an empty write transaction when no writer is waiting."""
+        from .opening import health
+
+        return health(self._conn)
 
     def integrity_check(self) -> list[str]:
         """Problems found by ``PRAGMA integrity_check`` and ``PRAGMA foreign_key_check``; empty when healthy."""
@@ -160,6 +197,10 @@ class Store:
 
     def get_condition(self, condition_id: int) -> Row | None:
         return self._get("conditions", "id = ?", [condition_id])
+
+    def get_condition_by_key(self, key: str) -> Row | None:
+        """The condition stored under ``condition_key(...)``, or None (a lookup that writes nothing)."""
+        return self._get("conditions", "key = ?", [key])
 
     def add_image(self, *, file: str, sha256: str, width: int, height: int) -> Row:
         """Record an image file written by ``review.images.write_image`` (opaque name, unique)."""

@@ -1,18 +1,28 @@
-"""The one SQLite connection a Store owns: pragmas, a lock, serialized write transactions with retries.
+"""The SQLite connections a Store owns: one writer (serialized, bounded wait, retried) and per-thread readers.
 
 Design:
-- one ``sqlite3`` connection opened with ``check_same_thread=False`` and wrapped by sqlite-utils; every use of it
-  (reads included) happens under one re-entrant lock, so a single Store can be shared by a web server's threads;
-- the driver runs in autocommit mode (``isolation_level=None``); every write is an explicit ``BEGIN IMMEDIATE``
-  transaction, so the write lock is taken up front (no read-to-write upgrade that could fail half-way);
-- several processes may write to the same file: WAL lets readers proceed during a write, ``busy_timeout`` makes a
-  writer wait for the lock, and a write that still meets "database is locked" is rolled back and retried with
-  jittered backoff (the whole transaction function is re-run, so it must only touch the database).
+- **one writer**: a ``sqlite3`` connection (``check_same_thread=False``, autocommit driver) wrapped by sqlite-utils;
+  every write is an explicit ``BEGIN IMMEDIATE`` transaction under one in-process lock, so the write lock is taken
+  up front (no read-to-write upgrade that could fail half-way). Another process holding the lock is waited for at
+  most ``busy_timeout_ms`` per attempt and ``retries`` attempts (the bound is ``ConnectionConfig.max_write_wait_s``);
+  while it waits ``busy_since`` is set (the health route says "busy, retrying") and then ``StoreBusy`` is raised;
+- **per-thread readers** (files only): each thread reads through its own connection, so a read never waits for
+  the writer's lock, in this process or another (WAL: readers see the last commit while a write is under way);
+- **never acknowledge what cannot be kept**: the file's (device, inode) is recorded at open and compared with the
+  file at the configured path before every commit and every read (one ``stat``, ~2 us); a removed or replaced file
+  raises ``StoreUnavailable`` (kind ``replaced``) and the transaction is rolled back, so nothing is written into
+  an unlinked file and acknowledged;
+- **errors a person can read**: SQLite's full / read-only / damaged / I/O errors become ``StoreUnavailable`` with a
+  ``kind`` and a ``reason`` in plain words;
+- **bounded WAL**: ``wal_autocheckpoint`` = 256 pages and ``journal_size_limit`` = 1 MiB, so after each automatic
+  checkpoint the WAL file is truncated back to at most 1 MiB (a reader holding an old snapshot can delay it);
+- ``read_only=True`` opens ``file:...?mode=ro`` (no WAL switch, no pragma that writes, ``query_only``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -22,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
@@ -29,6 +40,10 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
+WAL_AUTOCHECKPOINT_PAGES = 256  # checkpoint once the WAL holds this many pages (SQLite's default is 1000)
+JOURNAL_SIZE_LIMIT = 2**20  # the WAL is truncated back to this many bytes after a checkpoint
+# SQLite primary result codes (sqlite3.h)
+_FULL, _READONLY, _CORRUPT, _NOTADB, _IOERR, _CANTOPEN, _BUSY, _LOCKED = 13, 8, 11, 26, 10, 14, 5, 6
 
 
 class StoreError(Exception):
@@ -43,21 +58,39 @@ class DuplicateVote(StoreIntegrityError):
     """A vote for this trial is already stored (one vote per trial)."""
 
 
-class StoreBusy(StoreError):
-    """The database stayed locked by other writers through every retry."""
+class StoreUnavailable(StoreError):
+    """The database cannot be used now. ``kind``: full, read-only, damaged, replaced, busy or io; ``reason``: why,
+    in words for a person (no path); ``str()``: the path and the reason, for the admin and the log."""
+
+    def __init__(self, path: str, kind: str, reason: str) -> None:
+        self.path, self.kind, self.reason = path, kind, reason
+        super().__init__(f"the study database {path} cannot be used: {reason}")
+
+
+class StoreBusy(StoreUnavailable):
+    """The database stayed locked by another writer through every retry."""
+
+    def __init__(self, path: str, reason: str = "busy: another program holds its write lock") -> None:
+        super().__init__(path, "busy", reason)
 
 
 @dataclass(frozen=True)
 class ConnectionConfig:
-    busy_timeout_ms: int = 30_000  # how long SQLite itself waits for another writer's lock
-    retries: int = 8  # whole-transaction attempts when SQLite still reports 'database is locked'
-    backoff_s: float = 0.02  # first retry delay; doubles per attempt (with jitter), capped by backoff_max_s
+    busy_timeout_ms: int = 2_000  # how long SQLite itself waits for another writer's lock, per attempt
+    retries: int = 4  # whole-transaction attempts while SQLite still reports 'database is locked'
+    backoff_s: float = 0.05  # first retry delay; doubles per attempt (with jitter), capped by backoff_max_s
     backoff_max_s: float = 1.0  # longest single wait between attempts
     synchronous: str = "FULL"  # FULL: a committed vote survives power loss; NORMAL: faster, WAL stays consistent
 
     def __post_init__(self) -> None:
         if self.synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {self.synchronous!r}")
+
+    @property
+    def max_write_wait_s(self) -> float:
+        """The longest a write waits for another writer before StoreBusy (busy timeouts plus backoff)."""
+        waits = sum(min(self.backoff_max_s, self.backoff_s * 2 ** (a - 1)) * 1.5 for a in range(1, self.retries))
+        return self.retries * self.busy_timeout_ms / 1000 + waits
 
 
 def utc_now() -> str:
@@ -66,6 +99,9 @@ def utc_now() -> str:
 
 
 def _is_busy(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_BUSY, _LOCKED)
     text = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
@@ -77,79 +113,215 @@ def _integrity_error(exc: sqlite3.IntegrityError) -> StoreIntegrityError:
     return StoreIntegrityError(text)
 
 
-class Connection:
-    """A lock-guarded sqlite-utils Database with serialized, retried write transactions."""
+def storage_error(path: str, exc: BaseException) -> StoreUnavailable | None:
+    """The readable StoreUnavailable for an SQLite or OS error, or None when it is not a storage fault."""
+    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+    text = str(exc).lower()
+    if code == _FULL or "disk is full" in text or getattr(exc, "errno", None) == 28:
+        return StoreUnavailable(path, "full", "the disk is full")
+    if code == _READONLY or "readonly" in text or "read-only" in text or getattr(exc, "errno", None) == 30:
+        return StoreUnavailable(path, "read-only", "its storage is read-only")
+    if code in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
+        return StoreUnavailable(path, "damaged", "the database file is damaged")
+    if code in (_IOERR, _CANTOPEN) or isinstance(exc, OSError):
+        return StoreUnavailable(path, "io", f"the storage reported an I/O error ({exc})")
+    return None
 
-    def __init__(self, path: str | Path, config: ConnectionConfig | None = None) -> None:
+
+def file_id(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _on_read_only_storage(path: str) -> bool:
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+class Connection:
+    """One serialized writer and per-thread readers on one SQLite file; see the module docstring."""
+
+    def __init__(self, path: str | Path, config: ConnectionConfig | None = None, *, read_only: bool = False) -> None:
         self.config = config or ConnectionConfig()
         self.path = str(path)
-        self.lock = threading.RLock()
-        conn = sqlite3.connect(
-            self.path,
-            timeout=self.config.busy_timeout_ms / 1000,
-            check_same_thread=False,
-            isolation_level=None,
-        )
-        self.db = Database(conn, execute_plugins=False)
+        self.read_only = read_only
+        self.memory = self.path == ":memory:"
+        self.lock = threading.RLock()  # the writer (and, for :memory:, every use)
+        self.busy_since: float | None = None  # monotonic time a write started waiting for another writer
+        self.last_failure: StoreUnavailable | None = None  # the last storage fault a write met (cleared on success)
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.db = Database(self._call(lambda: self._connect(create=not read_only)), execute_plugins=False)
+        self.file_id = None if self.memory else file_id(self.path)
         with self.lock:
-            self._retry(lambda: self._pragmas())
+            self._call(lambda: self._retry(self._pragmas))
+        # the WAL and shared-memory files of *this* file: set aside if the database file is replaced under us
+        self._side_ids = {} if self.memory or read_only else {s: file_id(self.path + s) for s in ("-wal", "-shm")}
+
+    # -- opening --------------------------------------------------------------------------------------------------
+    def _connect(self, *, create: bool = False) -> sqlite3.Connection:
+        """A connection to the file: ``mode=ro`` when read-only, ``mode=rw`` (never creates it) unless ``create``."""
+        timeout = self.config.busy_timeout_ms / 1000
+        if self.memory or create:
+            conn = sqlite3.connect(self.path, timeout=timeout, check_same_thread=False, isolation_level=None)
+        else:
+            uri = f"file:{quote(os.path.abspath(self.path))}?mode={'ro' if self.read_only else 'rw'}"
+            if self.read_only and _on_read_only_storage(self.path):
+                uri += "&immutable=1"  # no -shm can be made there, and nothing can change the file either
+            conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False, isolation_level=None)
+        if self.read_only:
+            conn.execute("PRAGMA query_only = ON")
+        conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
 
     def _pragmas(self) -> None:
-        self.db.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout_ms)}")
-        self.db.execute("PRAGMA foreign_keys = ON")
+        if self.read_only or self.memory:
+            return
         self.db.execute(f"PRAGMA synchronous = {self.config.synchronous}")
-        if self.path != ":memory:":
-            mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreError(f"could not switch {self.path} to WAL (journal_mode={mode})")
+        mode = self.db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreUnavailable(self.path, "io", f"it could not be switched to WAL (journal_mode={mode})")
+        self.db.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        self.db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
 
     def close(self) -> None:
-        with self.lock:
+        with self.lock, self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
             self.db.close()
 
+    # -- checks ---------------------------------------------------------------------------------------------------
+    def check_file(self) -> None:
+        """Raise StoreUnavailable (kind ``replaced``) when the file at the path is not the one opened."""
+        if self.memory:
+            return
+        now = file_id(self.path)
+        if now != self.file_id:
+            self._set_aside_side_files()
+            what = "was removed" if now is None else "was replaced by another file"
+            raise StoreUnavailable(self.path, "replaced", f"the database file {what} while the app was running; "
+                                   "nothing more can be saved until the app is restarted on the right file")
+
+    def _set_aside_side_files(self) -> None:
+        """Rename this connection's own -wal/-shm (same inode as at open) to ``*.replaced``: left at the path
+        they would be read with the new file at the next start (SQLite cannot tell whose WAL it is), which
+        corrupts it ("database disk image is malformed")."""
+        for suffix, known in self._side_ids.items():
+            side = self.path + suffix
+            if known is not None and file_id(side) == known:
+                try:
+                    os.replace(side, f"{side}.replaced")
+                    logger.error("%s was removed or replaced: its old %s set aside as %s.replaced", self.path,
+                                 suffix, side)
+                except OSError as exc:
+                    logger.error("cannot set aside %s: %s", side, exc)
+        self._side_ids = {}
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn``; SQLite/OS storage faults become StoreUnavailable, constraint failures StoreIntegrityError."""
+        try:
+            return fn()
+        except sqlite3.IntegrityError as exc:
+            raise _integrity_error(exc) from exc
+        except (sqlite3.DatabaseError, OSError) as exc:
+            readable = storage_error(self.path, exc)
+            if readable is None:
+                raise
+            raise readable from exc
+
+    # -- writing --------------------------------------------------------------------------------------------------
     def _sleep(self, attempt: int) -> None:
         delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (attempt - 1))
         time.sleep(delay * (0.5 + random.random()))
 
     def _retry(self, fn: Callable[[], T]) -> T:
-        for attempt in range(1, self.config.retries + 1):
-            try:
-                return fn()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
-                    raise
-                if attempt == self.config.retries:
-                    raise StoreBusy(f"{self.path}: still locked after {attempt} attempts ({exc})") from exc
-                logger.debug("%s busy (%s), retry %d", self.path, exc, attempt)
-                self._sleep(attempt)
-        raise AssertionError("unreachable")
+        try:
+            for attempt in range(1, self.config.retries + 1):
+                try:
+                    return fn()
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+                    if attempt == self.config.retries:
+                        raise StoreBusy(self.path, f"busy: another program held its write lock for more than "
+                                        f"{self.config.max_write_wait_s:.1f} s") from exc
+                    if self.busy_since is None:
+                        self.busy_since = time.monotonic()
+                        logger.warning("%s is busy (another writer holds the lock): retrying", self.path)
+                    self._sleep(attempt)
+            raise AssertionError("unreachable")
+        finally:
+            self.busy_since = None
 
     def _transaction(self, fn: Callable[[Database], T]) -> T:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             result = fn(self.db)
+            self.check_file()  # never commit (and so acknowledge) into a removed or replaced file
             self.db.execute("COMMIT")
             return result
         except BaseException:
-            self.db.rollback()
+            if self.db.conn.in_transaction:
+                self.db.rollback()
             raise
 
     def write(self, fn: Callable[[Database], T]) -> T:
         """Run ``fn(db)`` in one serialized write transaction; commit, or roll back and re-raise.
 
-        Constraint failures become StoreIntegrityError (DuplicateVote for a second vote on a trial)."""
+        Constraint failures become StoreIntegrityError (DuplicateVote for a second vote on a trial); storage
+        faults StoreUnavailable (StoreBusy after the bounded wait)."""
+        if self.read_only:
+            raise StoreUnavailable(self.path, "read-only", "it was opened read-only")
         with self.lock:
             try:
-                return self._retry(lambda: self._transaction(fn))
-            except sqlite3.IntegrityError as exc:
-                raise _integrity_error(exc) from exc
+                result = self._call(lambda: self._retry(lambda: self._transaction(fn)))
+            except StoreUnavailable as exc:
+                self.last_failure = exc
+                raise
+            self.last_failure = None
+            return result
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        reader = getattr(self._local, "conn", None)
+        if reader is None:
+            reader = self._connect()
+            self._local.conn = reader
+            with self._readers_lock:
+                self._readers.append(reader)
+        return reader
+
+    def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self.memory:  # one in-memory database: only the writer connection sees it
+            with self.lock:
+                return self._call(lambda: self._retry(lambda: run(self.db.conn)))
+        self.check_file()
+        return self._call(lambda: self._retry(lambda: run(self._reader())))
 
     def rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
-        """Run a SELECT and return every row as a dict (fetched under the lock)."""
-        with self.lock:
-            return self._retry(lambda: list(self.db.query(sql, params)))
+        """Run a SELECT on this thread's reader and return every row as a dict (never waits for a writer)."""
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            cursor = conn.execute(sql, params or [])
+            names = [d[0] for d in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+        return self._read(run)
 
     def scalar(self, sql: str, params: Params | None = None) -> Any:
-        with self.lock:
-            row = self._retry(lambda: self.db.execute(sql, params).fetchone())
+        row = self._read(lambda conn: conn.execute(sql, params or []).fetchone())
         return None if row is None else row[0]
+
+    def writer_rows(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        """A SELECT on the writer connection (under the lock): for checks that must see the writer's own file."""
+        with self.lock:
+            return self._call(lambda: list(self.db.query(sql, params)))

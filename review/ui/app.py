@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from review.ui.edge import BodyLimit, EdgeLimits, health_routes
 from review.ui.export_tab import build_export_tab
 from review.ui.generate_tab import build_generate_tab
 from review.ui.gradio_sessions import make_session_setup_lazy
@@ -89,14 +91,16 @@ def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
     return demo
 
 
-def launch_options(services: Services) -> dict[str, Any]:
+def launch_options(services: Services, edge: EdgeLimits | None = None) -> dict[str, Any]:
     """Keyword arguments for ``demo.launch`` (Gradio 6 takes css/footer there).
 
     No API page link; only gr.Error messages reach the page (show_error=False hides other exceptions' text,
     which could name a condition); uploads limited; the generated images, faces and the database are blocked
     from Gradio's file route; the export folder is allowed so its files can be returned from anywhere (e.g. a
     persistent /data volume outside the working and temp directories). The review images have a route of their
-    own (``image_routes``), put in front of Gradio's routes."""
+    own (``image_routes``), put in front of Gradio's routes, as has ``GET /healthz`` (the study database's
+    write-ability); request bodies over ``edge``'s limits get 413 before they are parsed (``review/ui/edge.py``)."""
+    edge = edge or EdgeLimits()
     blocked = [str(services.dirs.images.resolve()), str(services.dirs.faces.resolve()),
                str((services.dirs.root / "backup").resolve())]  # REVIEW_BACKUP_REPO's snapshot folder
     if isinstance(services.store.path, Path):  # the database and its sidecar files (export salt, settings)
@@ -106,12 +110,13 @@ def launch_options(services: Services) -> dict[str, Any]:
         "footer_links": ["gradio"],
         "enable_monitoring": False,  # no /monitoring dashboard (and nothing reads the queue's analytics)
         "show_error": False,
-        "max_file_size": "20mb",
+        "max_file_size": "20mb",  # EdgeLimits.max_upload_bytes leaves 1 MiB above it for multipart framing
         "css": CSS + LEADERBOARD_CSS,
         "head": HEAD,
         "allowed_paths": [str(services.dirs.exports.resolve())],
         "blocked_paths": blocked,
-        "app_kwargs": {"routes": image_routes(services.served)},
+        "app_kwargs": {"routes": [*image_routes(services.served), *health_routes(services.store.health)],
+                       "middleware": [Middleware(BodyLimit, limits=edge)]},
         # client-side rendering: with SSR (GRADIO_SSR_MODE=true, as some hosts set) a Node server fronts Python and
         # the review-image route would sit behind it; nothing here needs SSR
         "ssr_mode": False,

@@ -7,16 +7,21 @@ Preset names reach the page only after a successful unlock, so a reviewer's page
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import secrets
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from instantid import FaceError
 from review.inputs import InputError, Limits, validate_settings
+from review.store import StoreError
 from review.trials import VoteRefused
 from review.ui.review_tab import request_address
-from review.ui.services import GenerateJob, Services, clean_presets
+from review.ui.services import GenerateJob, JobStopped, Services, clean_presets, storage_message
 from review.uploads import read_upload
 
 logger = logging.getLogger(__name__)
@@ -29,29 +34,72 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     """Check the form and build the job; VoteRefused with a readable message otherwise."""
     if not isinstance(face, str) or not face:
         raise VoteRefused("Upload a reference face first.")
+    limits = form_limits(services)
     try:
         guidance_f = float(guidance)
     except (TypeError, ValueError):
         raise VoteRefused("Guidance must be a number.") from None
-    if not 0.0 <= guidance_f <= 30.0:
-        raise VoteRefused("Guidance must be between 0 and 30.")
+    if not limits.min_guidance <= guidance_f <= limits.max_guidance:  # (NaN fails this too)
+        raise VoteRefused(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
     specs = clean_presets(presets if isinstance(presets, list) else [], custom)
-    try:  # the same checks and messages as the batch CLI: review/uploads.py, review/inputs.py
-        upload = read_upload(face)
+    try:  # the same checks and messages as the batch CLI: review/inputs.py, then review/uploads.py
         settings = validate_settings(prompt, negative, list(specs), seeds, steps, width, height, ip_weight,
-                                     cn_scale, limits=Limits(max_size=services.config.max_side,
-                                                             max_seeds=services.config.max_seeds))
+                                     cn_scale, limits=limits)  # cheap: before the upload is decoded
+        upload = read_upload(face)  # header-only size check, then a capped decode (never Gradio's)
     except InputError as exc:
         raise VoteRefused(str(exc)) from None
     folder = services.dirs.root / "uploads"
-    folder.mkdir(parents=True, exist_ok=True)
-    face_path = folder / f"{secrets.token_hex(16)}.png"  # the decoded, upright RGB upload
-    upload.image.save(face_path)
+    face_path = folder / f"{secrets.token_hex(16)}.png"  # the decoded, upright RGB upload (removed after the job)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        upload.image.save(face_path, format="PNG")
+    except OSError as exc:  # e.g. ENOSPC: no partial file stays behind
+        face_path.unlink(missing_ok=True)
+        raise VoteRefused(f"The upload could not be saved on the server: {disk_problem(exc)}.") from None
+    notes = list(upload.notes + settings.notes)
+    known = services.store.get_face_by_sha(hashlib.sha256(face_path.read_bytes()).hexdigest())
+    if known is not None:  # the runner keys faces by the same hash: the stored face is reused, not copied again
+        notes.append(f"this face is already in the study (face #{known['id']}); its stored copy is reused")
     return GenerateJob(face_path=str(face_path), prompt=settings.prompt, negative_prompt=settings.negative_prompt,
                        presets=tuple(settings.presets), seeds=tuple(settings.seeds), steps=settings.steps,
                        width=settings.width, height=settings.height, ip_weight=settings.ip_weight,
                        cn_scale=settings.cn_scale, guidance_scale=guidance_f,
-                       notes=tuple(upload.notes + settings.notes))
+                       notes=tuple(notes))
+
+
+def disk_problem(exc: OSError) -> str:
+    """An OSError in words: the disk full / read-only cases named as such."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EROFS:
+        return "the storage is read-only"
+    return exc.strerror or str(exc)
+
+
+def job_failure(exc: Exception) -> str:
+    """What the admin reads when a generation job fails (stopped, storage fault, disk full, anything else)."""
+    if isinstance(exc, JobStopped):
+        logger.warning("generation stopped: %s", exc)
+        return f"Generation stopped: {exc}."
+    if isinstance(exc, FaceError):  # no face / unreadable: the photo, not the generation, is the problem
+        logger.info("reference photo refused: %s", exc)
+        return f"The reference photo cannot be used: {exc}"
+    if isinstance(exc, StoreError):
+        logger.error("generation failed on the store: %s", exc)
+        return storage_message(exc, "Generation stopped; the pairs finished before it are kept, nothing else was "
+                                    "saved.")
+    if isinstance(exc, OSError):
+        logger.error("generation failed: %s", exc)
+        return f"Generation failed: {disk_problem(exc)}; the pairs finished before it are kept, no partial file."
+    logger.exception("generation failed")
+    return f"Generation failed: {exc}"
+
+
+def form_limits(services: Services) -> Limits:
+    """The limits of this app's form: instantid's, with the app's own caps on size and seeds."""
+    base = Limits()
+    return Limits(max_size=min(base.max_size, services.config.max_side),
+                  max_seeds=min(base.max_seeds, services.config.max_seeds))
 
 
 def handlers(services: Services) -> dict[str, Any]:
@@ -76,19 +124,24 @@ def handlers(services: Services) -> dict[str, Any]:
                            ip_weight, cn_scale, guidance)
         except VoteRefused as exc:
             raise gr.Error(str(exc), print_exception=False) from None
-        if not services.generate_lock.acquire(blocking=False):
-            raise gr.Error("Another generation is running; try again when it is done.", print_exception=False)
+        if services.stopping.is_set() or not services.generate_lock.acquire(blocking=False):
+            Path(job.face_path).unlink(missing_ok=True)
+            raise gr.Error("The app is shutting down; generation is not accepted now." if services.stopping.is_set()
+                           else "Another generation is running; try again when it is done.", print_exception=False)
         try:
             progress(0.0, desc="Starting")
             rows = services.run_job(job, lambda fraction, text: progress(fraction, desc=text))
         except Exception as exc:
-            logger.exception("generation failed")
-            raise gr.Error(f"Generation failed: {exc}", print_exception=False) from None
+            raise gr.Error(job_failure(exc), print_exception=False) from None
         finally:
             services.generate_lock.release()
+            Path(job.face_path).unlink(missing_ok=True)  # the runner keeps its own copy of the face
         table = [[r.get(c) for c in RESULT_COLUMNS] for r in rows]
         notes = "".join(f" Note: {n}" for n in job.notes)
-        return [f"Made {len(rows)} pair(s); they are now in the review rotation.{notes}", table]
+        made = (f"Made {len(rows)} pair(s); they are now in the review rotation." if rows else
+                "Made no new pair: every pair of these settings is already in the study (same face, prompt, "
+                "seeds and presets).")
+        return [f"{made}{notes}", table]
 
     return {"unlock": unlock, "generate": generate}
 
@@ -96,6 +149,7 @@ def handlers(services: Services) -> dict[str, Any]:
 def build_generate_tab(services: Services) -> None:
     """The Generate tab; call inside ``gr.Tabs()``."""
     fns, enabled = handlers(services), bool(services.config.admin_password)
+    limits = form_limits(services)  # the widgets offer exactly what the server accepts
     with gr.Tab("Generate", id="generate"):
         gr.Markdown("Admin only. The password is checked on the server for every action." if enabled else
                     "Generation is disabled: no admin password is configured (set REVIEW_ADMIN_PASSWORD).")
@@ -105,24 +159,31 @@ def build_generate_tab(services: Services) -> None:
         message = gr.Markdown("")
         with gr.Column(visible=False) as form:
             with gr.Row():
-                face = gr.Image(label="Reference face", type="filepath", sources=["upload"], buttons=[],
-                                height=256)
+                # a file input, not gr.Image: Gradio would decode and convert every upload before the password
+                # and the limits are checked (and clip 16-bit, ignore alpha); review.uploads reads it instead
+                face = gr.File(label="Reference face (PNG, JPEG or WebP photo)", type="filepath",
+                               file_types=["image"], file_count="single")
                 with gr.Column():
-                    prompt = gr.Textbox(label="Prompt", lines=2)
-                    negative = gr.Textbox(label="Negative prompt", lines=1)
+                    prompt = gr.Textbox(label="Prompt", lines=2, max_length=limits.max_prompt_chars)
+                    negative = gr.Textbox(label="Negative prompt", lines=1, max_length=limits.max_prompt_chars)
             # choices arrive with the unlock; custom values allowed, so the server never trusts the choice list
             presets = gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True,
                                   label="Presets to compare with the baseline")
             custom = gr.Textbox(label="More preset specs (comma-separated, e.g. output:0-2@0-0.5)")
             seeds = gr.Textbox("0, 1", label="Seeds (e.g. 0, 1, 5-7)")
             with gr.Row():
-                steps = gr.Slider(1, 150, value=30, step=1, label="Steps")
-                width = gr.Number(1024, label="Width", precision=0)
-                height = gr.Number(1024, label="Height", precision=0)
+                steps = gr.Slider(limits.min_steps, limits.max_steps, value=30, step=1, label="Steps")
+                side = dict(precision=0, minimum=limits.min_size, maximum=limits.max_size, step=limits.size_multiple)
+                width = gr.Number(1024, label=f"Width ({limits.min_size}-{limits.max_size}, multiple of "
+                                  f"{limits.size_multiple})", **side)
+                height = gr.Number(1024, label="Height", **side)
             with gr.Row():
-                ip_weight = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="Face (IP) weight")
-                cn_scale = gr.Slider(0.0, 2.0, value=0.8, step=0.05, label="IdentityNet scale")
-                guidance = gr.Slider(0.0, 15.0, value=5.0, step=0.5, label="Guidance scale")
+                ip_weight = gr.Slider(limits.min_ip_weight, limits.max_ip_weight, value=0.8, step=0.05,
+                                      label="Face (IP) weight")
+                cn_scale = gr.Slider(limits.min_cn_scale, limits.max_cn_scale, value=0.8, step=0.05,
+                                     label="IdentityNet scale")
+                guidance = gr.Slider(limits.min_guidance, limits.max_guidance, value=5.0, step=0.5,
+                                     label="Guidance scale")
             run = gr.Button("Generate pairs", variant="primary")
             summary = gr.Markdown("")
             results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False)

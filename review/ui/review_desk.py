@@ -249,9 +249,11 @@ class ReviewDesk:
         with seat.lock:
             self.vote_limiter.check(seat.reviewer_id, "votes")
             trial = self.store.get_trial(trial_id)
-            voted = trial is not None and self.store.get_vote(trial_id) is not None
+            stored = self.store.get_vote(trial_id) if trial is not None else None
+            if stored is not None and self._same_vote(trial, stored, session, seat, choice):
+                return self._acknowledge_again(seat, trial, stored)  # a retry (e.g. after a client time-out)
             choice = validate_vote(trial, session=session, reviewer_id=seat.reviewer_id, choice=choice,
-                                   voted=voted)
+                                   voted=stored is not None)
             assert trial is not None
             if trial_id != seat.trial_id:
                 raise VoteRefused("This pair is no longer open.")
@@ -264,6 +266,9 @@ class ReviewDesk:
                                        outcome=outcome, correct=correct, latency_ms=latency_ms,
                                        client=self.services.client_tag(address))
             except DuplicateVote:
+                stored = self.store.get_vote(trial_id)
+                if stored is not None and self._same_vote(trial, stored, session, seat, choice):
+                    return self._acknowledge_again(seat, trial, stored)
                 raise VoteRefused("This pair already has your vote.") from None
             except StoreIntegrityError:
                 logger.exception("vote on trial %s refused by the store", trial_id)
@@ -272,6 +277,19 @@ class ReviewDesk:
             seat.trial_id = None
             target, face = (seat.view.target, seat.view.face) if seat.view else (seat.voted, None)
             return VoteReceipt(self._reveal(trial, choice, outcome), seat.voted, max(target, seat.voted), face)
+
+    @staticmethod
+    def _same_vote(trial: dict, stored: dict, session: str, seat: Seat, choice: object) -> bool:
+        """The stored vote is this one again: same trial, session, reviewer and choice."""
+        return (trial["session"] == session and trial["reviewer_id"] == seat.reviewer_id == stored["reviewer_id"]
+                and stored["choice"] == choice)
+
+    def _acknowledge_again(self, seat: Seat, trial: dict, stored: dict) -> VoteReceipt:
+        """The acknowledgement of an already stored vote (counted once); no face: the page's may be another."""
+        logger.info("vote on trial %s retried: acknowledged again", trial["id"])
+        target = seat.view.target if seat.view else seat.voted
+        return VoteReceipt(self._reveal(trial, stored["choice"], stored["outcome"]), seat.voted,
+                           max(target, seat.voted), None)
 
     def cycle(self, session: str, trial_id: object, choice: object, mode: object, address: str,
               shown_ms: object = None) -> tuple[VoteReceipt, TrialView]:

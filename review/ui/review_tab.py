@@ -19,10 +19,11 @@ from typing import Any
 
 import gradio as gr
 
+from review.store import StoreError
 from review.trials import VoteRefused
 from review.ui.review_desk import ReviewDesk, TrialView
 from review.ui.review_js import layout_js, lock_js, swap_js, vote_js
-from review.ui.services import Services, client_address
+from review.ui.services import Services, client_address, storage_message
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,10 @@ def staged(view: TrialView, shown_face: str | None) -> list[Any]:
 def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
     """The tab's event functions (plain functions of the desk; gr.Error carries refusals to the page)."""
 
-    def refuse(exc: VoteRefused) -> gr.Error:
+    def refuse(exc: VoteRefused | StoreError, consequence: str = "Please try again in a moment.") -> gr.Error:
+        if isinstance(exc, StoreError):  # a storage fault: said in words, never a bare error
+            logger.error("storage fault: %s", exc)
+            return gr.Error(storage_message(exc, consequence), print_exception=False)
         logger.info("refused: %s", exc)
         return gr.Error(str(exc), print_exception=False)
 
@@ -106,14 +110,14 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
     def open_page(reviewer_id: Any, mode: Any, request: gr.Request) -> list[Any]:
         try:
             view = desk.open(_session(request), reviewer_id, mode, request_address(request, services))
-        except VoteRefused as exc:
+        except (VoteRefused, StoreError) as exc:
             raise refuse(exc) from None
         return [*render(view), *status()]
 
     def next_pair(mode: Any, request: gr.Request) -> list[Any]:
         try:
             return render(desk.next(_session(request), mode, request_address(request, services)))
-        except VoteRefused as exc:
+        except (VoteRefused, StoreError) as exc:
             raise refuse(exc) from None
 
     def vote(trial_id: Any, choice: Any, mode: Any, shown_ms: Any, request: gr.Request) -> list[Any]:
@@ -123,6 +127,8 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
                                        request_address(request, services), shown_ms)
         except VoteRefused as exc:
             raise refuse(exc) from None
+        except StoreError as exc:
+            raise refuse(exc, "Your vote was not saved: please vote again in a moment.") from None
         return [receipt.reveal, f"**{receipt.voted} of {receipt.target} done.**", *staged(view, receipt.face)]
 
     def tick(trial_id: Any, mode: Any, request: gr.Request) -> list[Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from review.served import ServedImages
-from review.store import Store
+from review.store import Store, StoreError, StoreUnavailable
 from review.trials import RateLimiter, StudyConfig, VoteRefused
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,10 @@ BoardFn = Callable[[bool], Any]  # include_failing -> review.study.BoardView
 AllocationFn = Callable[[str], Mapping[str, float]]  # mode -> preset weights (0: not served); review.allocation
 
 
+class JobStopped(RuntimeError):
+    """The app is shutting down: the job stopped between images; the message says what was kept."""
+
+
 class StatusBoard:
     """A one-line status (e.g. demo pairs being generated) that the page polls; thread-safe."""
 
@@ -119,6 +123,7 @@ class Services:
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
     served: ServedImages | None = None  # the review images' URLs (review/ui/image_route.py)
     allocation: AllocationFn | None = None  # adaptive allocation for the review desk; None: every preset
+    stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM: no new jobs
 
     def __post_init__(self) -> None:
         s = self.config.study
@@ -161,6 +166,17 @@ def client_address(headers: Any, host: str | None, trust_proxy: bool, proxy_hops
         if entries:
             return entries[-proxy_hops] if len(entries) >= proxy_hops else entries[0]
     return host or "unknown"
+
+
+def storage_message(exc: StoreError, consequence: str) -> str:
+    """A storage fault in words for the page: what is wrong and what it means for the user (no path)."""
+    if isinstance(exc, StoreUnavailable):
+        what = {"busy": "The study database is busy (another program is writing to it)",
+                "replaced": "The study database file was removed or replaced on the server"}.get(
+            exc.kind, f"The study database cannot be written: {exc.reason}")
+    else:
+        what = "The study database refused the change"
+    return f"{what}. {consequence}"
 
 
 def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
