@@ -5,8 +5,10 @@ stack when no weights are configured, loaded on first use), demo pairs on an emp
 launch. On Spaces, ``spaces.GPU`` wraps each generation; elsewhere it is a no-op.
 
 Environment (flags win): REVIEW_WEIGHTS, REVIEW_DB, REVIEW_DATA, REVIEW_HOST, REVIEW_PORT, REVIEW_GOLD_RATE,
-REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords off command lines),
-REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs).
+REVIEW_GOLD_PER_SESSION, REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords
+off command lines), REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs); the study settings
+REVIEW_REVEAL, REVIEW_IDENTITY, REVIEW_LEADERBOARD_PUBLIC (else the database's, ``python -m review settings``);
+REVIEW_HF_ALLOW and REVIEW_HF_ADMINS (comma-separated Hugging Face user names: reviewers with identity=hf, admins).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from review.identity import parse_allow_list
+from review.settings import ENV, SettingError, StudySettings
 from review.store import Store
 from review.study import board_view
 from review.trials import StudyConfig
@@ -181,8 +185,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="interface to listen on (REVIEW_HOST; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=int(env("REVIEW_PORT", env("PORT", "7860"))),
                         help="port (REVIEW_PORT or PORT)")
-    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.15")),
-                        help="share of preference trials that are gold checks (REVIEW_GOLD_RATE)")
+    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.2")),
+                        help="share of conditions reserved for gold checks, 0 for none (REVIEW_GOLD_RATE)")
+    parser.add_argument("--gold-per-session", type=int, default=int(env("REVIEW_GOLD_PER_SESSION", "4")),
+                        help="gold checks per session, at most one in four trials (REVIEW_GOLD_PER_SESSION)")
+    parser.add_argument("--reveal", default=env(ENV["reveal"]), choices=("none", "end", "each"),
+                        help="what a reviewer is told after votes (REVIEW_REVEAL; default: the database's, else none)")
+    parser.add_argument("--identity", default=env(ENV["identity"]), choices=("open", "invite", "hf"),
+                        help="how reviewers are identified (REVIEW_IDENTITY; default: the database's, else open)")
+    parser.add_argument("--leaderboard-public", default=env(ENV["leaderboard_public"]), metavar="0|1",
+                        help="leaderboard for everyone (1) or the admin only (REVIEW_LEADERBOARD_PUBLIC; default: "
+                             "the database's, else 0)")
     parser.add_argument("--trials-per-session", type=int, default=int(env("REVIEW_TRIALS_PER_SESSION", "20")),
                         help="progress target per page load (REVIEW_TRIALS_PER_SESSION)")
     parser.add_argument("--modes", default=env("REVIEW_MODES", "preference,abx"),
@@ -210,11 +223,22 @@ def main(argv: list[str] | None = None) -> None:
         choices = tuple(p for p in PRESET_NAMES if p != "full")
     except ImportError:
         choices = DEMO_PRESETS
+    try:
+        settings = StudySettings.resolve(store.get_settings(), {"reveal": args.reveal, "identity": args.identity,
+                                                                "leaderboard_public": args.leaderboard_public})
+    except SettingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     study = StudyConfig(gold_rate=args.gold_rate, trials_per_session=args.trials_per_session,
+                        gold_per_session=args.gold_per_session, reveal=settings.reveal, identity=settings.identity,
+                        leaderboard_public=settings.leaderboard_public,
                         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()))
     config = AppConfig(study=study, admin_password=os.environ.get("REVIEW_ADMIN_PASSWORD") or None,
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
-                       trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
+                       trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops,
+                       hf_allow=parse_allow_list(os.environ.get("REVIEW_HF_ALLOW")),
+                       hf_admins=parse_allow_list(os.environ.get("REVIEW_HF_ADMINS")))
+    logger.info("study settings: reveal=%s identity=%s leaderboard_public=%s", settings.reveal, settings.identity,
+                settings.leaderboard_public)
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs),
                         board=cached_board(store),
                         board_version=store.study_version)

@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "generate": ("review.cli_generate", "main_generate", "generate full/selective pairs into the study database"),
     "leaderboard": ("review.cli_leaderboard", "main_leaderboard", "per-preset statistics from the database"),
     "export": ("review.cli_export", "main_export", "export pairs, trials and votes (CSV/JSON)"),
+    "settings": ("review.cli_settings", "main_settings", "show or change the study settings (reveal, identity, ...)"),
+    "invites": ("review.cli_invites", "main_invites", "make invite links for an invite-only study"),
 }
 
 
