@@ -51,7 +51,6 @@ class TrialView:
     reviewer_id: str
     mode: str
     trial_id: str | None = None
-    token: str = ""  # the signed reviewer token the page keeps (BrowserState)
     face: str | None = None
     left: str | None = None
     right: str | None = None
@@ -59,6 +58,7 @@ class TrialView:
     number: int = 0  # this pair's place in the session (1-based)
     target: int = 0
     message: str = ""  # when there is no trial: why
+    token: str = ""  # the signed reviewer token the page keeps (BrowserState)
 
 
 @dataclass
