@@ -133,7 +133,7 @@ def test_requests_and_new_pairs_are_limited_per_address(app):
     fresh = client(base)  # another address still gets pairs, up to its own new-pair limit
     for _ in range(LIMITS.trial_burst):
         fresh.open(session())
-    ok, error = fresh.call("open_page", ["", "preference"], session())
+    ok, error = fresh.call("open_page", ["", "preference", ""], session())
     assert not ok and "Too many new pairs" in error
 
 
@@ -291,7 +291,7 @@ def test_hostile_strings_in_every_parameter_are_refused_and_touch_nothing_outsid
                 if name in ("vote", "unlock", "generate", "prepare"):
                     assert not ok, (name, slot, value, output)
     for value in hostile(secret, services.dirs.root):  # the session hash is a request value too
-        ok, output = api.call("open_page", ["", "preference"], value)
+        ok, output = api.call("open_page", ["", "preference", ""], value)
         assert token not in json.dumps(output)
         tried += 1
     assert tried > 100
