@@ -213,6 +213,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    overrides = {"reveal": args.reveal, "identity": args.identity, "leaderboard_public": args.leaderboard_public}
+    try:  # checked before anything is created or stored
+        StudySettings.resolve({}, overrides)
+    except SettingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     dirs = DataDirs.under(args.data).make()
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     store = Store(args.db)
@@ -224,8 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:
         choices = DEMO_PRESETS
     try:
-        settings = StudySettings.resolve(store.get_settings(), {"reveal": args.reveal, "identity": args.identity,
-                                                                "leaderboard_public": args.leaderboard_public})
+        settings = StudySettings.resolve(store.get_settings(), overrides)
     except SettingError as exc:
         raise SystemExit(f"error: {exc}") from None
     study = StudyConfig(gold_rate=args.gold_rate, trials_per_session=args.trials_per_session,
