@@ -19,9 +19,12 @@ import hmac
 import logging
 import re
 import secrets
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from review.trials import VoteRefused
+
+if TYPE_CHECKING:
+    from review.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +98,47 @@ class Signer:
     def browser_secret(self) -> str:
         """The key Gradio's BrowserState encrypts with (it is sent to the page: obfuscation only)."""
         return self._mac("browser-state")
+
+
+def identify(signer: Signer, store: Store, setting: str, token: object, invite: object = None,
+             hf_user: str | None = None, *, allowed: frozenset[str] = frozenset()) -> Reviewer:
+    """The reviewer of a page load under the study's ``identity`` setting: a known token (any kind with ``open``,
+    an invitee's with ``invite``), else a fresh anonymous reviewer (``open``), a claimed invite (``invite``) or
+    the Hugging Face user (``hf``, on ``allowed`` when it is not empty). IdentityRefused, with nothing stored, for
+    an altered token, a bad, used or expired invite, or a missing or unlisted login."""
+    known = signer.read_token(token)
+    if setting == "hf":
+        if not hf_user:
+            raise IdentityRefused("This study needs a Hugging Face login: use the 'Sign in' button, then reload.")
+        if allowed and hf_user.strip().lower() not in allowed:
+            raise IdentityRefused("This Hugging Face account is not on this study's list of reviewers.")
+        reviewer = signer.hf_reviewer(hf_user)
+    elif known is not None and (setting == "open" or known.kind == "invite"):
+        reviewer = known
+    elif setting == "invite":
+        if not invite:
+            raise IdentityRefused("This study is by invitation: open the invite link you were given.")
+        return claim_invite(signer, store, invite)
+    else:
+        reviewer = signer.new_reviewer("anonymous")
+    store.get_or_create_reviewer(reviewer.id, reviewer.kind)
+    return reviewer
+
+
+def claim_invite(signer: Signer, store: Store, token: object) -> Reviewer:
+    """A new invite reviewer bound to the link's invite (once); IdentityRefused otherwise, nothing stored."""
+    invite_id = signer.read_invite(token)
+    row = store.get_invite(invite_id)
+    if row is None:
+        raise IdentityRefused("This invite link is not valid for this study.")
+    if row["reviewer_id"] is not None:
+        raise IdentityRefused("This invite link was already used. Open the study in the browser where you "
+                              "first used it, or ask for a new link.")
+    reviewer = signer.new_reviewer("invite")
+    if not store.claim_invite(invite_id, reviewer.id):
+        raise IdentityRefused("This invite link has expired or was just used; ask for a new link.")
+    logger.info("invite %s claimed by reviewer %s", invite_id[:8], reviewer.id[:8])
+    return reviewer
 
 
 def parse_allow_list(text: str | None) -> frozenset[str]:

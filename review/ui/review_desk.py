@@ -23,14 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from review.design import SideSchedule, gold_count, gold_plan, reserved_conditions
-from review.identity import IdentityRefused, Reviewer, Signer
+from review.identity import Reviewer, Signer, identify
+from review.reveals import reveal_text
 from review.store import DuplicateVote, StoreIntegrityError
 from review.trials import (
     ARMS,
     RateLimiter,
     TrialLoad,
     VoteRefused,
-    other,
     outcome_for,
     pick_pair,
     plan_trial,
@@ -128,41 +128,9 @@ class ReviewDesk:
         return self.next(session, mode, address, _checked=True)
 
     def identify(self, token: object, invite: object = None, hf_user: str | None = None) -> Reviewer:
-        """The reviewer of a page load, as the study's identity setting asks; IdentityRefused (nothing stored)
-        for an altered token, a bad, used or expired invite, or a missing or unlisted Hugging Face login."""
-        known = self.signer.read_token(token)
-        setting = self.config.identity
-        if setting == "hf":
-            if not hf_user:
-                raise IdentityRefused("This study needs a Hugging Face login: use the 'Sign in' button, then reload.")
-            allowed = self.services.config.hf_allow
-            if allowed and hf_user.strip().lower() not in allowed:
-                raise IdentityRefused("This Hugging Face account is not on this study's list of reviewers.")
-            reviewer = self.signer.hf_reviewer(hf_user)
-        elif known is not None and (setting == "open" or known.kind == "invite"):
-            reviewer = known
-        elif setting == "invite":
-            if not invite:
-                raise IdentityRefused("This study is by invitation: open the invite link you were given.")
-            return self._claim_invite(invite)
-        else:
-            reviewer = self.signer.new_reviewer("anonymous")
-        self.store.get_or_create_reviewer(reviewer.id, reviewer.kind)
-        return reviewer
-
-    def _claim_invite(self, token: object) -> Reviewer:
-        invite_id = self.signer.read_invite(token)
-        row = self.store.get_invite(invite_id)
-        if row is None:
-            raise IdentityRefused("This invite link is not valid for this study.")
-        if row["reviewer_id"] is not None:
-            raise IdentityRefused("This invite link was already used. Open the study in the browser where you "
-                                  "first used it, or ask for a new link.")
-        reviewer = self.signer.new_reviewer("invite")
-        if not self.store.claim_invite(invite_id, reviewer.id):
-            raise IdentityRefused("This invite link has expired or was just used; ask for a new link.")
-        logger.info("invite %s claimed by reviewer %s", invite_id[:8], reviewer.id[:8])
-        return reviewer
+        """The reviewer of a page load, as the study's identity setting asks (``review.identity.identify``)."""
+        return identify(self.signer, self.store, self.config.identity, token, invite, hf_user,
+                        allowed=self.services.config.hf_allow)
 
     def _seat(self, session: str) -> Seat:
         with self._lock:
@@ -336,38 +304,9 @@ class ReviewDesk:
                                   number=receipt.voted, target=receipt.target, message=message)
 
     def _reveal(self, trial: dict, choice: str, outcome: str, seat: Seat, target: int) -> str:
-        """What the reviewer is told after a vote (the ``reveal`` setting)."""
-        setting = self.config.reveal
-        if setting == "none" or (setting == "end" and seat.voted < target):
-            return THANKS
-        if setting == "end":
-            return summary(seat)
-        pair = self._pairs[2].get(trial["pair_id"]) or self.store.get_pair(trial["pair_id"]) or {}
-        preset = f"selective preset `{pair.get('preset', '?')}`, {pair.get('layer_count', '?')} layers"
-        if trial["is_gold"]:
-            verdict = "well spotted" if outcome in ("same", "correct") else \
-                f"the expected answer was '{trial.get('expected') or 'same'}'"
-            what = "one side was deliberately degraded" if trial.get("gold_kind") == "degraded" else \
-                "both sides showed the same image"
-            return f"That was a check pair: {what} ({verdict})."
-        left, right = trial["left_arm"], other(trial["left_arm"])
-        if trial["mode"] == "abx":
-            answer = "A" if left == trial["x_arm"] else "B"
-            return (f"X was **{answer}** ({'correct' if outcome == 'correct' else 'not this time'}). "
-                    f"A: {left}, B: {right} ({preset}).")
-        return f"Left: **{left}** attention, right: **{right}** ({preset})."
-
-
-THANKS = "Thank you, your vote is in."
-
-
-def summary(seat: Seat) -> str:
-    """The session summary of ``reveal=end``: counts only, never which side showed which arm."""
-    lines = [f"Session complete: {seat.voted} answers, thank you!"]
-    gold = seat.tally.get("gold")
-    if gold:
-        lines.append(f"Check pairs answered as expected: {gold[0]} of {gold[1]}.")
-    abx = seat.tally.get("abx")
-    if abx:
-        lines.append(f"ABX: X matched {abx[0]} of {abx[1]} times.")
-    return " ".join(lines)
+        """What the reviewer is told after a vote (``review.reveals``, the ``reveal`` setting)."""
+        pair = None
+        if self.config.reveal == "each":
+            pair = self._pairs[2].get(trial["pair_id"]) or self.store.get_pair(trial["pair_id"])
+        return reveal_text(self.config.reveal, trial, outcome, pair, voted=seat.voted, target=target,
+                           tally=seat.tally)
