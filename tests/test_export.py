@@ -14,17 +14,17 @@ from test_study_view import CLOCK, R1, REPO, _dispatcher_has, add_vote, png
 
 from review.export import ExportError, export_all, export_file
 from review.leaderboard_view import HEADERS
-from review.store import Store
+from review.store import LATEST, Store
 
 BOOT = {"n_boot": 50, "n_boot_cluster": 20, "n_boot_bt": 10}
 CONDITION = ",1,a portrait,7,4,8,8,tiny"  # face_id, prompt, seed, steps, width, height, stack
 PAIR_METRICS = "1,balanced,20,1,0.96,0.99,0.7,0.71,"  # pair_id, preset, layer_count, condition_id, ssim, cosines, failure
 VOTES_CSV = (
     "vote_id,choice,outcome,correct,latency_ms,client,voted_at,trial_id,reviewer_id,session,mode,left_arm,x_arm,"
-    "is_gold,served_at,pair_id,preset,layer_count,condition_id,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,"
+    "is_gold,served_at,gold_kind,expected,identity_kind,reveal,pair_id,preset,layer_count,condition_id,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,"
     "identity_failure,face_id,prompt,seed,steps,width,height,stack\r\n"
-    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{R1},s-a1,preference,full,,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
-    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{R1},s-a1,abx,selective,full,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
+    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{R1},s-a1,preference,full,,0,{CLOCK},,,legacy,,{PAIR_METRICS}{CONDITION}\r\n"
+    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{R1},s-a1,abx,selective,full,0,{CLOCK},,,legacy,,{PAIR_METRICS}{CONDITION}\r\n"
 )
 PAIRS_CSV = (
     "pair_id,condition_id,preset,layer_count,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,identity_failure,"
@@ -36,7 +36,8 @@ PAIRS_CSV = (
     f"cpu,cpu,float32,float32,r1,r1,,,{png(10)},{png(11)}\r\n"
 )
 TRIALS_HEADER = [
-    "trial_id", "reviewer_id", "session", "mode", "left_arm", "x_arm", "is_gold", "served_at", "pair_id", "preset",
+    "trial_id", "reviewer_id", "session", "mode", "left_arm", "x_arm", "is_gold", "served_at", "gold_kind", "expected",
+    "identity_kind", "reveal", "pair_id", "preset",
     "layer_count", "condition_id", "ssim", "id_cos_sel_full", "id_cos_sel_ref", "id_cos_full_ref", "identity_failure",
     "face_id", "prompt", "seed", "steps", "width", "height", "stack", "left_image", "right_image", "x_image",
     "vote_id", "choice", "outcome", "correct", "latency_ms", "client", "voted_at",
@@ -95,7 +96,7 @@ def test_export_all_json_is_valid_json_with_provenance(small, tmp_path):
     data = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in paths}
     for name in ("votes", "pairs", "trials", "leaderboard"):
         prov = data[name]["provenance"]
-        assert prov["kind"] == name and prov["schema_version"] == 2 and prov["exported_at"]
+        assert prov["kind"] == name and prov["schema_version"] == LATEST and prov["exported_at"]
         assert prov["app_sha"] is None or len(prov["app_sha"]) == 40
     assert data["votes"]["rows"] == small.vote_rows() and data["votes"]["provenance"]["n_rows"] == 2
     assert data["pairs"]["rows"] == small.list_pairs()
