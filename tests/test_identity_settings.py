@@ -229,3 +229,42 @@ def test_export_and_leaderboard_follow_the_pages_unlock_over_http(tmp_path: Path
         assert not ok
         ok, data = api.call(refresh, [False, None], admin)
         assert ok and data[4] == "" and data[3] == "**verdicts**"  # the admin page gets the leaderboard
+
+
+def test_invites_and_tampered_tokens_over_http(tmp_path: Path):
+    services = make_services(tmp_path, seeds=(0, 1), presets=("fast",),
+                             study=StudyConfig(gold_rate=0.0, identity="invite", **FAST))
+    with launched(services) as base:
+        api = Api(base)
+        signer = Signer(services.store.install_secret())
+        invite_id, token = signer.new_invite()
+        services.store.add_invites([invite_id])
+        before = counts(services.store)
+        for reviewer, invite, message in (("", "", "by invitation"), ("", token + "0", "not valid"),
+                                          ("r1." + signer.tag + ".a." + "0" * 32 + "." + "1" * 32, "", "not valid")):
+            ok, error = api.call("open_page", [reviewer, "preference", invite], secrets.token_hex(6))
+            assert not ok and message in error
+        assert counts(services.store) == before
+        page = api.open(secrets.token_hex(6), invite=token)
+        assert page[0].startswith(f"r1.{signer.tag}.i.") and page[1]
+        assert api.open(secrets.token_hex(6), reviewer=page[0])[0] == page[0]  # the kept token, no link needed
+        ok, error = api.call("open_page", ["", "preference", token], secrets.token_hex(6))
+        assert not ok and "already used" in error
+
+
+def test_an_hf_study_asks_for_a_login(tmp_path: Path, monkeypatch):
+    import gradio.oauth
+
+    # off Spaces Gradio mocks the login with the machine's own Hugging Face account (asked of the hub at start)
+    monkeypatch.setattr(gradio.oauth, "_get_mocked_oauth_info", lambda: {
+        "userinfo": {"preferred_username": "alice", "name": "Alice", "picture": "", "profile": "", "website": "",
+                     "aud": "", "auth_time": 0, "nonce": "", "iat": 0, "iss": "", "sub": "1"},
+        "access_token": "x", "scope": "openid profile", "expires_at": 0})
+    services = make_services(tmp_path, seeds=(0,), presets=("fast",),
+                             study=StudyConfig(gold_rate=0.0, identity="hf", **FAST))
+    with launched(services) as base:
+        api = Api(base)
+        assert "login" in api.http.get("config").text.lower()  # the page has Gradio's LoginButton
+        before = counts(services.store)
+        ok, error = api.call("open_page", ["", "preference", ""], secrets.token_hex(6))
+        assert not ok and "Hugging Face login" in error and counts(services.store) == before
