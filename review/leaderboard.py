@@ -233,7 +233,10 @@ def leaderboard(
     if (v["is_gold"] & ~v["is_pref"]).any():
         logger.warning("gold trials are preference only; %d non-preference gold votes ignored",
                        int((v["is_gold"] & ~v["is_pref"]).sum()))
-    gold_table, failing = st.gold_screening(names[v["reviewer"][gold]], v["same_choice"][gold],
+    # gold since v3 carries its expected answer (outcome 'correct'/'wrong': catch trials expect a side); older
+    # gold expected 'same'
+    right = np.where(v["correct"] | v["wrong"], v["correct"], v["same_choice"])
+    gold_table, failing = st.gold_screening(names[v["reviewer"][gold]], right[gold],
                                             threshold=gold_threshold, min_trials=min_gold)
     live = keep & ~v["is_gold"]
     without = live & ~np.isin(v["reviewer"], [i for i, r in enumerate(names) if r in set(failing)])

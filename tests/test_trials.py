@@ -479,3 +479,18 @@ def test_an_unreadable_reference_face_shows_the_pair_without_it_and_leaves_no_or
     view = desk.open("s", None, "preference", "a")
     assert view.trial_id and view.face is None and view.left and view.right
     assert [t["trial_id"] for t in desk.store.trial_rows()] == [view.trial_id]
+
+
+def test_the_leaderboards_gold_screen_scores_catch_trials_by_their_expected_answer(tmp_path: Path):
+    from review.leaderboard import leaderboard
+
+    desk = gold_desk(tmp_path, seed=5)
+    rows = play_session(desk, "right-answers") + play_session(desk, "always-same", answer=lambda row: "same")
+    assert sum(r["is_gold"] for r in rows) >= 6
+    result = leaderboard(desk.store.list_pairs(), desk.store.vote_rows(), n_boot=20, n_boot_cluster=10,
+                         n_boot_bt=5)
+    by_session = {r["session"]: r["reviewer_id"] for r in rows}
+    gold = result["gold"]
+    assert gold[by_session["right-answers"]]["accuracy"] == 1.0
+    assert gold[by_session["always-same"]]["accuracy"] <= 0.5
+    assert by_session["always-same"] in result["failing_reviewers"]
