@@ -38,7 +38,7 @@ from test_app_server import Api
 from review.trials import StudyConfig
 
 REVIEWERS = 36
-CONDITIONS = 30  # seeds; each condition has two presets sharing its full image (as real studies do)
+CONDITIONS = 40  # seeds; each condition has two presets sharing its full image (as real studies do)
 SIDE_TOLERANCE = 0.06
 GOLD_TOLERANCE = 0.03
 
