@@ -5,13 +5,16 @@ stack when no weights are configured, loaded on first use), demo pairs on an emp
 launch. On Spaces, ``spaces.GPU`` wraps each generation; elsewhere it is a no-op.
 
 Environment (flags win): REVIEW_WEIGHTS, REVIEW_DB, REVIEW_DATA, REVIEW_HOST, REVIEW_PORT, REVIEW_GOLD_RATE,
-REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords off command lines),
-REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_ORT (gpu: onnxruntime-gpu),
-REVIEW_BACKUP_REPO (a dataset repo id: scheduled backups of the database and an export; needs HF_TOKEN).
-The database and data go under /data/review when /data (a Space's persistent storage) exists, else under var/.
-REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs), REVIEW_INTEGRITY_CHECK (1: full
+REVIEW_GOLD_PER_SESSION, REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_PASSWORD (no flag: keep passwords
+off command lines), REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs); the study settings
+REVIEW_REVEAL, REVIEW_IDENTITY, REVIEW_LEADERBOARD_PUBLIC (else the database's, ``python -m review settings``);
+REVIEW_HF_ALLOW and REVIEW_HF_ADMINS (comma-separated Hugging Face user names: reviewers with identity=hf, admins);
+the verdict settings REVIEW_MARGIN, REVIEW_ALPHA, REVIEW_PRIMARY_PRESET, ... (``review.verdict_config``),
+REVIEW_ADAPTIVE (1: adaptive allocation); REVIEW_ORT (gpu: onnxruntime-gpu); REVIEW_BACKUP_REPO (a dataset repo id:
+scheduled backups of the database and an export; needs HF_TOKEN); REVIEW_INTEGRITY_CHECK (1: full
 ``integrity_check`` at start instead of ``quick_check``), REVIEW_STOP_GRACE_S (how long SIGTERM waits for a running
 generation, default 120).
+The database and data go under /data/review when /data (a Space's persistent storage) exists, else under var/.
 
 One app process per database: review sessions, served image names and the rate limits live in the process's
 memory, so a second process on the same database is refused at start (a lock file next to the database).
@@ -34,6 +37,8 @@ from typing import Any
 
 from review.allocation import allocation_from_board
 from review.cli_verdict import add_verdict_options, verdict_config
+from review.identity import parse_allow_list
+from review.settings import ENV, SettingError, StudySettings
 from review.sidecar import save_study_settings
 from review.spaces_env import ensure_onnxruntime, storage_root
 from review.store import Store, StoreError
@@ -252,8 +257,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="interface to listen on (REVIEW_HOST; 0.0.0.0 on Spaces)")
     parser.add_argument("--port", type=int, default=int(env("REVIEW_PORT", env("PORT", "7860"))),
                         help="port (REVIEW_PORT or PORT)")
-    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.15")),
-                        help="share of preference trials that are gold checks (REVIEW_GOLD_RATE)")
+    parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.2")),
+                        help="share of conditions reserved for gold checks, 0 for none (REVIEW_GOLD_RATE)")
+    parser.add_argument("--gold-per-session", type=int, default=int(env("REVIEW_GOLD_PER_SESSION", "4")),
+                        help="gold checks per session, at most one in four trials (REVIEW_GOLD_PER_SESSION)")
+    parser.add_argument("--reveal", default=env(ENV["reveal"]), choices=("none", "end", "each"),
+                        help="what a reviewer is told after votes (REVIEW_REVEAL; default: the database's, else none)")
+    parser.add_argument("--identity", default=env(ENV["identity"]), choices=("open", "invite", "hf"),
+                        help="how reviewers are identified (REVIEW_IDENTITY; default: the database's, else open)")
+    parser.add_argument("--leaderboard-public", default=env(ENV["leaderboard_public"]), metavar="0|1",
+                        help="leaderboard for everyone (1) or the admin only (REVIEW_LEADERBOARD_PUBLIC; default: "
+                             "the database's, else 0)")
     parser.add_argument("--trials-per-session", type=int, default=int(env("REVIEW_TRIALS_PER_SESSION", "20")),
                         help="progress target per page load (REVIEW_TRIALS_PER_SESSION)")
     parser.add_argument("--modes", default=env("REVIEW_MODES", "preference,abx"),
@@ -281,6 +295,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.captureWarnings(True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one INFO line each
     args = parse_args(argv)
+    overrides = {"reveal": args.reveal, "identity": args.identity, "leaderboard_public": args.leaderboard_public}
+    try:  # checked before anything is created or stored
+        StudySettings.resolve({}, overrides)
+    except SettingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     ensure_onnxruntime(os.environ.get("REVIEW_ORT"))  # before anything imports onnxruntime
     try:
         dirs = DataDirs.under(args.data).make()
@@ -297,11 +316,21 @@ def main(argv: list[str] | None = None) -> None:
         choices = tuple(p for p in PRESET_NAMES if p != "full")
     except ImportError:
         choices = DEMO_PRESETS
+    try:
+        settings = StudySettings.resolve(store.get_settings(), overrides)
+    except SettingError as exc:
+        raise SystemExit(f"error: {exc}") from None
     study = StudyConfig(gold_rate=args.gold_rate, trials_per_session=args.trials_per_session,
+                        gold_per_session=args.gold_per_session, reveal=settings.reveal, identity=settings.identity,
+                        leaderboard_public=settings.leaderboard_public,
                         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()))
     config = AppConfig(study=study, admin_password=os.environ.get("REVIEW_ADMIN_PASSWORD") or None,
                        banner=TINY_BANNER if tiny else "", preset_choices=choices, stack=engines.stack,
-                       trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops)
+                       trust_proxy=args.trust_proxy, proxy_hops=args.proxy_hops,
+                       hf_allow=parse_allow_list(os.environ.get("REVIEW_HF_ALLOW")),
+                       hf_admins=parse_allow_list(os.environ.get("REVIEW_HF_ADMINS")))
+    logger.info("study settings: reveal=%s identity=%s leaderboard_public=%s", settings.reveal, settings.identity,
+                settings.leaderboard_public)
     board = cached_board(store, verdict_config(args))
     stopping = threading.Event()
     services = Services(store=store, dirs=dirs, config=config, run_job=job_runner(engines, store, dirs, stopping),

@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("review.cli_export", "main_export",
                "export the study as a Hugging Face dataset folder (CSV/JSON/Parquet + README card)"),
     "simulate": ("review.simulate", "main_simulate", "verdict error rates by simulation with known truth"),
+    "settings": ("review.cli_settings", "main_settings", "show or change the study settings (reveal, identity, ...)"),
+    "invites": ("review.cli_invites", "main_invites", "make invite links for an invite-only study"),
 }
 EXAMPLES = """examples:
   python -m review generate --stack tiny --db var/study.db --faces data/faces --prompts data/prompts.txt \\

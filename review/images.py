@@ -153,3 +153,13 @@ def png_chunks(path: str | Path | bytes) -> list[str]:
 def png_has_metadata(path: str | Path | bytes) -> list[str]:
     """Chunks other than image data and the nonce (tEXt, iTXt, zTXt, eXIf, iCCP, pHYs, tIME...); [] = clean."""
     return [c for c in png_chunks(path) if c not in IMAGE_CHUNKS and c != NONCE_CHUNK.decode()]
+
+
+def degrade(pixels: np.ndarray) -> np.ndarray:
+    """A visibly degraded copy of RGB pixels for catch trials: strong blur, then 8 levels per channel."""
+    from PIL import ImageFilter, ImageOps
+
+    array = _rgb_pixels(pixels)
+    radius = max(2.0, min(array.shape[:2]) / 48)
+    image = Image.fromarray(array).filter(ImageFilter.GaussianBlur(radius))
+    return np.asarray(ImageOps.posterize(image, 3), dtype=np.uint8)

@@ -211,7 +211,8 @@ def _vote_arrays(votes: list[dict]) -> tuple[dict[str, np.ndarray], list[object]
     v["gold_correct"] = np.where(known, _is(stored, 1, True), np.where(v["is_pref"], v["same_choice"], v["correct"]))
     v["session"], v["session_names"] = _codes(cols["session"])
     bad = ~((v["is_pref"] & (v["out_sel"] | v["out_full"] | v["out_same"]))
-            | (v["is_abx"] & (v["correct"] | v["wrong"])))
+            | (v["is_abx"] & (v["correct"] | v["wrong"]))
+            | (v["is_gold"] & (v["correct"] | v["wrong"])))  # gold with an expected answer (catch trials)
     if bad.any():
         logger.warning("%d vote rows with an unknown mode/outcome are ignored", int(bad.sum()))
     return v, reviewer_names, preset_names

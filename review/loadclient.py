@@ -165,7 +165,7 @@ async def reviewer(client: httpx.AsyncClient, api: Endpoints, index: int, opts: 
     tally.active += 1
     try:
         await asyncio.sleep(rng.uniform(0.0, opts.think_s))  # page loads spread over the first think time
-        ok, data = await call(client, api, api.open, ["", mode], session, headers)
+        ok, data = await call(client, api, api.open, ["", mode, ""], session, headers)
         trial, urls = api.trial(api.open, data) if ok else ("", [])
         shown_at: float | None = None  # when 'Next pair' showed a staged pair (the page's clock)
         for _ in range(opts.votes):
@@ -242,7 +242,7 @@ async def serves_again(base: str) -> tuple[bool, list[tuple[str, str]]]:
             return False, []
         api = await Endpoints.fetch(client)
         session, headers = f"restart{random.getrandbits(48):012x}", {"x-forwarded-for": "10.255.255.254"}
-        ok, data = await call(client, api, api.open, ["", "preference"], session, headers)
+        ok, data = await call(client, api, api.open, ["", "preference", ""], session, headers)
         trial, urls = api.trial(api.open, data) if ok else ("", [])
         if not trial:
             return False, []

@@ -6,10 +6,14 @@ same pixels shown in two trials (a gold twin, ABX's X) come under two unrelated 
 nothing is re-encoded or written to disk per trial. Names are unguessable (128 random bits); an unknown, expired
 or malformed name gets None.
 
-``add_group(paths)`` names the images of one trial together and pads their nonces (with "0" characters, kept as
-a count) so that every image of the trial has the same byte length, a random 0-32 bytes above what the largest
-needs: the sizes a browser sees (the ``Content-Length`` in the network panel) cannot match ABX's X to A or B, nor
-tell a gold twin from a pair.
+``add_group(paths)`` names the images of one trial together, as dithered copies (``review.dither``): every copy
+differs from every other served copy in its pixels (±1 on 256 channel values) and in its bytes, and all copies of
+one trial have the same byte length (a random 0-32 bytes above what the largest needs) and the same IDAT length
+(within 4 bytes): neither hashes nor sizes (the ``Content-Length`` in the network panel) can match ABX's X to A or
+B, tell a gold twin from a pair, or recognise an image seen in an earlier trial. A copy's bytes are made when the
+trial is made (so its length is known) and kept in an LRU of ``encoded_bytes``; one evicted is made again from
+its seed, byte for byte. ``degraded`` sources are the catch trials' visibly degraded copies (``images.degrade``),
+made in memory from the stored image.
 
 Entries live in memory: they expire after ``max_age_s`` (the oldest go first past ``max_entries``) and are lost
 when the server restarts, like the review sessions themselves (a reloaded page gets a new trial). Pinned entries
@@ -20,6 +24,7 @@ not cached outside its event loop.
 
 from __future__ import annotations
 
+import io
 import logging
 import secrets
 import threading
@@ -29,7 +34,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from review.images import NAME_RE, new_nonce, with_nonce
+import numpy as np
+from PIL import Image
+
+from review.dither import PAD_OVERHEAD, dithered_png, pad_png
+from review.images import NAME_RE, degrade, new_nonce, with_nonce
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +46,25 @@ logger = logging.getLogger(__name__)
 class _Entry(NamedTuple):
     path: str  # the stored file (already checked to be inside its folder by the caller)
     nonce: bytes  # 16-48 random hex characters
-    pad: int  # "0" characters after the nonce (one byte length per trial)
+    pad: int  # "0" characters after the nonce
     created: float
+    seed: int | None = None  # dithered copies: the dither's seed (None: the stored bytes with the nonce)
+    length: int = 0  # dithered copies: the exact byte length (one per trial)
+    degraded: bool = False  # the catch trials' degraded copy of the stored image
 
 
 class ServedImages:
     """Opaque name -> (stored file, nonce); thread-safe."""
 
     def __init__(self, *, max_age_s: float = 2 * 3600.0, max_entries: int = 200_000,
-                 cache_bytes: int = 128 * 2**20, clock: Callable[[], float] = time.monotonic) -> None:
+                 cache_bytes: int = 128 * 2**20, encoded_bytes: int = 128 * 2**20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age_s, self.max_entries, self.cache_bytes, self._clock = max_age_s, max_entries, cache_bytes, clock
+        self.encoded_bytes = encoded_bytes
+        self._pixels: OrderedDict[tuple[str, bool], np.ndarray] = OrderedDict()  # LRU of decoded sources
+        self._pixel_bytes = 0
+        self._encoded: OrderedDict[str, bytes] = OrderedDict()  # LRU of dithered copies by name
+        self._encoded_total = 0
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
         self._pinned: dict[str, _Entry] = {}
         self._files: OrderedDict[str, bytes] = OrderedDict()  # LRU of stored files' bytes
@@ -65,9 +83,10 @@ class ServedImages:
             self._blobs[key] = png
         return self._add(key, new_nonce(), 0, pinned=True)
 
-    def _add(self, path: str | Path, nonce: bytes, pad: int, *, pinned: bool) -> str:
+    def _add(self, path: str | Path, nonce: bytes, pad: int, *, pinned: bool, seed: int | None = None,
+             length: int = 0, degraded: bool = False) -> str:
         now = self._clock()
-        entry = _Entry(str(path), nonce, pad, now)
+        entry = _Entry(str(path), nonce, pad, now, seed, length, degraded)
         with self._lock:
             name = secrets.token_hex(16) + ".png"
             while name in self._entries or name in self._pinned:  # 128 random bits: never in practice
@@ -83,16 +102,61 @@ class ServedImages:
                 self._entries.popitem(last=False)
         return name
 
-    def add_group(self, paths: list[str | Path] | tuple[str | Path, ...]) -> list[str]:
-        """New names for one trial's images, all answered with the same number of bytes (see the module doc)."""
-        sizes, nonces = [], [new_nonce() for _ in paths]
-        for path in paths:
-            data = self._file(str(path))
-            sizes.append(None if data is None else len(data))
-        bodies = [size + len(nonce) for size, nonce in zip(sizes, nonces, strict=True) if size is not None]
-        target = max(bodies, default=0) + secrets.randbelow(33)
-        return [self._add(path, nonce, 0 if size is None else target - size - len(nonce), pinned=False)
-                for path, nonce, size in zip(paths, nonces, sizes, strict=True)]
+    def add_group(self, paths: list[str | Path] | tuple[str | Path, ...],
+                  degraded: list[bool] | tuple[bool, ...] | None = None) -> list[str]:
+        """New names for one trial's images: dithered copies of one byte length (see the module doc)."""
+        flags = list(degraded or [False] * len(paths))
+        seeds = [secrets.randbits(63) for _ in paths]
+        copies = []
+        for path, flag, seed in zip(paths, flags, seeds, strict=True):
+            pixels = self._source_pixels(str(path), flag)
+            copies.append(None if pixels is None else dithered_png(pixels, seed))
+        length = max((len(c) for c in copies if c is not None), default=0) + PAD_OVERHEAD + secrets.randbelow(33)
+        names = []
+        for path, flag, seed, copy in zip(paths, flags, seeds, copies, strict=True):
+            name = self._add(path, b"", 0, pinned=False, seed=seed, length=length, degraded=flag)
+            if copy is not None:
+                self._keep_encoded(name, pad_png(copy, length, seed))
+            names.append(name)
+        return names
+
+    def _keep_encoded(self, name: str, data: bytes) -> None:
+        with self._lock:
+            if name in self._encoded:
+                return
+            self._encoded[name] = data
+            self._encoded_total += len(data)
+            while self._encoded_total > self.encoded_bytes and self._encoded:
+                _, dropped = self._encoded.popitem(last=False)
+                self._encoded_total -= len(dropped)
+
+    def _source_pixels(self, path: str, degraded: bool) -> np.ndarray | None:
+        """The stored image's RGB pixels (or its degraded copy), decoded once and kept in an LRU."""
+        key = (path, degraded)
+        with self._lock:
+            pixels = self._pixels.get(key)
+            if pixels is not None:
+                self._pixels.move_to_end(key)
+                return pixels
+        data = self._file(path)
+        if data is None:
+            return None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                pixels = np.asarray(image.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            logger.warning("served image source is not an image: %s", exc)
+            return None
+        if degraded:
+            pixels = degrade(pixels)
+        with self._lock:
+            if key not in self._pixels and pixels.nbytes <= self.cache_bytes:
+                self._pixels[key] = pixels
+                self._pixel_bytes += pixels.nbytes
+                while self._pixel_bytes > self.cache_bytes:
+                    _, dropped = self._pixels.popitem(last=False)
+                    self._pixel_bytes -= dropped.nbytes
+        return pixels
 
     def __contains__(self, name: object) -> bool:
         return self._entry(name) is not None
@@ -115,6 +179,8 @@ class ServedImages:
         if entry is None:
             return True
         with self._lock:
+            if entry.seed is not None:
+                return name in self._encoded
             return entry.path in self._files or entry.path in self._blobs
 
     def get(self, name: object) -> bytes | None:
@@ -122,6 +188,8 @@ class ServedImages:
         entry = self._entry(name)
         if entry is None:
             return None
+        if entry.seed is not None:
+            return self._dithered(name, entry)
         data = self._file(entry.path)
         if data is None:
             return None
@@ -130,6 +198,23 @@ class ServedImages:
         except ValueError as exc:
             logger.warning("served image source is not a PNG: %s", exc)
             return None
+
+    def _dithered(self, name: str, entry: _Entry) -> bytes | None:
+        with self._lock:
+            data = self._encoded.get(name)
+            if data is not None:
+                self._encoded.move_to_end(name)
+                return data
+        pixels = self._source_pixels(entry.path, entry.degraded)
+        if pixels is None or entry.seed is None:
+            return None
+        try:
+            data = pad_png(dithered_png(pixels, entry.seed), entry.length, entry.seed)
+        except ValueError as exc:  # the source changed since the trial was made
+            logger.warning("served copy cannot be made again: %s", exc)
+            return None
+        self._keep_encoded(name, data)
+        return data
 
     def _file(self, path: str) -> bytes | None:
         with self._lock:

@@ -38,10 +38,14 @@ class VoteRefused(ValueError):
 
 @dataclass(frozen=True)
 class StudyConfig:
-    gold_rate: float = 0.15  # share of preference trials that show one image twice ('no visible difference' is right)
+    gold_rate: float = 0.2  # share of conditions reserved for gold checks (0: no gold); review.design
     trials_per_session: int = 20  # the progress target shown as "7 of 20" (capped by the unseen pairs)
-    reveal: bool = True  # after a vote, say which side was which before the next pair
+    reveal: str = "none"  # none | end | each: what a reviewer is told after votes (review.settings)
     modes: tuple[str, ...] = ("preference", "abx")  # tasks a reviewer may pick; the first is the default
+    gold_per_session: int = 4  # gold checks per session, at most one in four trials (review.design.gold_count)
+    side_block: int = 8  # trials per hidden side block of a (mode, preset) (review.design.SideSchedule)
+    identity: str = "open"  # open | invite | hf: how reviewers are identified (review.identity)
+    leaderboard_public: bool = False  # False: the leaderboard answers the admin only
     serve_max_age_s: float = 7200.0  # a trial's image URLs answer this long (an older open page: reload)
     vote_burst: int = 10  # per reviewer: votes allowed at once ...
     vote_per_s: float = 1.0  # ... and refilled per second
@@ -53,6 +57,13 @@ class StudyConfig:
     admin_per_s: float = 0.1
 
     def __post_init__(self) -> None:
+        if isinstance(self.reveal, bool):  # the former switch: True meant a reveal after every vote
+            object.__setattr__(self, "reveal", "each" if self.reveal else "none")
+        if self.reveal not in ("none", "end", "each") or self.identity not in ("open", "invite", "hf"):
+            raise ValueError(f"reveal must be none/end/each and identity open/invite/hf, not "
+                             f"{self.reveal!r}/{self.identity!r}")
+        if self.gold_per_session < 0:
+            raise ValueError("gold_per_session must be >= 0")
         if not 0.0 <= self.gold_rate < 1.0:
             raise ValueError(f"gold_rate must be in [0, 1), not {self.gold_rate}")
         if self.trials_per_session < 1:
@@ -137,31 +148,17 @@ class TrialLoad:
             counts[pair_id] = counts.get(pair_id, 0) + 1
 
 
-def assign_left_arm(history: Sequence[str], rng: random.Random) -> str:
-    """Counterbalancing by blocks of two: the arm shown on the left so far less often, else a coin flip.
-
-    ``history`` is the reviewer's earlier left arms (non-gold trials of one mode), so every reviewer sees each
-    arm on the left half of the time (exactly, up to one trial)."""
-    full, selective = history.count("full"), history.count("selective")
-    if full != selective:
-        return "full" if full < selective else "selective"
-    return rng.choice(ARMS)
-
-
-def choose_gold(rng: random.Random, rate: float, mode: str, seen: Mapping[int, int]) -> bool:
-    """Whether the next trial is a gold trial: preference mode only, and only once the reviewer has seen a pair
-    (the gold image comes from an already seen pair, so no real pair is spent on a check)."""
-    return mode == "preference" and bool(seen) and rng.random() < rate
-
-
 @dataclass(frozen=True)
 class TrialPlan:
     mode: str
-    left_arm: str  # the arm recorded as shown left (ABX: side A); gold: the arm shown on both sides
+    left_arm: str  # the arm recorded as shown left (ABX: side A); gold: the arm whose image is shown
     is_gold: bool
     left_source: str  # which arm's image each served copy is made from
     right_source: str
-    x_source: str | None  # ABX: always the full arm
+    x_source: str | None  # ABX: the arm shown as X (drawn at random)
+    gold_kind: str | None = None  # identical | degraded (catch trial) | None (a real trial)
+    expected: str | None = None  # gold: the right choice
+    degraded: tuple[bool, bool, bool] = (False, False, False)  # left, right, X shown degraded (catch trials)
 
     @property
     def x_arm(self) -> str | None:
@@ -172,31 +169,50 @@ def other(arm: str) -> str:
     return "selective" if arm == "full" else "full"
 
 
-def plan_trial(mode: str, left_arm: str, *, gold: bool = False) -> TrialPlan:
-    """Which arm's image goes where. Preference: left/right; gold: one arm on both sides; ABX: A=left, B=right,
-    X is the full image."""
-    if mode not in MODES or left_arm not in ARMS:
-        raise ValueError(f"bad trial: mode {mode!r}, left arm {left_arm!r}")
-    if gold:
-        if mode != "preference":
-            raise ValueError("gold trials are preference trials")
-        return TrialPlan(mode, left_arm, True, left_arm, left_arm, None)
-    return TrialPlan(mode, left_arm, False, left_arm, other(left_arm), "full" if mode == "abx" else None)
+def plan_trial(mode: str, left_arm: str, *, x_arm: str | None = None, gold: str | None = None,
+               degraded_side: str = "right", x_degraded: bool = False) -> TrialPlan:
+    """Which arm's image goes where. Preference: left/right; ABX: A=left, B=right, X is ``x_arm`` (default: the
+    full arm). Gold ``identical``: ``left_arm``'s image on both sides (preference only); gold ``degraded`` (a
+    catch trial): ``left_arm``'s image beside its degraded copy on ``degraded_side``; in ABX, A or B degraded and X
+    the degraded copy when ``x_degraded``. The caller draws every choice at random."""
+    if mode not in MODES or left_arm not in ARMS or gold not in (None, "identical", "degraded") \
+            or degraded_side not in ("left", "right") or (x_arm is not None and x_arm not in ARMS):
+        raise ValueError(f"bad trial: mode {mode!r}, left arm {left_arm!r}, gold {gold!r}")
+    abx = mode == "abx"
+    if gold == "identical":
+        if abx:
+            raise ValueError("identical gold trials are preference trials")
+        return TrialPlan(mode, left_arm, True, left_arm, left_arm, None, gold, "same")
+    if gold == "degraded":
+        sides = (degraded_side == "left", degraded_side == "right")
+        if abx:
+            x_is_a = sides[0] == x_degraded
+            return TrialPlan(mode, left_arm, True, left_arm, left_arm, left_arm, gold, "a" if x_is_a else "b",
+                             (*sides, x_degraded))
+        return TrialPlan(mode, left_arm, True, left_arm, left_arm, None, gold,
+                         "right" if degraded_side == "left" else "left", (*sides, False))
+    x_source = (x_arm or "full") if abx else None
+    return TrialPlan(mode, left_arm, False, left_arm, other(left_arm), x_source)
 
 
 def serve_trial_images(plan: TrialPlan, pair: Row, image_dir: str | Path, served: ServedImages) -> dict[str, str]:
-    """Per-trial names (same pixels, new bytes and opaque names, one byte length for the whole trial) of the pair's
-    images, as the trial columns."""
+    """Per-trial names (dithered copies, one byte length for the whole trial) of the pair's images, as the trial
+    columns."""
     source = {"full": pair["full_file"], "selective": pair["sel_file"]}
     arms = [plan.left_source, plan.right_source] + ([plan.x_source] if plan.x_source is not None else [])
-    names = served.add_group([image_path(image_dir, source[arm]) for arm in arms])
+    names = served.add_group([image_path(image_dir, source[arm]) for arm in arms],
+                             list(plan.degraded[:len(arms)]))
     return {"left_image": names[0], "right_image": names[1], "x_image": names[2] if len(names) > 2 else None}
 
 
 # -- votes ----------------------------------------------------------------------------------------------------
 def outcome_for(trial: Row, choice: str) -> tuple[str, bool | None]:
-    """(outcome, correct) of a choice. Preference: the arm shown on the chosen side or 'same' (correct only for
-    gold: 'same' is right); ABX: 'correct' when the chosen side shows the X arm."""
+    """(outcome, correct) of a choice. A gold trial with an expected answer: 'correct'/'wrong' against it.
+    Preference: the arm shown on the chosen side or 'same' (correct only for older gold trials: 'same' is right);
+    ABX: 'correct' when the chosen side shows the X arm."""
+    if trial.get("expected"):
+        correct = choice == trial["expected"]
+        return ("correct" if correct else "wrong"), correct
     if trial["mode"] == "abx":
         picked = trial["left_arm"] if choice == "a" else other(trial["left_arm"])
         correct = picked == trial["x_arm"]
@@ -266,6 +282,15 @@ class RateLimiter:
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
             return bucket.take()
+
+    def has_token(self, key: str) -> bool:
+        """Whether ``allow(key)`` would say yes now (nothing is spent)."""
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return True
+            now = self._clock()
+            return min(float(bucket.burst), bucket.tokens + (now - bucket.stamp) * bucket.per_s) >= 1.0
 
     def check(self, key: str, what: str = "requests") -> None:
         """Raise VoteRefused when ``key`` is over its limit."""

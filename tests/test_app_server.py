@@ -64,8 +64,8 @@ class Api:
                     return False, output.get("error") or str(output)
         raise AssertionError(f"no completion for {api_name}")
 
-    def open(self, session: str, reviewer: str = "", mode: str = "preference") -> list[Any]:
-        ok, data = self.call("open_page", [reviewer, mode], session)
+    def open(self, session: str, reviewer: str = "", mode: str = "preference", invite: str = "") -> list[Any]:
+        ok, data = self.call("open_page", [reviewer, mode, invite], session)
         assert ok, data
         return data
 
@@ -125,19 +125,19 @@ def test_a_second_vote_on_one_trial_is_refused(app):
     assert services.store.get_vote(trial_id)["choice"] == "right"
 
 
-def test_the_vote_brings_the_next_trial_and_the_pages_clock_only_shortens_latency(tmp_path):
+def test_the_vote_brings_the_next_trial_and_latency_is_the_servers_own(tmp_path):
     services = make_services(tmp_path, seeds=(0,), presets=("fast", "balanced"), study=StudyConfig(gold_rate=0.0))
     with launched(services) as base:
         api, me = Api(base), session()
         first = api.open(me)[1]
         time.sleep(0.3)
-        ok, data = api.vote(me, first, "left", shown_ms=5)  # the page: on screen for 5 ms (the server saw 300)
+        ok, data = api.vote(me, first, "left", shown_ms=5)  # the page claims 5 ms on screen (the server saw 300)
         assert ok and data[2] and data[2] != first and data[4]["src"] and data[6]["src"]
         assert data[3] == {"src": None, "label": "", "keep": True}  # the same reference face: the page keeps it
-        assert services.store.get_vote(first)["latency_ms"] == 5
+        assert services.store.get_vote(first)["latency_ms"] >= 300  # the server's clock, not the page's
         ok, again = api.call("next_pair", ["preference"], me)  # the staged trial is the session's open trial
         assert ok and again[1] == data[2]
-        ok, done = api.vote(me, data[2], "right", shown_ms=10**9)  # more than the server saw: the server's
+        ok, done = api.vote(me, data[2], "right", shown_ms=10**9)  # ignored too
         assert ok and services.store.get_vote(data[2])["latency_ms"] < 10_000
         assert done[2] == "" and "thank you" in done[7]  # nothing left: no trial staged, the page says why
 
@@ -223,7 +223,7 @@ def _fetch_png(api: Api, url: str, tmp_path: Path) -> tuple[bytes, np.ndarray, l
     return response.content, pixels, png_has_metadata(path)
 
 
-def test_same_pixels_are_served_under_different_urls_without_metadata(app, tmp_path):
+def test_each_serve_is_its_own_copy_under_its_own_url_without_metadata(app, tmp_path):
     api, services, _ = app
     first, second = api.open(session()), api.open(session())  # one pair in the study: both show it
     urls = image_urls(first) + image_urls(second)
@@ -238,7 +238,9 @@ def test_same_pixels_are_served_under_different_urls_without_metadata(app, tmp_p
         arm = trial["left_arm"] if name == trial["left_image"] else \
             ("selective" if trial["left_arm"] == "full" else "full")
         original = Image.open(services.dirs.images / pair["full_file" if arm == "full" else "sel_file"])
-        assert (np.asarray(original.convert("RGB")) == pixels).all()
+        difference = np.abs(np.asarray(original.convert("RGB")).astype(int) - pixels)
+        assert difference.max() == 1 and 0 < (difference > 0).sum() <= 256  # ±1 on a few values: per-serve dither
+    assert len({pixels.tobytes() for _, pixels, _ in served}) == 4  # no two copies share their pixels
 
 
 def test_the_data_folders_are_not_served(app):

@@ -209,7 +209,7 @@ def test_reviewer_votes_with_mouse_and_keyboard_and_nothing_leaks(tmp_path):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # 9 pairs: 5 voted, the one staged with the 5th vote (never shown: the ABX switch drops it), one after the reload
-    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0), seeds=(0, 1, 2))
+    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, reveal="each"), seeds=(0, 1, 2))
     store, shown = services.store, []  # shown: (trial id, choice, side -> URL)
     with launched(services) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=FLAGS)
@@ -266,7 +266,9 @@ def test_reviewer_votes_with_mouse_and_keyboard_and_nothing_leaks(tmp_path):
                         for arm, key in (("full", "full_file"), ("selective", "sel_file"))}
             right_arm = "selective" if trial["left_arm"] == "full" else "full"
             assert Path(urls["left"]).name == trial["left_image"]
-            assert (pixels(urls["left"]) == original[trial["left_arm"]]).all()
-            assert (pixels(urls["right"]) == original[right_arm]).all()
+            def close(url: str, arm: str, original: dict = original) -> bool:  # served copies are dithered by ±1
+                return np.abs(pixels(url).astype(int) - original[arm]).max() <= 1
+
+            assert close(urls["left"], trial["left_arm"]) and close(urls["right"], right_arm)
             if trial["mode"] == "abx":
-                assert (pixels(urls["x"]) == original["full"]).all()
+                assert close(urls["x"], trial["x_arm"])

@@ -16,7 +16,7 @@ from test_study_view import CLOCK, R1, REPO, _dispatcher_has, add_vote, png
 from review.export import ExportError, export_dataset
 from review.leaderboard_view import HEADERS
 from review.sidecar import pseudonym, study_salt
-from review.store import Store
+from review.store import LATEST, Store
 
 BOOT = {"n_boot": 50, "n_boot_cluster": 20, "n_boot_bt": 10}
 CONDITION = ",1,a portrait,7,4,8,8,tiny"  # face_id, prompt, seed, steps, width, height, stack
@@ -24,10 +24,10 @@ PAIR_METRICS = "1,balanced,20,1,0.96,0.99,0.7,0.71,"  # pair_id, preset, layer_c
 P1 = "{P1}"  # R1's pseudonym: filled in per study (its salt is random)
 VOTES_CSV = (
     "vote_id,choice,outcome,correct,latency_ms,client,voted_at,trial_id,reviewer_id,session,mode,left_arm,x_arm,"
-    "is_gold,served_at,pair_id,preset,layer_count,condition_id,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,"
+    "is_gold,served_at,gold_kind,expected,identity_kind,reveal,pair_id,preset,layer_count,condition_id,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,"
     "identity_failure,face_id,prompt,seed,steps,width,height,stack\r\n"
-    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{P1},s-a1,preference,full,,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
-    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{P1},s-a1,abx,selective,full,0,{CLOCK},{PAIR_METRICS}{CONDITION}\r\n"
+    f"1,right,selective,,1000,c0ffee,{CLOCK},{1:032x},{P1},s-a1,preference,full,,0,{CLOCK},,,legacy,,{PAIR_METRICS}{CONDITION}\r\n"
+    f"2,b,correct,,1001,c0ffee,{CLOCK},{2:032x},{P1},s-a1,abx,selective,full,0,{CLOCK},,,legacy,,{PAIR_METRICS}{CONDITION}\r\n"
 )
 PAIRS_CSV = (
     "pair_id,condition_id,preset,layer_count,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,identity_failure,"
@@ -39,7 +39,8 @@ PAIRS_CSV = (
     f"cpu,cpu,float32,float32,r1,r1,,,{png(10)},{png(11)}\r\n"
 )
 TRIALS_HEADER = [
-    "trial_id", "reviewer_id", "session", "mode", "left_arm", "x_arm", "is_gold", "served_at", "pair_id", "preset",
+    "trial_id", "reviewer_id", "session", "mode", "left_arm", "x_arm", "is_gold", "served_at", "gold_kind", "expected",
+    "identity_kind", "reveal", "pair_id", "preset",
     "layer_count", "condition_id", "ssim", "id_cos_sel_full", "id_cos_sel_ref", "id_cos_full_ref", "identity_failure",
     "face_id", "prompt", "seed", "steps", "width", "height", "stack", "left_image", "right_image", "x_image",
     "vote_id", "choice", "outcome", "correct", "latency_ms", "client", "voted_at",
@@ -126,7 +127,7 @@ def test_json_files_carry_provenance_and_rows(small, tmp_path):
     data["leaderboard"] = json.loads((out / "leaderboard.json").read_text(encoding="utf-8"))
     for name in ("votes", "pairs", "trials", "leaderboard"):
         prov = data[name]["provenance"]
-        assert prov["kind"] == name and prov["schema_version"] == 2 and prov["exported_at"]
+        assert prov["kind"] == name and prov["schema_version"] == LATEST and prov["exported_at"]
         assert prov["app_sha"] is None or len(prov["app_sha"]) == 40
         assert prov["database"] == "small.db"  # the file name, not the server's path
     expected = [{**r, "reviewer_id": p1(small)} for r in small.vote_rows()]

@@ -133,7 +133,7 @@ def test_requests_and_new_pairs_are_limited_per_address(app):
     fresh = client(base)  # another address still gets pairs, up to its own new-pair limit
     for _ in range(LIMITS.trial_burst):
         fresh.open(session())
-    ok, error = fresh.call("open_page", ["", "preference"], session())
+    ok, error = fresh.call("open_page", ["", "preference", ""], session())
     assert not ok and "Too many new pairs" in error
 
 
@@ -291,7 +291,7 @@ def test_hostile_strings_in_every_parameter_are_refused_and_touch_nothing_outsid
                 if name in ("vote", "unlock", "generate", "prepare"):
                     assert not ok, (name, slot, value, output)
     for value in hostile(secret, services.dirs.root):  # the session hash is a request value too
-        ok, output = api.call("open_page", ["", "preference"], value)
+        ok, output = api.call("open_page", ["", "preference", ""], value)
         assert token not in json.dumps(output)
         tried += 1
     assert tried > 100
@@ -366,8 +366,8 @@ ASSIGNMENT = re.compile(r"\b(full|selective|preset|layers?|" + "|".join(PRESETS)
 
 @pytest.fixture
 def gold_app(tmp_path):
-    services = make_services(tmp_path, password=PASSWORD, study=StudyConfig(gold_rate=0.95, vote_burst=100,
-                                                                            vote_per_s=100.0))
+    services = make_services(tmp_path, password=PASSWORD, seeds=tuple(range(8)),
+                             study=StudyConfig(gold_rate=0.3, trials_per_session=5, vote_burst=100, vote_per_s=100.0))
     with launched(services) as base:
         yield Api(base), services
 
@@ -386,7 +386,9 @@ def test_the_page_config_names_no_preset(gold_app):
     assert not re.search(r"\b(" + "|".join(PRESETS) + r")\b", api.http.get("config").text)
 
 
-def test_nothing_before_the_vote_reveals_the_assignment_and_gold_twins_get_two_urls(gold_app, tmp_path):
+def test_nothing_a_reviewer_gets_reveals_the_assignment_and_gold_twins_are_two_copies(gold_app, tmp_path):
+    """With the study default (reveal=none) neither a trial nor a vote's answer names an arm, a preset or gold;
+    the vote's answer is the same words whatever the answer was."""
     api, services = gold_app
     me, urls, golds = session(), [], 0
     data = api.open(me)
@@ -397,13 +399,16 @@ def test_nothing_before_the_vote_reveals_the_assignment_and_gold_twins_get_two_u
         if trial["is_gold"]:
             golds += 1
             left, right = image_urls(data)
-            assert left != right and (pixels(api, left, tmp_path) == pixels(api, right, tmp_path)).all()
+            left_pixels, right_pixels = pixels(api, left, tmp_path), pixels(api, right, tmp_path)
+            difference = np.abs(left_pixels.astype(int) - right_pixels)
+            assert left != right and (0 < difference.max() <= 2 if trial["gold_kind"] == "identical"
+                                      else difference.mean() > 20)
         ok, receipt = api.vote(me, data[1], "same")
-        assert ok and (trial["is_gold"] or ASSIGNMENT.search(receipt[0]))  # the reveal: with the vote
-        assert not ASSIGNMENT.search(json.dumps(receipt[1:]))  # ... and only there: not in the staged next trial
+        assert ok and not ASSIGNMENT.search(json.dumps(receipt)) and not re.search(r"(?i)check|gold", receipt[0])
+        assert receipt[0] == "Thank you, your vote is in." or (receipt[2] == "" and "complete" not in receipt[0])
         ok, data = api.call("next_pair", ["preference"], me)
         assert ok and data[1] == receipt[2]
-    assert golds >= 1 and len(set(urls)) == len(urls) == 10
+    assert golds == 1 and len(set(urls)) == len(urls) == 10
 
 
 def test_abx_x_and_its_match_have_different_urls_and_no_names(gold_app, tmp_path):
@@ -412,7 +417,8 @@ def test_abx_x_and_its_match_have_different_urls_and_no_names(gold_app, tmp_path
     assert not ASSIGNMENT.search(json.dumps(data))
     a, x, b = image_urls(data)
     assert len({a, x, b}) == 3
-    pa, px, pb = (pixels(api, u, tmp_path) for u in (a, x, b))
-    assert (px == pa).all() != (px == pb).all()
+    pa, px, pb = (pixels(api, u, tmp_path).astype(int) for u in (a, x, b))
+    assert (np.abs(px - pa).max() <= 2) != (np.abs(px - pb).max() <= 2)  # X is A or B, each in its own copy
+    assert not (px == pa).all() and not (px == pb).all()
     # the sizes (Content-Length, the network panel) cannot match X either: one byte length for the trial
     assert len({int(api.http.get(u).headers["content-length"]) for u in (a, x, b)}) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from io import BytesIO
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from review.dither import DITHER_BYTES
 from review.images import png_chunks, png_has_metadata, write_image
 from review.served import ServedImages
 from review.ui.image_route import ROUTE, image_routes, image_url
@@ -97,23 +99,57 @@ def test_the_route_serves_png_bytes_with_no_name_and_404_otherwise(stored: tuple
     assert client.head(url).status_code == 200
 
 
-def test_a_trials_images_all_have_one_byte_length(tmp_path: Path):
+def idat_length(data: bytes) -> int:
+    """The total length of a PNG's IDAT chunks."""
+    offset, total = 8, 0
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
+        total += length if kind == b"IDAT" else 0
+        offset += 12 + length
+    return total
+
+
+def test_a_trials_images_all_have_one_byte_length_and_differ_in_pixels(tmp_path: Path):
     """Sizes are what a browser's network panel shows first: they must not match ABX's X to A or B, nor mark a
-    gold twin; across trials the length varies."""
+    gold twin; across trials the length varies. Every copy differs from every other in bytes and pixels (±1)."""
     rng = np.random.default_rng(3)
     full = tmp_path / write_image(tmp_path, rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).file
     sel = tmp_path / write_image(tmp_path, np.zeros((40, 40, 3), np.uint8)).file  # compresses far smaller
     assert abs(full.stat().st_size - sel.stat().st_size) > 1000
     served = ServedImages()
+    copies: dict[Path, list[np.ndarray]] = {full: [], sel: []}
     for group in ([full, sel, full], [sel, sel], [full, sel]):  # ABX, a gold twin, a preference pair
         names = served.add_group(group)
         answers = [served.get(n) for n in names]
         assert len({len(a) for a in answers}) == 1 and len(set(answers)) == len(answers)
+        idats = [idat_length(a) for a in answers]
+        assert max(idats) - min(idats) <= 4  # the image data's length says nothing either
         for path, data in zip(group, answers, strict=True):
-            np.testing.assert_array_equal(pixels_of(data), pixels_of(path.read_bytes()))
+            pixels, original = pixels_of(data).astype(int), pixels_of(path.read_bytes()).astype(int)
+            assert 0 < int((pixels != original).sum()) <= DITHER_BYTES and np.abs(pixels - original).max() == 1
             assert png_chunks(data).count("rnDm") == 1 and png_has_metadata(data) == []
+            copies[path].append(pixels)
+    for arrays in copies.values():  # no two served copies of one image share their pixels
+        assert len({a.tobytes() for a in arrays}) == len(arrays) >= 3
     lengths = {len(served.get(served.add_group([full, sel])[0])) for _ in range(10)}
-    assert len(lengths) > 1  # a random 16-48 bytes of padding: the length says nothing across trials either
+    assert len(lengths) > 1  # a random 0-32 bytes of padding: the length says nothing across trials either
+
+
+def test_a_dropped_copy_is_made_again_byte_for_byte(tmp_path: Path):
+    pixels = np.random.default_rng(4).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    path = tmp_path / write_image(tmp_path, pixels).file
+    served = ServedImages(encoded_bytes=1)  # keeps (almost) nothing: every answer is made again
+    name = served.add_group([path, path])[0]
+    first = served.get(name)
+    assert first is not None and served.get(name) == first
+
+
+def test_a_degraded_copy_is_visibly_different(tmp_path: Path):
+    pixels = np.random.default_rng(5).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    path = tmp_path / write_image(tmp_path, pixels).file
+    served = ServedImages()
+    intact, degraded = (pixels_of(served.get(n)).astype(int) for n in served.add_group([path, path], [False, True]))
+    assert np.abs(intact - pixels).max() <= 1 and np.abs(degraded - pixels).mean() > 20
 
 
 def test_uncached_sources_are_read_in_a_worker_and_broken_ones_refused(tmp_path: Path,

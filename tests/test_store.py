@@ -12,6 +12,7 @@ import pytest
 
 from review.store import (
     LATEST,
+    MIGRATIONS,
     ConnectionConfig,
     DuplicateVote,
     Store,
@@ -86,15 +87,15 @@ def schema(db) -> list[tuple]:
 # -- opening and migrations ------------------------------------------------------------------------------------
 def test_new_store_is_migrated_with_wal_and_foreign_keys(store: Store):
     assert list(store.db["schema_migrations"].rows) == [
-        {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": T0}]
-    assert store.schema_version() == LATEST == 2
+        {"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
+    assert store.schema_version() == LATEST == len(MIGRATIONS) >= 3
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 2_000
     assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 256
     assert store.db.execute("PRAGMA journal_size_limit").fetchone()[0] == 2**20
     assert set(store.db.table_names()) == {"faces", "conditions", "images", "generations", "pairs", "reviewers",
-                                           "trials", "votes", "schema_migrations"}
+                                           "trials", "votes", "schema_migrations", "settings", "invites"}
 
 
 def test_migrate_again_changes_nothing(tmp_path: Path, clock: TickClock):
@@ -106,7 +107,7 @@ def test_migrate_again_changes_nothing(tmp_path: Path, clock: TickClock):
         assert second.migrate() == []
         assert schema(second.db) == before
         assert list(second.db["schema_migrations"].rows) == [
-            {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": T0}]
+            {"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
 
 
 def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock: TickClock):
@@ -135,9 +136,9 @@ def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock
 
     clock.now = "2025-02-02T00:00:00.000+00:00"
     with Store(path, clock=clock) as new:
-        assert new.schema_version() == 2
-        assert list(new.db["schema_migrations"].rows) == [
-            {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": "2025-02-02T00:00:00.000+00:00"}]
+        assert new.schema_version() == LATEST
+        assert list(new.db["schema_migrations"].rows) == [{"version": 1, "applied_at": T0}] + [
+            {"version": v, "applied_at": "2025-02-02T00:00:00.000+00:00"} for v in range(2, LATEST + 1)]
         assert list(new.db["votes"].rows) == [
             {"id": 1, "trial_id": TRIAL, "reviewer_id": "rev1", "choice": "left", "outcome": "full",
              "correct": None, "client": None, "created_at": T0, "latency_ms": None}]
@@ -224,20 +225,21 @@ def test_trial_and_vote_rows(store: Store, clock: TickClock):
     assert list(store.db["trials"].rows) == [
         {"id": TRIAL, "reviewer_id": "rev1", "session": "sess1", "pair_id": 1, "mode": "preference",
          "left_arm": "selective", "x_arm": None, "left_image": IMG[4], "right_image": IMG[5], "x_image": None,
-         "created_at": T0, "is_gold": 0}]
+         "created_at": T0, "is_gold": 0, "identity_kind": "legacy", "gold_kind": None, "expected": None,
+         "reveal": None}]
     assert list(store.db["votes"].rows) == [vote] == [
         {"id": 1, "trial_id": TRIAL, "reviewer_id": "rev1", "choice": "left", "outcome": "selective",
          "correct": None, "client": "h:9f2c", "created_at": "2025-01-01T00:00:05.000+00:00", "latency_ms": 4200}]
     assert list(store.db["reviewers"].rows) == [
-        {"id": "rev1", "created_at": T0, "last_seen": "2025-01-01T00:00:05.000+00:00"}]
+        {"id": "rev1", "created_at": T0, "last_seen": "2025-01-01T00:00:05.000+00:00", "identity_kind": "legacy"}]
     assert store.get_vote(TRIAL) == vote
 
 
 def test_get_or_create_reviewer_keeps_created_at(store: Store, clock: TickClock):
     store.get_or_create_reviewer("rev1")
     clock.now = "2025-03-03T00:00:00.000+00:00"
-    assert store.get_or_create_reviewer("rev1") == {
-        "id": "rev1", "created_at": T0, "last_seen": "2025-03-03T00:00:00.000+00:00"}
+    assert store.get_or_create_reviewer("rev1", "anonymous") == {  # the kind is set when the row is made
+        "id": "rev1", "created_at": T0, "last_seen": "2025-03-03T00:00:00.000+00:00", "identity_kind": "legacy"}
 
 
 def test_abx_trial_vote_marks_correctness(store: Store):
@@ -375,7 +377,8 @@ def test_export_rows_are_flat(store: Store):
     assert store.vote_rows() == [{
         "vote_id": 1, "choice": "right", "outcome": "full", "correct": None, "latency_ms": 900, "client": None,
         "voted_at": T0, "trial_id": TRIAL, "reviewer_id": "rev1", "session": "sess1", "mode": "preference",
-        "left_arm": "selective", "x_arm": None, "is_gold": 0, "served_at": T0, "pair_id": 1, "preset": "fast",
+        "left_arm": "selective", "x_arm": None, "is_gold": 0, "served_at": T0, "gold_kind": None, "expected": None,
+        "identity_kind": "legacy", "reveal": None, "pair_id": 1, "preset": "fast",
         "layer_count": 1, "condition_id": 1, "ssim": 0.93, "id_cos_sel_full": None, "id_cos_sel_ref": None,
         "id_cos_full_ref": 0.5, "identity_failure": "selective: no face detected", "face_id": 1,
         "prompt": "a portrait", "seed": 3, "steps": 4, "width": 64, "height": 64, "stack": "tiny"}]
@@ -483,7 +486,7 @@ def test_processes_opening_a_new_file_migrate_it_once(tmp_path: Path):
         w.join(timeout=300)
     assert [w.exitcode for w in workers] == [0, 0, 0]
     with Store(path) as s:
-        assert [r["version"] for r in s.db["schema_migrations"].rows] == [1, 2]
+        assert [r["version"] for r in s.db["schema_migrations"].rows] == list(range(1, LATEST + 1))
 
 
 def test_images_and_metrics_feed_the_store_directly(store: Store, tmp_path: Path):

@@ -13,6 +13,8 @@ import pytest
 from fixtures_review import make_services
 from PIL import Image
 
+from review.design import SideSchedule, gold_count, gold_plan, reserved_conditions
+from review.identity import Reviewer, Signer
 from review.images import png_has_metadata, read_image
 from review.trials import (
     RateLimiter,
@@ -20,13 +22,12 @@ from review.trials import (
     TokenBucket,
     TrialLoad,
     VoteRefused,
-    assign_left_arm,
-    choose_gold,
     outcome_for,
     pick_pair,
     plan_trial,
     validate_vote,
 )
+from review.trials import other as other_arm
 from review.ui.review_desk import ReviewDesk
 from review.ui.services import clean_presets
 
@@ -96,34 +97,66 @@ def test_ties_are_broken_at_random():
 
 
 # -- sides, gold, ABX -----------------------------------------------------------------------------------------
-def test_each_reviewer_sees_the_full_arm_on_the_left_half_the_time():
-    rng = random.Random(7)
-    for n in (10, 11, 40):
-        history: list[str] = []
-        for _ in range(n):
-            history.append(assign_left_arm(history, rng))
-        assert abs(history.count("full") - n / 2) <= 0.5
-    firsts = Counter(assign_left_arm([], random.Random(s)) for s in range(200))
-    assert 70 < firsts["full"] < 130  # the first of each block is a coin flip
+def test_the_side_schedule_balances_each_block_and_is_shared_by_all_reviewers():
+    schedule = SideSchedule(8, random.Random(7))
+    draws = [schedule.draw(("preference", "fast")) for _ in range(80)]
+    for block in range(10):  # every block of 8 holds each arm on the left 4 times, in a shuffled order
+        assert Counter(draws[block * 8:(block + 1) * 8]) == {"full": 4, "selective": 4}
+    assert len({tuple(draws[i:i + 8]) for i in range(0, 80, 8)}) > 5
+    other_key = [schedule.draw(("abx", "fast")) for _ in range(8)]  # another (mode, preset): its own blocks
+    assert Counter(other_key) == {"full": 4, "selective": 4}
+    coin = SideSchedule(0, random.Random(1))  # reveal=each: a fair coin, no block to count down
+    flips = Counter(coin.draw("k") for _ in range(2000))
+    assert 900 < flips["full"] < 1100
+    with pytest.raises(ValueError):
+        SideSchedule(7)
+    assert isinstance(SideSchedule().rng, random.SystemRandom)  # the app's default: the OS's CSPRNG
 
 
-def test_gold_trials_come_at_the_configured_rate_and_only_after_a_seen_pair():
-    rng = random.Random(3)
-    golds = sum(choose_gold(rng, 0.2, "preference", {1: 1}) for _ in range(5000))
-    assert 0.18 < golds / 5000 < 0.22
-    assert not any(choose_gold(rng, 0.9, "preference", {}) for _ in range(100))
-    assert not any(choose_gold(rng, 0.9, "abx", {1: 1}) for _ in range(100))
+@pytest.mark.parametrize("trials, count", [(20, 4), (16, 4), (15, 3), (12, 3), (8, 2), (3, 0), (40, 4)])
+def test_a_session_has_a_fixed_gold_count_capped_by_its_length(trials, count):
+    assert gold_count(trials) == count
+    assert gold_count(trials, per_session=5) == min(5, trials // 4)
+
+
+def test_gold_slots_are_random_and_mix_identical_and_degraded_checks():
+    rng = random.Random(2)
+    plans = [gold_plan(rng, 20, 1, 4) for _ in range(300)]
+    assert all(len(p) == 4 and set(p) <= set(range(1, 21)) for p in plans)
+    assert all(Counter(p.values()) == {"identical": 1, "degraded": 3} for p in plans)
+    assert Counter(slot for p in plans for slot in p)[1] > 20 and len({slot for p in plans for slot in p}) == 20
+    assert gold_plan(rng, 20, 18, 4).keys() == {18, 19, 20}  # never more slots than are left
+
+
+def test_reserved_conditions_are_a_stable_keyed_share_and_never_all():
+    secret = "ab" * 32
+    ids = list(range(1, 201))
+    reserved = reserved_conditions(ids, secret, 0.2)
+    assert 20 < len(reserved) < 60
+    assert reserved_conditions(ids + list(range(201, 400)), secret, 0.2) >= reserved  # adding keeps the old ones
+    assert reserved != reserved_conditions(ids, "cd" * 32, 0.2)  # another install, another choice
+    assert len(reserved_conditions([1, 2], secret, 0.2)) == 1 and reserved_conditions([1], secret, 0.5) == set()
+    assert reserved_conditions(ids, secret, 0.0) == set()
 
 
 def test_trial_plans_put_the_right_image_on_each_side():
     plain = plan_trial("preference", "selective")
-    assert (plain.left_source, plain.right_source, plain.x_source) == ("selective", "full", None)
-    gold = plan_trial("preference", "full", gold=True)
-    assert (gold.is_gold, gold.left_source, gold.right_source) == (True, "full", "full")
-    abx = plan_trial("abx", "selective")
-    assert (abx.left_source, abx.right_source, abx.x_source, abx.x_arm) == ("selective", "full", "full", "full")
+    assert (plain.left_source, plain.right_source, plain.x_source, plain.expected) == ("selective", "full", None,
+                                                                                       None)
+    gold = plan_trial("preference", "full", gold="identical")
+    assert (gold.is_gold, gold.left_source, gold.right_source, gold.expected) == (True, "full", "full", "same")
+    catch = plan_trial("preference", "selective", gold="degraded", degraded_side="left")
+    assert (catch.left_source, catch.right_source, catch.degraded, catch.expected) == (
+        "selective", "selective", (True, False, False), "right")
+    abx = plan_trial("abx", "selective", x_arm="selective")
+    assert (abx.left_source, abx.right_source, abx.x_source, abx.x_arm) == ("selective", "full", "selective",
+                                                                           "selective")
+    abx_catch = plan_trial("abx", "full", gold="degraded", degraded_side="right", x_degraded=True)
+    assert (abx_catch.degraded, abx_catch.expected, abx_catch.x_arm) == ((False, True, True), "b", "full")
     with pytest.raises(ValueError):
-        plan_trial("abx", "full", gold=True)
+        plan_trial("abx", "full", gold="identical")
+    with pytest.raises(ValueError):
+        plan_trial("preference", "left")
 
 
 @pytest.mark.parametrize("row, choice, expected", [
@@ -135,6 +168,10 @@ def test_trial_plans_put_the_right_image_on_each_side():
     (trial(mode="abx", left_arm="full", x_arm="full"), "a", ("correct", True)),
     (trial(mode="abx", left_arm="full", x_arm="full"), "b", ("wrong", False)),
     (trial(mode="abx", left_arm="selective", x_arm="full"), "b", ("correct", True)),
+    (trial(is_gold=1, gold_kind="degraded", expected="left"), "left", ("correct", True)),
+    (trial(is_gold=1, gold_kind="degraded", expected="left"), "same", ("wrong", False)),
+    (trial(is_gold=1, gold_kind="identical", expected="same"), "same", ("correct", True)),
+    (trial(mode="abx", is_gold=1, gold_kind="degraded", expected="b", x_arm="full"), "a", ("wrong", False)),
 ])
 def test_a_choice_maps_to_an_outcome(row, choice, expected):
     assert outcome_for(row, choice) == expected
@@ -239,40 +276,105 @@ def test_desk_refuses_foreign_double_stale_and_bad_votes(desk: ReviewDesk):
     assert desk.store.get_vote(other.trial_id) is None and len(desk.store.vote_rows()) == 1
 
 
-def test_reloading_keeps_the_reviewer_id_but_a_claimed_id_cannot_take_over_a_session(desk: ReviewDesk):
+def test_a_reload_keeps_the_signed_reviewer_but_no_other_id_can_be_claimed(desk: ReviewDesk):
     first = desk.open("sess-1", None, "preference", "a1")
-    again = desk.open("sess-2", first.reviewer_id, "preference", "a1")
+    assert first.token.startswith("r1.") and first.reviewer_id in first.token
+    again = desk.open("sess-2", first.token, "preference", "a1")  # a reload hands back the token it was given
     assert again.reviewer_id == first.reviewer_id and again.trial_id != first.trial_id
-    assert desk.open("sess-2", "f" * 32, "preference", "a1").reviewer_id == first.reviewer_id
-    assert desk.open("sess-3", "Robert'); DROP TABLE", "abx", "a1").reviewer_id != first.reviewer_id
+    assert desk.open("sess-2", "f" * 32, "preference", "a1").reviewer_id == first.reviewer_id  # bound session
+    # a bare id (as the page used to send) or another installation's token: a new anonymous reviewer
+    assert desk.open("sess-3", first.reviewer_id, "abx", "a1").reviewer_id != first.reviewer_id
+    foreign = Signer("cd" * 32).token(Reviewer(first.reviewer_id, "anonymous"))
+    assert desk.open("sess-4", foreign, "preference", "a1").reviewer_id != first.reviewer_id
+    assert desk.open("sess-5", "Robert'); DROP TABLE", "abx", "a1").reviewer_id != first.reviewer_id
+    # this installation's token with another reviewer's id (or any change): refused, nothing stored
+    other = desk.open("sess-6", None, "preference", "a1")
+    tampered = first.token.replace(first.reviewer_id, other.reviewer_id)
+    before = (len(desk.store.trial_rows()), desk.store.db["reviewers"].count)
+    for bad in (tampered, first.token[:-1] + ("0" if first.token[-1] != "0" else "1")):
+        with pytest.raises(VoteRefused, match="not valid"):
+            desk.open("sess-7", bad, "preference", "a1")
+    assert (len(desk.store.trial_rows()), desk.store.db["reviewers"].count) == before
+    assert desk.store.get_reviewer(first.reviewer_id)["identity_kind"] == "anonymous"
+    assert {t["identity_kind"] for t in desk.store.trial_rows()} == {"anonymous"}
 
 
-def test_abx_trials_show_x_as_the_full_image(desk: ReviewDesk):
-    view = desk.open("sess-1", None, "abx", "a1")
-    row = desk.store.get_trial(view.trial_id)
-    pair = desk.store.get_pair(row["pair_id"])
-    full = read_image(desk.dirs.images, pair["full_file"])
-    assert (served_pixels(desk, view.x) == full).all()
-    side = "a" if row["left_arm"] == "full" else "b"
-    desk.vote("sess-1", view.trial_id, side, "a1")
-    assert desk.store.get_vote(view.trial_id)["outcome"] == "correct"
+def test_abx_trials_draw_x_from_both_arms(tmp_path: Path):
+    services = make_services(tmp_path, seeds=tuple(range(8)), presets=("fast",),
+                             study=StudyConfig(gold_rate=0.0, vote_per_s=100.0, vote_burst=100, address_burst=1000))
+    desk = ReviewDesk(services, rng=random.Random(5))
+    x_arms = []
+    for reviewer in range(3):
+        view = desk.open(f"s{reviewer}", None, "abx", "a1")
+        while view.trial_id:
+            row = desk.store.get_trial(view.trial_id)
+            pair = desk.store.get_pair(row["pair_id"])
+            x_pixels = served_pixels(desk, view.x).astype(int)
+            for arm, side in ((row["left_arm"], view.left), (other_arm(row["left_arm"]), view.right)):
+                original = read_image(desk.dirs.images, pair["full_file" if arm == "full" else "sel_file"])
+                assert np.abs(served_pixels(desk, side).astype(int) - original).max() <= 1
+                if arm == row["x_arm"]:
+                    assert np.abs(x_pixels - original).max() <= 1  # X is that arm's image, in its own copy
+            x_arms.append(row["x_arm"])
+            side = "a" if row["left_arm"] == row["x_arm"] else "b"
+            desk.vote(f"s{reviewer}", view.trial_id, side, "a1")
+            assert desk.store.get_vote(view.trial_id)["outcome"] == "correct"
+            view = desk.next(f"s{reviewer}", "abx", "a1")
+    assert len(x_arms) == 24 and 6 <= x_arms.count("full") <= 18  # blocks of 8: 12 of 24, give or take
 
 
-def test_gold_trials_show_one_image_twice_and_are_recorded(tmp_path: Path):
-    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.5, vote_burst=100, vote_per_s=100.0))
-    desk = ReviewDesk(services, rng=random.Random(2))
-    view = desk.open("s", None, "preference", "a")
-    golds = 0
+def play_session(desk: ReviewDesk, session: str, mode: str = "preference", answer=None) -> list[dict]:
+    """Vote through a whole session (the expected answer on gold unless ``answer`` says otherwise); the trials."""
+    view, rows = desk.open(session, None, mode, "a"), []
     while view.trial_id:
         row = desk.store.get_trial(view.trial_id)
-        if row["is_gold"]:
-            golds += 1
-            assert (served_pixels(desk, row["left_image"]) == served_pixels(desk, row["right_image"])).all()
-            assert row["left_image"] != row["right_image"]
-        desk.vote("s", view.trial_id, "same", "a")
-        view = desk.next("s", "preference", "a")
+        rows.append(row)
+        choice = answer(row) if answer else (row["expected"] or ("left" if mode == "preference" else "a"))
+        desk.vote(session, view.trial_id, choice, "a")
+        view = desk.next(session, mode, "a")
+    return rows
+
+
+def gold_desk(tmp_path: Path, seed: int = 2, **study) -> ReviewDesk:
+    config = dict(gold_rate=0.2, vote_burst=1000, vote_per_s=100.0, address_burst=10_000, trial_burst=10_000)
+    services = make_services(tmp_path, seeds=tuple(range(30)), presets=("fast",),
+                             study=StudyConfig(**{**config, **study}))
+    return ReviewDesk(services, rng=random.Random(seed))
+
+
+def test_gold_trials_use_reserved_conditions_only_and_record_kind_and_answer(tmp_path: Path):
+    desk = gold_desk(tmp_path)
+    reserved = desk._reserved_conditions()
+    rows = [r for i in range(4) for r in play_session(desk, f"s{i}")]
+    rows += [r for i in range(2) for r in play_session(desk, f"x{i}", mode="abx")]
+    golds = [r for r in rows if r["is_gold"]]
+    condition = {p["pair_id"]: p["condition_id"] for p in desk.store.list_pairs()}
+    assert 0 < len(reserved) < 30 and golds
+    assert all((condition[r["pair_id"]] in reserved) == bool(r["is_gold"]) for r in rows)  # gold-only conditions
+    kinds = Counter((r["mode"], r["gold_kind"]) for r in golds)
+    assert set(kinds) <= {("preference", "identical"), ("preference", "degraded"), ("abx", "degraded")}
+    assert kinds[("preference", "degraded")] > kinds[("preference", "identical")] > 0 and kinds[("abx", "degraded")]
+    for r in golds:
+        left, right = (served_pixels(desk, r[k]).astype(int) for k in ("left_image", "right_image"))
+        gap = np.abs(left - right).mean()
+        assert (gap < 1) if r["gold_kind"] == "identical" else (gap > 20)
+        if r["gold_kind"] == "degraded" and r["mode"] == "preference":  # the expected side is the intact one
+            intact = read_image(desk.dirs.images, desk.store.get_pair(r["pair_id"])[
+                "full_file" if r["left_arm"] == "full" else "sel_file"]).astype(int)
+            assert np.abs((left if r["expected"] == "left" else right) - intact).max() <= 1
+    votes = [v for v in desk.store.vote_rows() if v["is_gold"]]
+    assert len(votes) == len(golds) and all(v["correct"] == 1 and v["outcome"] == "correct" for v in votes)
+    per_reviewer = Counter(r["reviewer_id"] for r in rows)
+    assert all(len({condition[r["pair_id"]] for r in rows if r["reviewer_id"] == who}) == n  # never a repeat
+               for who, n in per_reviewer.items())
+
+
+def test_an_always_same_clicker_fails_most_checks(tmp_path: Path):
+    desk = gold_desk(tmp_path, seed=3)
+    rows = [r for i in range(5) for r in play_session(desk, f"s{i}", answer=lambda row: "same")]
     gold_votes = [v for v in desk.store.vote_rows() if v["is_gold"]]
-    assert golds == len(gold_votes) > 0 and all(v["correct"] == 1 for v in gold_votes)
+    assert len(gold_votes) == sum(r["is_gold"] for r in rows) > 0
+    assert sum(v["correct"] for v in gold_votes) <= len(gold_votes) / 2  # only the identical checks pass
 
 
 def test_votes_are_rate_limited_per_reviewer(tmp_path: Path):
@@ -345,56 +447,28 @@ def test_desk_never_shows_a_reviewer_two_pairs_of_one_condition(tmp_path: Path):
 
 
 def test_progress_total_does_not_reveal_gold_trials(tmp_path: Path):
-    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.5, vote_per_s=100.0, vote_burst=100,
-                                                         address_burst=1000))
-    desk = ReviewDesk(services, rng=random.Random(4))
+    desk = gold_desk(tmp_path, seed=4)
     view, targets, golds = desk.open("sess-1", None, "preference", "10.0.0.1"), set(), 0
     while view.trial_id is not None:
         targets.add(view.target)
-        golds += desk.store.get_trial(view.trial_id)["is_gold"]
-        choice = "same" if desk.store.get_trial(view.trial_id)["is_gold"] else "left"
-        desk.vote("sess-1", view.trial_id, choice, "10.0.0.1")
+        row = desk.store.get_trial(view.trial_id)
+        golds += row["is_gold"]
+        desk.vote("sess-1", view.trial_id, row["expected"] or "left", "10.0.0.1")
         view = desk.next("sess-1", "preference", "10.0.0.1")
     assert golds > 0 and len(targets) == 1
 
 
-def test_the_default_gold_rate_gives_a_session_enough_gold_for_the_leaderboards_screen(tmp_path: Path):
-    """The two defaults belong together: a full session (20 pairs) of the review app budgets at least the gold
-    trials a reviewer needs to pass the leaderboard's screen (``review.screening``: beat chance on the gold)."""
-    from review.screening import passes
-    defaults = StudyConfig()
-    assert defaults.gold_rate == 0.15
-    study = StudyConfig(vote_burst=100, vote_per_s=100.0)  # the defaults, but no pause between votes in a test
-    assert (study.gold_rate, study.trials_per_session) == (defaults.gold_rate, defaults.trials_per_session)
-    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",), study=study)
-    desk = ReviewDesk(services, rng=random.Random(0))
-    view = desk.open("s", None, "preference", "a")
-    seat = desk._seat("s")
-    assert view.target == StudyConfig().trials_per_session == 20
-    assert seat.gold_left == 3 and passes(3, 3) and not passes(2, 3)  # all right passes, a guess usually not
-    golds = 0
-    for number in range(1, 21):  # the whole session: the budget is spent, not just planned
-        assert view.trial_id and view.number == number
-        golds += desk.store.get_trial(view.trial_id)["is_gold"]
-        desk.vote("s", view.trial_id, "same", "a")
-        view = desk.next("s", "preference", "a")
-    assert view.trial_id is None and golds == 3
-
-
-@pytest.mark.parametrize("seed", range(12))
-def test_every_finished_session_has_had_its_gold_checks(tmp_path: Path, seed: int):
-    # more pairs than the session's 12 slots: the session ends before the pairs do, so the checks must be fitted in
-    services = make_services(tmp_path, seeds=tuple(range(20)), presets=("fast",),
-                             study=StudyConfig(gold_rate=0.15, trials_per_session=12, vote_burst=100,
-                                               vote_per_s=100.0))
-    desk = ReviewDesk(services, rng=random.Random(seed))
-    view, golds = desk.open("s", None, "preference", "a"), 0
-    budget = desk._seat("s").gold_left
-    while view.trial_id:
-        golds += desk.store.get_trial(view.trial_id)["is_gold"]
-        desk.vote("s", view.trial_id, "left", "a")
-        view = desk.next("s", "preference", "a")
-    assert budget == 3 and golds == budget and "thank you" in view.message and view.number == 12
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("per_session", [12, 20])
+def test_every_finished_session_has_its_fixed_gold_count(tmp_path: Path, seed: int, per_session: int):
+    """A session of T trials has min(4, T // 4) gold checks (fewer only when a study has fewer reserved conditions
+    left for this reviewer), at random slots fixed when the session starts."""
+    desk = gold_desk(tmp_path, seed=seed, trials_per_session=per_session)
+    reserved = desk._reserved_conditions()
+    rows = play_session(desk, "s", answer=lambda row: "left")
+    golds = sum(r["is_gold"] for r in rows)
+    assert len(rows) == per_session and golds == min(gold_count(per_session), len(reserved))
+    assert StudyConfig().gold_per_session == 4 and gold_count(StudyConfig().trials_per_session) == 4
 
 
 def test_an_unreadable_reference_face_shows_the_pair_without_it_and_leaves_no_orphan_trial(tmp_path: Path):
@@ -423,3 +497,18 @@ def test_switching_the_task_keeps_each_mode_s_open_trial(desk: ReviewDesk):
         desk.next("sess-1", "abx", "a1")
         desk.vote("sess-1", first.trial_id, "left", "a1")
     assert len(desk.store.trial_rows()) == 3  # two served, plus the new ABX one after the vote
+
+
+def test_the_leaderboards_gold_screen_scores_catch_trials_by_their_expected_answer(tmp_path: Path):
+    from review.leaderboard import leaderboard
+
+    desk = gold_desk(tmp_path, seed=5)
+    rows = play_session(desk, "right-answers") + play_session(desk, "always-same", answer=lambda row: "same")
+    assert sum(r["is_gold"] for r in rows) >= 6
+    result = leaderboard(desk.store.list_pairs(), desk.store.vote_rows(), n_boot=20, n_boot_cluster=10,
+                         n_boot_bt=5)
+    by_session = {r["session"]: r["reviewer_id"] for r in rows}
+    gold = result["gold"]  # screening units: reviewer|session
+    assert gold[f"{by_session['right-answers']}|right-answers"]["accuracy"] == 1.0
+    assert gold[f"{by_session['always-same']}|always-same"]["accuracy"] <= 0.5
+    assert by_session["always-same"] in result["failing_reviewers"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import secrets
 import statistics
 import uuid
 from collections.abc import Callable, Sequence
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 CountBy = Literal["pair", "preset", "condition"]
+IdentityKind = Literal["legacy", "anonymous", "invite", "hf"]
+SECRET_PREFIX = "secret:"  # settings keys never returned by get_settings nor written by put_setting
 _GENERATION_JSON = ("layers", "step_times", "versions")
 
 
@@ -259,20 +262,30 @@ class Store:
         return self._conn.rows(q.LIST_PAIRS)
 
     # -- reviewers, trials, votes ----------------------------------------------------------------------------
-    def get_or_create_reviewer(self, reviewer_id: str) -> Row:
-        """The reviewer row, created on first sight; last_seen is updated to now."""
-        self._conn.write(lambda db: db.execute(q.UPSERT_REVIEWER, {"id": reviewer_id, "now": self._clock()}))
+    def get_or_create_reviewer(self, reviewer_id: str, identity_kind: IdentityKind = "legacy") -> Row:
+        """The reviewer row, created on first sight (with ``identity_kind``); last_seen is updated to now."""
+        self._conn.write(lambda db: db.execute(q.UPSERT_REVIEWER, {"id": reviewer_id, "now": self._clock(),
+                                                                   "kind": identity_kind}))
         return self._get("reviewers", "id = ?", [reviewer_id])  # type: ignore[return-value]
+
+    def get_reviewer(self, reviewer_id: str) -> Row | None:
+        return self._get("reviewers", "id = ?", [reviewer_id])
 
     def create_trial(self, *, reviewer_id: str, session: str, pair_id: int,
                      mode: Literal["preference", "abx"], left_arm: Literal["full", "selective"],
                      left_image: str, right_image: str, x_arm: Literal["full", "selective"] | None = None,
-                     x_image: str | None = None, is_gold: bool = False, trial_id: str | None = None) -> Row:
-        """Record a served trial (the answer key stays server-side). Image names are the per-trial copies."""
+                     x_image: str | None = None, is_gold: bool = False, trial_id: str | None = None,
+                     gold_kind: Literal["identical", "degraded"] | None = None, expected: str | None = None,
+                     identity_kind: IdentityKind = "legacy", reveal: str | None = None) -> Row:
+        """Record a served trial (the answer key stays server-side). Image names are the per-trial copies.
+        Gold trials made since v3 carry ``gold_kind`` and the ``expected`` choice (their votes are then
+        'correct'/'wrong'); ``identity_kind`` and ``reveal`` record how the reviewer was identified and which reveal
+        setting the trial was served under."""
         row = {"id": trial_id or uuid.uuid4().hex, "reviewer_id": reviewer_id, "session": session,
                "pair_id": pair_id, "mode": mode, "left_arm": left_arm, "x_arm": x_arm,
                "left_image": left_image, "right_image": right_image, "x_image": x_image,
-               "is_gold": int(bool(is_gold)), "created_at": self._clock()}
+               "is_gold": int(bool(is_gold)), "created_at": self._clock(), "gold_kind": gold_kind,
+               "expected": expected, "identity_kind": identity_kind, "reveal": reveal}
         self._conn.write(lambda db: db["trials"].insert(row))
         return self.get_trial(row["id"])  # type: ignore[return-value]
 
@@ -315,13 +328,6 @@ class Store:
         rows = self._conn.rows(q.PAIRS_SEEN, {"reviewer": reviewer_id, "mode": mode})
         return {r["pair_id"]: r["trials"] for r in rows}
 
-    def left_arms(self, reviewer_id: str) -> dict[str, list[str]]:
-        """mode -> the arms shown on the left in this reviewer's non-gold trials, oldest first (counterbalancing)."""
-        arms: dict[str, list[str]] = {}
-        for r in self._conn.rows(q.LEFT_ARMS, {"reviewer": reviewer_id}):
-            arms.setdefault(r["mode"], []).append(r["left_arm"])
-        return arms
-
     def get_face(self, face_id: int) -> Row | None:
         return self._get("faces", "id = ?", [face_id])
 
@@ -345,3 +351,52 @@ class Store:
     def trial_rows(self) -> list[Row]:
         """One flat dict per served trial with its vote columns (None when unanswered)."""
         return self._conn.rows(q.TRIAL_ROWS)
+
+    # -- study settings, the install secret, invites ----------------------------------------------------------
+    def get_settings(self) -> dict[str, str]:
+        """The stored study settings (key -> value); secrets are left out."""
+        rows = self._conn.rows("SELECT key, value FROM settings ORDER BY key")
+        return {r["key"]: r["value"] for r in rows if not r["key"].startswith(SECRET_PREFIX)}
+
+    def put_setting(self, key: str, value: str) -> None:
+        """Store one study setting (checking values is the caller's job: ``review.settings``)."""
+        if not isinstance(key, str) or not key or key.startswith(SECRET_PREFIX) or not isinstance(value, str):
+            raise ValueError(f"not a setting: {key!r} = {value!r}")
+        self._conn.write(lambda db: db.execute(q.PUT_SETTING, {"key": key, "value": value}))
+
+    def install_secret(self) -> str:
+        """This database's secret (64 hex), generated from ``secrets`` on first use and kept in ``settings``."""
+        key, fresh = f"{SECRET_PREFIX}install", secrets.token_hex(32)
+        self._conn.write(lambda db: db.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", [key, fresh]))
+        return self._conn.scalar("SELECT value FROM settings WHERE key = ?", [key])
+
+    def add_invites(self, ids: Sequence[str], *, expires_at: str | None = None) -> None:
+        """Record new invite ids (unused)."""
+        now = self._clock()
+        rows = [{"id": i, "created_at": now, "expires_at": expires_at, "reviewer_id": None, "used_at": None}
+                for i in ids]
+        self._conn.write(lambda db: db["invites"].insert_all(rows))
+
+    def get_invite(self, invite_id: str) -> Row | None:
+        return self._get("invites", "id = ?", [invite_id])
+
+    def claim_invite(self, invite_id: str, reviewer_id: str) -> bool:
+        """Bind an unused, unexpired invite to a new invite reviewer, atomically; False when it cannot be."""
+        now = self._clock()
+
+        def claim(db: Database) -> bool:
+            db.execute(q.UPSERT_REVIEWER, {"id": reviewer_id, "now": now, "kind": "invite"})
+            changed = db.execute(q.CLAIM_INVITE, {"id": invite_id, "reviewer": reviewer_id, "now": now}).rowcount
+            if changed != 1:
+                raise _NotClaimed()
+            return True
+
+        try:
+            return self._conn.write(claim)
+        except _NotClaimed:
+            return False
+
+
+class _NotClaimed(Exception):
+    """Rolls back a claim that found no unused, unexpired invite (the reviewer row goes with it)."""

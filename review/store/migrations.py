@@ -172,8 +172,69 @@ def v2_identity_latency_gold(db: Database) -> None:
     ])
 
 
+_KINDS = "('legacy', 'anonymous', 'invite', 'hf')"
+
+_VOTE_FITS_TRIAL_V3 = """
+    SELECT RAISE(ABORT, 'vote for an unknown trial')
+        WHERE NOT EXISTS (SELECT 1 FROM trials WHERE id = NEW.trial_id);
+    SELECT RAISE(ABORT, 'vote reviewer differs from the trial reviewer')
+        WHERE NEW.reviewer_id <> (SELECT reviewer_id FROM trials WHERE id = NEW.trial_id);
+    SELECT RAISE(ABORT, 'vote choice/outcome/correct do not fit the trial mode and arms')
+        WHERE NOT EXISTS (SELECT 1 FROM trials t WHERE t.id = NEW.trial_id AND (
+            (t.expected IS NOT NULL
+                AND ((t.mode = 'preference' AND NEW.choice IN ('left', 'right', 'same'))
+                     OR (t.mode = 'abx' AND NEW.choice IN ('a', 'b')))
+                AND NEW.outcome = CASE WHEN NEW.choice = t.expected THEN 'correct' ELSE 'wrong' END
+                AND NEW.correct IS NOT NULL AND NEW.correct = (NEW.choice = t.expected))
+            OR (t.expected IS NULL AND t.mode = 'preference' AND t.is_gold = 1
+                AND NEW.choice IN ('left', 'right', 'same')
+                AND NEW.outcome IN ('selective', 'full', 'same') AND (NEW.choice = 'same') = (NEW.outcome = 'same'))
+            OR (t.expected IS NULL AND t.mode = 'preference' AND t.is_gold = 0 AND (
+                (NEW.choice = 'same' AND NEW.outcome = 'same')
+                OR (NEW.choice = 'left' AND NEW.outcome = t.left_arm)
+                OR (NEW.choice = 'right' AND NEW.outcome IN ('full', 'selective') AND NEW.outcome <> t.left_arm)))
+            OR (t.expected IS NULL AND t.mode = 'abx' AND NEW.choice IN ('a', 'b')
+                AND NEW.outcome = CASE WHEN (NEW.choice = 'a') = (t.left_arm = t.x_arm)
+                                       THEN 'correct' ELSE 'wrong' END
+                AND (NEW.correct IS NULL OR NEW.correct = (NEW.outcome = 'correct')))));
+"""
+
+
+def v3_blinding_identity_settings(db: Database) -> None:
+    """Study settings (key/value, the install secret), invites, identity kinds, gold kinds with their expected
+    answer, the reveal setting a trial was served under; gold votes are 'correct'/'wrong' against ``expected``."""
+    _run(db, [
+        "CREATE TABLE settings (key TEXT PRIMARY KEY CHECK (length(key) > 0), value TEXT NOT NULL)",
+        f"""CREATE TABLE invites (
+            id TEXT PRIMARY KEY {_ck(HEX32, 'id')},
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            reviewer_id TEXT UNIQUE REFERENCES reviewers(id),
+            used_at TEXT,
+            CHECK ((reviewer_id IS NULL) = (used_at IS NULL)))""",
+        f"ALTER TABLE reviewers ADD COLUMN identity_kind TEXT NOT NULL DEFAULT 'legacy' "
+        f"CHECK (identity_kind IN {_KINDS})",
+        f"ALTER TABLE trials ADD COLUMN identity_kind TEXT NOT NULL DEFAULT 'legacy' "
+        f"CHECK (identity_kind IN {_KINDS})",
+        "ALTER TABLE trials ADD COLUMN gold_kind TEXT "
+        "CHECK (gold_kind IS NULL OR gold_kind IN ('identical', 'degraded'))",
+        "ALTER TABLE trials ADD COLUMN expected TEXT "
+        "CHECK (expected IS NULL OR expected IN ('left', 'right', 'same', 'a', 'b'))",
+        "ALTER TABLE trials ADD COLUMN reveal TEXT CHECK (reveal IS NULL OR reveal IN ('none', 'end', 'each'))",
+        "DROP TRIGGER votes_fit_trial",
+        f"CREATE TRIGGER votes_fit_trial BEFORE INSERT ON votes BEGIN {_VOTE_FITS_TRIAL_V3} END",
+        """CREATE TRIGGER trials_gold_fits BEFORE INSERT ON trials
+            WHEN (NEW.gold_kind IS NOT NULL) <> (NEW.expected IS NOT NULL)
+              OR (NEW.gold_kind IS NOT NULL AND NEW.is_gold = 0)
+              OR (NEW.gold_kind = 'identical' AND NEW.expected <> 'same')
+              OR (NEW.mode = 'abx' AND NEW.expected NOT IN ('a', 'b'))
+              OR (NEW.mode = 'preference' AND NEW.expected IN ('a', 'b'))
+            BEGIN SELECT RAISE(ABORT, 'gold kind and expected answer do not fit the trial'); END""",
+    ])
+
+
 Migration = Callable[[Database], None]
-MIGRATIONS: tuple[Migration, ...] = (v1_core_tables, v2_identity_latency_gold)
+MIGRATIONS: tuple[Migration, ...] = (v1_core_tables, v2_identity_latency_gold, v3_blinding_identity_settings)
 LATEST = len(MIGRATIONS)
 
 

@@ -47,11 +47,9 @@ PAIRS_SEEN = """SELECT t.pair_id, COUNT(*) AS trials FROM trials t
     WHERE t.reviewer_id = :reviewer AND (:mode IS NULL OR t.mode = :mode)
     GROUP BY t.pair_id ORDER BY t.pair_id"""
 
-LEFT_ARMS = """SELECT mode, left_arm FROM trials WHERE reviewer_id = :reviewer AND is_gold = 0
-    ORDER BY created_at, id"""
-
 _TRIAL_COLUMNS = """
     t.id AS trial_id, t.reviewer_id, t.session, t.mode, t.left_arm, t.x_arm, t.is_gold, t.created_at AS served_at,
+    t.gold_kind, t.expected, t.identity_kind, t.reveal,
     p.id AS pair_id, p.preset, p.layer_count, p.condition_id, p.ssim,
     p.id_cos_sel_full, p.id_cos_sel_ref, p.id_cos_full_ref, p.identity_failure,
     c.face_id, c.prompt, c.seed, c.steps, c.width, c.height, c.stack"""
@@ -77,7 +75,7 @@ INSERT_CONDITION = """INSERT INTO conditions (key, face_id, prompt, negative_pro
     VALUES (:key, :face_id, :prompt, :negative_prompt, :seed, :steps, :width, :height,
         :ip_weight, :cn_scale, :guidance_scale, :stack, :created_at) ON CONFLICT(key) DO NOTHING"""
 
-UPSERT_REVIEWER = """INSERT INTO reviewers (id, created_at, last_seen) VALUES (:id, :now, :now)
+UPSERT_REVIEWER = """INSERT INTO reviewers (id, created_at, last_seen, identity_kind) VALUES (:id, :now, :now, :kind)
     ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen"""
 
 TOUCH_REVIEWER = "UPDATE reviewers SET last_seen = :now WHERE id = :id"
@@ -85,3 +83,9 @@ TOUCH_REVIEWER = "UPDATE reviewers SET last_seen = :now WHERE id = :id"
 PAIRS_VERSION = "SELECT count(*) AS pairs, coalesce(max(id), 0) AS last FROM pairs"
 
 STUDY_VERSION = "SELECT (SELECT count(*) FROM pairs) AS pairs, (SELECT count(*) FROM votes) AS votes"
+
+PUT_SETTING = """INSERT INTO settings (key, value) VALUES (:key, :value)
+    ON CONFLICT(key) DO UPDATE SET value = excluded.value"""
+
+CLAIM_INVITE = """UPDATE invites SET reviewer_id = :reviewer, used_at = :now
+    WHERE id = :id AND reviewer_id IS NULL AND (expires_at IS NULL OR expires_at > :now)"""

@@ -83,7 +83,7 @@ def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
             build_review_tab(demo, services, desk)
             build_generate_tab(services)
             build_export_tab(services)
-            build_leaderboard_tab(services.board, services.board_version)
+            build_leaderboard_tab(services.board, services.board_version, services.leaderboard_allowed)
         demo.load(None, None, None, js=KEYS_JS)
     for key, value in QUEUE_ANALYTICS.items():  # read when the queue is made
         os.environ.setdefault(key, value)

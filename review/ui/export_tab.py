@@ -54,7 +54,7 @@ def handlers(services: Services) -> dict[str, Any]:
         full, address = bool(services.config.admin_password), request_address(request, services)
         try:
             if full:
-                services.check_admin(password, address)
+                services.check_admin(password, address, request.session_hash)
             else:  # open exports are still limited per address (each call writes files)
                 assert services.admin_limiter is not None
                 services.admin_limiter.check(f"export:{address}", "export requests")

@@ -1,7 +1,9 @@
 """The Generate tab (admin only): upload a face, write a prompt, pick presets, seeds and settings, make pairs.
 
 The admin password (``REVIEW_ADMIN_PASSWORD``) is checked on the server by every handler on every call
-(``Services.check_admin``: constant-time compare, rate-limited per address); unlocking only shows the form.
+(``Services.check_admin``: constant-time compare, failures rate-limited per address). One successful unlock makes
+the page (its Gradio session) an admin page on the server: Generate, Export and the leaderboard then need no
+password again. A Hugging Face user on ``REVIEW_HF_ADMINS`` unlocks by logging in.
 Preset names reach the page only after a successful unlock, so a reviewer's page never carries them.
 """
 
@@ -103,9 +105,10 @@ def form_limits(services: Services) -> Limits:
 
 
 def handlers(services: Services) -> dict[str, Any]:
-    def unlock(password: Any, request: gr.Request) -> list[Any]:
+    def unlock(password: Any, request: gr.Request, profile: gr.OAuthProfile | None = None) -> list[Any]:
         try:
-            services.check_admin(password, request_address(request, services))
+            if profile is None or not services.grant_admin(request.session_hash, profile.username):
+                services.check_admin(password, request_address(request, services), request.session_hash)
         except VoteRefused as exc:
             raise gr.Error(str(exc), print_exception=False) from None
         choices = list(services.config.preset_choices)
@@ -117,7 +120,7 @@ def handlers(services: Services) -> dict[str, Any]:
                  steps: Any, width: Any, height: Any, ip_weight: Any, cn_scale: Any, guidance: Any,
                  request: gr.Request, progress: gr.Progress = gr.Progress()) -> list[Any]:
         try:
-            services.check_admin(password, request_address(request, services))
+            services.check_admin(password, request_address(request, services), request.session_hash)
             if services.run_job is None:
                 raise VoteRefused("Generation is not available in this app (no engine).")
             job = make_job(services, face, prompt, negative, presets, custom, seeds, steps, width, height,
@@ -153,6 +156,8 @@ def build_generate_tab(services: Services) -> None:
     with gr.Tab("Generate", id="generate"):
         gr.Markdown("Admin only. The password is checked on the server for every action." if enabled else
                     "Generation is disabled: no admin password is configured (set REVIEW_ADMIN_PASSWORD).")
+        if services.config.hf_admins:  # admins on the allow-list unlock by logging in, then pressing Unlock
+            gr.LoginButton()
         password = gr.Textbox(label="Admin password", type="password", interactive=enabled,
                               elem_id="admin-password")
         unlock = gr.Button("Unlock", interactive=enabled)

@@ -1,35 +1,36 @@
 """The review tab's server side, without Gradio: one seat per page load (Gradio session), the trial it holds,
 and the checks every vote passes.
 
-A seat binds a session to a reviewer id when the page opens; later calls of that session use the bound id, not
-whatever the client sends. The page only ever holds the opaque trial id and the per-trial image URLs; arms,
-preset and condition stay in the store until the vote is in (then ``VoteReceipt.reveal`` may say them).
+A seat binds a session to a reviewer when the page opens: the reviewer comes from a token the server signed
+(``review.identity``), an invite link, or a Hugging Face login, as the study's ``identity`` setting asks; later
+calls of that session use the bound reviewer, not whatever the client sends. The page only ever holds the opaque
+trial id and the per-trial image URLs; arms, preset, condition and gold stay in the store.
 
-Per review cycle the desk reads the trial and its vote, writes the vote and the next trial, and reads which pairs
-the reviewer has seen; the pair list (re-read when the pairs change) and the balancing counts (``TrialLoad``) are
-kept in memory, and the images are served from memory (``review.served``), so a cycle writes no files.
+Every choice of a trial is drawn on the server (``review.design``): the pair (``pick_pair``, among conditions
+not reserved for gold), the sides and ABX's X (a hidden block schedule shared by all reviewers), the session's
+gold slots and kinds. Latency is the server's: from serving the trial to the vote's arrival. What the reviewer is
+told after a vote follows the ``reveal`` setting: nothing (``none``), a summary after the session's last vote
+(``end``), or which side was which after every vote (``each``, for training).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from review.design import SideSchedule, gold_count, gold_plan, reserved_conditions
+from review.identity import Reviewer, Signer, identify
+from review.reveals import reveal_text
 from review.store import DuplicateVote, StoreIntegrityError
 from review.trials import (
     ARMS,
-    TRIAL_ID_RE,
     RateLimiter,
     TrialLoad,
     VoteRefused,
-    assign_left_arm,
-    choose_gold,
-    other,
     outcome_for,
     pick_pair,
     plan_trial,
@@ -60,6 +61,7 @@ class TrialView:
     number: int = 0  # this pair's place in the session (1-based)
     target: int = 0
     message: str = ""  # when there is no trial: why
+    token: str = ""  # the signed reviewer token the page keeps (BrowserState)
 
 
 @dataclass
@@ -72,7 +74,8 @@ class VoteReceipt:
 
 @dataclass
 class Seat:
-    reviewer_id: str
+    reviewer: Reviewer
+    token: str
     mode: str
     last_seen: float
     trial_id: str | None = None
@@ -80,9 +83,14 @@ class Seat:
     served_at: float = 0.0
     voted: int = 0
     target: int = 0  # the progress total, fixed when the seat gets its first pair (so a gold trial can't show)
-    gold_left: int = 0  # gold checks still budgeted inside that total
     parked: dict = field(default_factory=dict)  # mode -> (trial id, view, served_at) left by a mode switch
+    gold: dict[int, str] = field(default_factory=dict)  # trial number -> gold kind, drawn with the target
+    tally: dict[str, list[int]] = field(default_factory=dict)  # 'gold'/'abx' -> [answered as expected, asked]
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def reviewer_id(self) -> str:
+        return self.reviewer.id
 
 
 class ReviewDesk:
@@ -99,8 +107,11 @@ class ReviewDesk:
         self.address_limiter = RateLimiter(self.config.address_burst, self.config.address_per_s, clock=clock)
         self.trial_limiter = RateLimiter(self.config.trial_burst, self.config.trial_per_s, clock=clock)
         self._seats: dict[str, Seat] = {}
-        self._history: dict[tuple[str, str], list[str]] = {}  # (reviewer, mode) -> left arms served
         self._lock = threading.Lock()
+        self._secret = self.store.install_secret()
+        self.signer = Signer(self._secret)
+        self.sides = SideSchedule(0 if self.config.reveal == "each" else self.config.side_block, self.rng)
+        self._reserved: tuple[tuple[int, int], set[int]] = ((-1, -1), set())
         assert services.served is not None
         self.served = services.served
         self.faces = ReferenceFaces(self.store, self.dirs, self.served)
@@ -108,19 +119,25 @@ class ReviewDesk:
         self._pairs: tuple[tuple[int, int], list[dict], dict[int, dict]] = ((-1, -1), [], {})
 
     # -- seats --------------------------------------------------------------------------------------------------
-    def open(self, session: str, claimed_id: object, mode: object, address: str) -> TrialView:
-        """A page load: bind the session to the claimed reviewer id (or a fresh random one), serve a trial."""
+    def open(self, session: str, token: object, mode: object, address: str, *, invite: object = None,
+             hf_user: str | None = None) -> TrialView:
+        """A page load: bind the session to its reviewer (``identify``), serve a trial."""
         self.address_limiter.check(address)
         session = self._session(session)
-        reviewer = claimed_id if isinstance(claimed_id, str) and TRIAL_ID_RE.fullmatch(claimed_id) else None
         with self._lock:
             self._drop_idle()
             seat = self._seats.get(session)
-            if seat is None:
-                seat = Seat(reviewer or secrets.token_hex(16), self._mode(mode), self.clock())
-                self._seats[session] = seat
-        self.store.get_or_create_reviewer(seat.reviewer_id)
+        if seat is None:
+            reviewer = self.identify(token, invite, hf_user)
+            with self._lock:
+                seat = self._seats.setdefault(session, Seat(reviewer, self.signer.token(reviewer), self._mode(mode),
+                                                            self.clock()))
         return self.next(session, mode, address, _checked=True)
+
+    def identify(self, token: object, invite: object = None, hf_user: str | None = None) -> Reviewer:
+        """The reviewer of a page load, as the study's identity setting asks (``review.identity.identify``)."""
+        return identify(self.signer, self.store, self.config.identity, token, invite, hf_user,
+                        allowed=self.services.config.hf_allow)
 
     def _seat(self, session: str) -> Seat:
         with self._lock:
@@ -147,6 +164,9 @@ class ReviewDesk:
     def reviewer_of(self, session: str) -> str:
         return self._seat(session).reviewer_id
 
+    def token_of(self, session: str) -> str:
+        return self._seat(session).token
+
     # -- trials -------------------------------------------------------------------------------------------------
     def next(self, session: str, mode: object, address: str, *, _checked: bool = False) -> TrialView:
         """The session's open trial (same mode), else a new one; a message when nothing is left."""
@@ -162,7 +182,7 @@ class ReviewDesk:
             seat.mode, seat.trial_id, seat.view = mode, None, None
             target = seat.target or self.config.trials_per_session
             if seat.voted >= target:
-                return TrialView(seat.reviewer_id, mode, number=seat.voted, target=target,
+                return TrialView(seat.reviewer_id, mode, token=seat.token, number=seat.voted, target=target,
                                  message=f"That was {seat.voted} of {target}: {DONE_MARK} "
                                          "Reload the page to review more.")
             parked = seat.parked.pop(mode, None)
@@ -182,65 +202,75 @@ class ReviewDesk:
             self._pairs = (version, pairs, {p["pair_id"]: p for p in pairs})
         return self._pairs[1]
 
+    def _reserved_conditions(self) -> set[int]:
+        """Conditions kept for gold checks (``design.reserved_conditions``), recomputed when the pairs change."""
+        version = self.store.pairs_version()
+        if version != self._reserved[0]:
+            share = self.config.gold_rate if self.config.gold_per_session else 0.0
+            ids = [p["condition_id"] for p in self._pair_list()]
+            self._reserved = (version, reserved_conditions(ids, self._secret, share))
+        return self._reserved[1]
+
     def _new_trial(self, session: str, seat: Seat, address: str) -> TrialView:
         store, mode, reviewer = self.store, seat.mode, seat.reviewer_id
         pairs = self._pair_list()
         if not pairs:
-            return TrialView(reviewer, mode, message="No pairs to review yet. Please come back in a moment.")
+            return TrialView(reviewer, mode, token=seat.token,
+                             message="No pairs to review yet. Please come back in a moment.")
         self.trial_limiter.check(address, "new pairs")
-        seen = store.pairs_seen_by(reviewer)  # any mode: a pair seen in ABX is seen
-        open_conditions = len({p["condition_id"] for p in pairs}
-                              - {p["condition_id"] for p in pairs if p["pair_id"] in seen})
-        if not seat.target:  # fixed once: the pairs this reviewer can still get plus their budgeted gold checks
-            seat.gold_left = round(open_conditions * self.config.gold_rate) if mode == "preference" else 0
-            seat.target = min(self.config.trials_per_session, seat.voted + max(open_conditions + seat.gold_left, 1))
-        # gold at the configured rate; and whenever the budgeted checks need every slot left (or no pair is left),
-        # so a finished session has had all of them
-        due = mode == "preference" and bool(seen) and (open_conditions == 0
-                                                       or seat.gold_left >= seat.target - seat.voted)
-        gold = seat.gold_left > 0 and (choose_gold(self.rng, self.config.gold_rate, mode, seen) or due)
-        if gold:
-            seat.gold_left -= 1
-            pair = self.rng.choice([p for p in pairs if p["pair_id"] in seen])
-            plan = plan_trial(mode, self.rng.choice(ARMS), gold=True)
+        seen = store.pairs_seen_by(reviewer)  # any mode, gold included: a condition is shown to a reviewer once
+        by_id = self._pairs[2]
+        seen_conditions = {by_id[p]["condition_id"] for p in seen if p in by_id}
+        reserved = self._reserved_conditions()
+        real = [p for p in pairs if p["condition_id"] not in reserved]
+        gold_open = sorted({p["condition_id"] for p in pairs if p["condition_id"] in reserved} - seen_conditions)
+        open_real = len({p["condition_id"] for p in real} - seen_conditions)
+        if not seat.target:  # fixed once, with the gold slots: nothing later depends on the reviewer's answers
+            limit = self.config.trials_per_session - seat.voted
+            golds = min(gold_count(self.config.trials_per_session, self.config.gold_per_session), len(gold_open))
+            total = min(limit, open_real + golds)
+            golds = min(golds, gold_count(total, self.config.gold_per_session))
+            seat.target = seat.voted + max(min(limit, open_real + golds), 1)
+            seat.gold = gold_plan(self.rng, seat.target, seat.voted + 1, golds)
+        number = seat.voted + 1
+        kind = seat.gold.get(number)
+        if kind and gold_open:
+            condition = self.rng.choice(gold_open)
+            pair = self.rng.choice([p for p in pairs if p["condition_id"] == condition])
+            kind = "degraded" if mode == "abx" else kind
+            plan = plan_trial(mode, self.rng.choice(ARMS), gold=kind, degraded_side=self.rng.choice(("left", "right")),
+                              x_degraded=self.rng.random() < 0.5)
         else:
             weights = self.allocation(mode) if self.allocation else None
             # adaptive: a reviewer gives each preset at most its even share of a session (spread, not piled)
             cap = -(-self.config.trials_per_session // max(len(weights), 1)) if weights else None
-            pair = pick_pair(pairs, seen, *self.load.loads(mode, pairs), self.rng, preset_weights=weights,
+            pair = pick_pair(real, seen, *self.load.loads(mode, real), self.rng, preset_weights=weights,
                              max_per_preset=cap)
             if pair is None:
-                return TrialView(reviewer, mode, number=seat.voted, target=seat.voted,
+                return TrialView(reviewer, mode, token=seat.token, number=seat.voted, target=seat.voted,
                                  message=f"You have reviewed every pair: {DONE_MARK}")
-            history = self._arm_history(reviewer, mode)
-            plan = plan_trial(mode, assign_left_arm(history, self.rng))
-            history.append(plan.left_arm)
+            x_arm = self.sides.draw(("x", pair["preset"])) if mode == "abx" else None
+            plan = plan_trial(mode, self.sides.draw((mode, pair["preset"])), x_arm=x_arm)
         face = self.faces.url(pair["face_id"])  # before the trial row: a failure here leaves no orphan trial
         names = serve_trial_images(plan, pair, self.dirs.images, self.served)
         trial = store.create_trial(reviewer_id=reviewer, session=session, pair_id=pair["pair_id"], mode=mode,
-                                   left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold, **names)
+                                   left_arm=plan.left_arm, x_arm=plan.x_arm, is_gold=plan.is_gold,
+                                   gold_kind=plan.gold_kind, expected=plan.expected,
+                                   identity_kind=seat.reviewer.kind, reveal=self.config.reveal, **names)
         if not plan.is_gold:
             self.load.served(mode, pair["pair_id"])
         logger.info("trial %s served to reviewer %s", trial["id"], reviewer[:8])
         return TrialView(reviewer, mode, trial["id"], face, image_url(names["left_image"]),
-                         image_url(names["right_image"]), image_url(names["x_image"]),
-                         number=seat.voted + 1, target=max(seat.target, seat.voted + 1))
-
-    def _arm_history(self, reviewer: str, mode: str) -> list[str]:
-        with self._lock:
-            if (reviewer, mode) not in self._history:
-                arms = self.store.left_arms(reviewer)
-                for m in self.config.modes:
-                    self._history[(reviewer, m)] = arms.get(m, [])
-            return self._history.setdefault((reviewer, mode), [])
+                         image_url(names["right_image"]), image_url(names["x_image"]), token=seat.token,
+                         number=number, target=max(seat.target, number))
 
     # -- votes --------------------------------------------------------------------------------------------------
     def vote(self, session: str, trial_id: object, choice: object, address: str,
              shown_ms: object = None) -> VoteReceipt:
         """Check and store one vote: rate limits, the trial belongs to this session and reviewer and is the one
         open, not yet voted, a choice of its mode. Raises VoteRefused with a message safe for the page.
-        ``latency_ms``: since the trial was served, or the page's ``shown_ms`` when lower (a staged pair is
-        shown only when the reviewer asks for it)."""
+        ``latency_ms`` is the server's: from serving the trial to this call. The page's ``shown_ms`` must be a
+        number or absent and is not used (a client can send anything)."""
         self.address_limiter.check(address)
         seat = self._seat(session)
         trial_id = valid_trial_id(trial_id)
@@ -259,8 +289,6 @@ class ReviewDesk:
                 raise VoteRefused("This pair is no longer open.")
             outcome, correct = outcome_for(trial, choice)
             latency_ms = max(0, int((self.clock() - seat.served_at) * 1000))
-            if shown_ms is not None and 0 <= shown_ms < latency_ms:
-                latency_ms = int(shown_ms)
             try:
                 self.store.record_vote(trial_id=trial_id, reviewer_id=seat.reviewer_id, choice=choice,
                                        outcome=outcome, correct=correct, latency_ms=latency_ms,
@@ -275,8 +303,13 @@ class ReviewDesk:
                 raise VoteRefused("This vote does not fit its pair.") from None
             seat.voted += 1
             seat.trial_id = None
+            tally = "gold" if trial["is_gold"] else "abx" if trial["mode"] == "abx" else None
+            if tally and correct is not None:
+                counts = seat.tally.setdefault(tally, [0, 0])
+                counts[0], counts[1] = counts[0] + int(bool(correct)), counts[1] + 1
             target, face = (seat.view.target, seat.view.face) if seat.view else (seat.voted, None)
-            return VoteReceipt(self._reveal(trial, choice, outcome), seat.voted, max(target, seat.voted), face)
+            target = max(target, seat.voted)
+            return VoteReceipt(self._reveal(trial, choice, outcome, seat, target), seat.voted, target, face)
 
     @staticmethod
     def _same_vote(trial: dict, stored: dict, session: str, seat: Seat, choice: object) -> bool:
@@ -303,21 +336,13 @@ class ReviewDesk:
         except Exception:  # the vote is stored: it must be acknowledged; the page offers 'Next pair' again
             logger.exception("next trial after a vote failed")
             message = "The next pair could not be prepared: please try 'Next pair'."
-        return receipt, TrialView(self.reviewer_of(session), self._mode(mode), number=receipt.voted,
-                                  target=receipt.target, message=message)
+        return receipt, TrialView(self.reviewer_of(session), self._mode(mode), token=self.token_of(session),
+                                  number=receipt.voted, target=receipt.target, message=message)
 
-    def _reveal(self, trial: dict, choice: str, outcome: str) -> str:
-        """Said after the vote only: which side showed which arm (and the preset)."""
-        if not self.config.reveal:
-            return "Thank you, your vote is in."
-        pair = self._pairs[2].get(trial["pair_id"]) or self.store.get_pair(trial["pair_id"]) or {}
-        preset = f"selective preset `{pair.get('preset', '?')}`, {pair.get('layer_count', '?')} layers"
-        if trial["is_gold"]:
-            verdict = "well spotted" if choice == "same" else "the expected answer was 'no visible difference'"
-            return f"That was a check pair: both sides showed the same image ({verdict})."
-        left, right = trial["left_arm"], other(trial["left_arm"])
-        if trial["mode"] == "abx":
-            answer = "A" if left == trial["x_arm"] else "B"
-            return (f"X was **{answer}** ({'correct' if outcome == 'correct' else 'not this time'}). "
-                    f"A: {left}, B: {right} ({preset}).")
-        return f"Left: **{left}** attention, right: **{right}** ({preset})."
+    def _reveal(self, trial: dict, choice: str, outcome: str, seat: Seat, target: int) -> str:
+        """What the reviewer is told after a vote (``review.reveals``, the ``reveal`` setting)."""
+        pair = None
+        if self.config.reveal == "each":
+            pair = self._pairs[2].get(trial["pair_id"]) or self.store.get_pair(trial["pair_id"])
+        return reveal_text(self.config.reveal, trial, outcome, pair, voted=seat.voted, target=target,
+                           tally=seat.tally)

@@ -45,6 +45,10 @@ KEYS_JS = """
 """
 
 
+# The page load's inputs (reviewer token, mode, invite): the invite token comes from the page's own URL.
+INVITE_JS = "(r, m, i) => [r, m, new URLSearchParams(window.location.search).get('invite') || '']"
+
+
 def vote_js(choice: str) -> str:
     """The vote button's inputs (trial, choice, mode, shown): its own choice, and the milliseconds since the page
     showed a staged pair (-1 before the first one; the server then uses its own clock)."""
@@ -73,7 +77,8 @@ def swap_js(buttons: int) -> str:
   const answer = open ? u({{interactive: true}}) : u({{interactive: false, visible: false}});
   const retry = ({_RETRY})(open, p);
   // "keep": the staged trial's face is the one on the page, which stays
-  return [t || "", open && f && f.keep ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, "",
+  // the reveal stays when no trial follows (the session summary of reveal=end)
+  return [t || "", open && f && f.keep ? undefined : image(f), image(l), open ? x : image(x), image(r), open ? undefined : "", p, open ? "" : undefined,
           ...Array({buttons}).fill(answer), u({{visible: false}}), u({{visible: retry}})];
 }}
 """

@@ -22,7 +22,7 @@ import gradio as gr
 from review.store import StoreError
 from review.trials import VoteRefused
 from review.ui.review_desk import ReviewDesk, TrialView
-from review.ui.review_js import layout_js, lock_js, swap_js, vote_js
+from review.ui.review_js import INVITE_JS, layout_js, lock_js, swap_js, vote_js
 from review.ui.services import Services, client_address, storage_message
 
 logger = logging.getLogger(__name__)
@@ -77,9 +77,10 @@ def progress_text(view: TrialView) -> str:
 
 def render(view: TrialView) -> list[Any]:
     """Plain values for PAGE (see build_review_tab) that show ``view``: page load, mode change, 'Next pair' from
-    the server. Which images and answers show follows in the page (``layout_js``), from the trial id and mode."""
+    the server. Which images and answers show follows in the page (``layout_js``), from the trial id and mode.
+    The first value is the signed reviewer token the page keeps."""
     open_ = view.trial_id is not None
-    return [view.reviewer_id, view.trial_id or "", *pictures(view, view.face),
+    return [view.token, view.trial_id or "", *pictures(view, view.face),
             QUESTIONS[view.mode] if open_ else "", progress_text(view), ""]
 
 
@@ -107,9 +108,13 @@ def handlers(services: Services, desk: ReviewDesk) -> dict[str, Any]:
         text, busy = services.status.get()
         return [text, gr.Timer(active=True) if busy else gr.skip()]
 
-    def open_page(reviewer_id: Any, mode: Any, request: gr.Request) -> list[Any]:
+    def open_page(token: Any, mode: Any, invite: Any, request: gr.Request,
+                  profile: gr.OAuthProfile | None = None) -> list[Any]:
+        """A page load: the kept reviewer token, the task, the invite token of the page's URL (``?invite=``)."""
+        user = getattr(profile, "username", None) if services.config.study.identity == "hf" else None
         try:
-            view = desk.open(_session(request), reviewer_id, mode, request_address(request, services))
+            view = desk.open(_session(request), token, mode, request_address(request, services), invite=invite,
+                             hf_user=user)
         except (VoteRefused, StoreError) as exc:
             raise refuse(exc) from None
         return [*render(view), *status()]
@@ -153,7 +158,10 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
     study, fns = services.config.study, handlers(services, desk)
     with gr.Tab("Review", id="review"):
         reviewer = gr.BrowserState("", storage_key="instantid-review-reviewer",
-                                   secret=services.config.browser_secret)
+                                   secret=desk.signer.browser_secret())
+        invite = gr.Textbox("", visible=False, elem_id="review-invite")  # filled from ?invite= by the page
+        if study.identity == "hf":
+            gr.LoginButton()
         status = gr.Markdown("", elem_id="review-status")
         mode = gr.Radio([(MODE_LABELS[m], m) for m in study.modes], value=study.modes[0], label="Task",
                         show_label=False, container=False,
@@ -184,7 +192,8 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
                          for name in ("face", "left", "x", "right")]
         staged_progress = gr.Textbox("", visible=False, elem_id="staged-progress")
         timer = gr.Timer(2.0, active=False)  # started by the page load only while demo pairs are being made
-        gr.Markdown("You are pseudonymous: a random id kept in this browser, no personal data. "
+        gr.Markdown("You are pseudonymous: a random id signed by this server and kept in this browser, no personal "
+                    "data. "
                     "Keys: 1 / ← left, 2 / → right, 3 / ↓ no difference, A / B for ABX, N or Enter for next.")
 
     page = [reviewer, trial, face, left, x, right, question, progress, reveal]
@@ -193,7 +202,8 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
     abx_only = [c not in PREFERENCE_CHOICES for c, _, _ in VOTE_BUTTONS]
     layout = dict(fn=None, inputs=[trial, mode, progress], outputs=[face, left, x, right, *buttons, next_button, more_button],
                   js=layout_js(abx_only), **private)
-    demo.load(fns["open"], [reviewer, mode], [*page, status, timer], **private, **DIRECT).success(**layout)
+    demo.load(fns["open"], [reviewer, mode, invite], [*page, status, timer], js=INVITE_JS, **private,
+              **DIRECT).success(**layout)
     more_button.click(fns["next"], [mode], page, **private, **DIRECT).success(**layout)
     mode.input(fns["next"], [mode], page, **private, **DIRECT).success(**layout)
     swap = dict(fn=None, inputs=stage, outputs=[*page[1:], *buttons, next_button, more_button],
@@ -202,7 +212,7 @@ def build_review_tab(demo: gr.Blocks, services: Services, desk: ReviewDesk) -> N
         # the page sends (trial id, choice, mode, ms on screen); the server checks them against the session's trial
         voted = button.click(fns["vote"], [trial, choice, mode, shown], [reveal, progress, *stage],
                              js=vote_js(value), **private, **DIRECT)
-        if study.reveal:  # answers locked, reveal shown; 'Next pair' shows the staged trial
+        if study.reveal == "each":  # answers locked, reveal shown; 'Next pair' shows the staged trial
             voted.success(None, None, [*buttons, next_button], js=lock_js(len(buttons)), **private)
         else:
             voted.success(**swap, **private)

@@ -11,6 +11,7 @@ import hmac
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,8 @@ class AppConfig:
     trust_proxy: bool = False  # take the client address from X-Forwarded-For (behind the Spaces proxy)
     proxy_hops: int = 1  # trusted proxies in front of the app, each appending to X-Forwarded-For (client_address)
     client_salt: str = field(default_factory=lambda: secrets.token_hex(16))  # hashes client addresses
-    browser_secret: str = "instantid-review"  # BrowserState encryption key (obfuscation only: sent to the page)
+    hf_allow: frozenset[str] = frozenset()  # identity=hf: Hugging Face user names allowed to review (empty: any)
+    hf_admins: frozenset[str] = frozenset()  # Hugging Face user names that are admins once logged in
     max_seeds: int = 16  # per Generate call
     max_side: int = 2048  # largest width/height the Generate tab accepts
 
@@ -124,6 +126,8 @@ class Services:
     served: ServedImages | None = None  # the review images' URLs (review/ui/image_route.py)
     allocation: AllocationFn | None = None  # adaptive allocation for the review desk; None: every preset
     stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM: no new jobs
+    admin_ttl_s: float = 8 * 3600.0  # how long an unlocked page (Gradio session) stays an admin page
+    _admins: dict[str, float] = field(default_factory=dict)  # session -> unlocked at (time.monotonic)
 
     def __post_init__(self) -> None:
         s = self.config.study
@@ -132,19 +136,47 @@ class Services:
         if self.served is None:
             self.served = ServedImages(max_age_s=s.serve_max_age_s)
 
-    def check_admin(self, password: object, address: str) -> None:
-        """Refuse unless the admin password is configured and ``password`` matches (constant-time compare);
-        attempts are rate-limited per client address. Called by every admin handler, on every call."""
+    def check_admin(self, password: object, address: str, session: object = None) -> None:
+        """Refuse unless this page (Gradio ``session``) was unlocked, or the admin password is configured and
+        ``password`` matches (constant-time compare; the page is then unlocked for ``admin_ttl_s``). Only
+        failures spend the per-address attempt budget. Called by every admin handler, on every call."""
+        if self.is_admin(session):
+            return
         expected = self.config.admin_password
         if not expected:
             raise VoteRefused("Admin functions are disabled: no admin password is configured "
                               "(set REVIEW_ADMIN_PASSWORD).")
         assert self.admin_limiter is not None
-        self.admin_limiter.check(f"admin:{address}", "password attempts")
+        key = f"admin:{address}"
+        if not self.admin_limiter.has_token(key):
+            raise VoteRefused("Too many password attempts; please slow down and try again in a moment.")
         given = password.encode("utf-8") if isinstance(password, str) else b""
         if not hmac.compare_digest(given, expected.encode("utf-8")):
+            self.admin_limiter.allow(key)  # a failure spends one attempt
             logger.warning("admin password refused for client %s", self.client_tag(address))
             raise VoteRefused("Wrong admin password.")
+        self.grant_admin(session)
+
+    def grant_admin(self, session: object, hf_user: str | None = None) -> bool:
+        """Make ``session`` an admin page (after the password, or for a Hugging Face user on ``hf_admins``)."""
+        if not isinstance(session, str) or not session:
+            return False
+        if hf_user is not None and hf_user.strip().lower() not in self.config.hf_admins:
+            return False
+        self._admins[session] = time.monotonic()
+        logger.info("admin page unlocked%s", f" by Hugging Face user {hf_user}" if hf_user else "")
+        return True
+
+    def is_admin(self, session: object) -> bool:
+        """Whether ``session`` was unlocked less than ``admin_ttl_s`` ago."""
+        if not isinstance(session, str) or not session:
+            return False
+        unlocked = self._admins.get(session)
+        return unlocked is not None and time.monotonic() - unlocked < self.admin_ttl_s
+
+    def leaderboard_allowed(self, session: object) -> bool:
+        """The leaderboard answers everyone once the study opens it (``leaderboard_public``), else admin pages."""
+        return self.config.study.leaderboard_public or self.is_admin(session)
 
     def client_tag(self, address: str) -> str:
         """A salted hash of the client address (what the votes table keeps; never the address itself)."""
