@@ -100,13 +100,22 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
                   and self._kv_version == face._version)
         if cached:
             return self._kv
+        key, value = self.project_kv(face, batch, heads)
+        if self.state.cache_kv:
+            self._kv_source, self._kv_version, self._kv = face, face._version, (key, value)
+        return key, value
+
+    def project_kv(self, face: torch.Tensor, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``to_k_ip`` / ``to_v_ip`` of the face tokens, as [batch, heads, tokens, head_dim] (never cached)."""
         key, value = self.to_k_ip[0](face), self.to_v_ip[0](face)
         head_dim = key.shape[-1] // heads
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
         value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        if self.state.cache_kv:
-            self._kv_source, self._kv_version, self._kv = face, face._version, (key, value)
         return key, value
+
+    def pin_kv(self, face: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Make ``kv`` the cached K/V of ``face`` as it is now (the CPU stand-in for a graph's baked-in buffers)."""
+        self._kv_source, self._kv_version, self._kv = face, face._version, kv
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,

@@ -1,0 +1,341 @@
+"""Step runners: how one denoising step's noise prediction is computed, eagerly or as a captured CUDA graph.
+
+:func:`~instantid.step.run_denoising` (the pipeline's loop) and the benchmark call ``runner.predict(...)`` per step.
+
+* :class:`EagerStepRunner` runs :func:`~instantid.step.denoise_step` (the reference).
+* :class:`GraphStepRunner` copies each generation's inputs into **static buffers** (``bind``), scales the model
+  input outside the graph (the scheduler looks up its step index on the host) and replays one captured graph of
+  IdentityNet + UNet + CFG per :class:`GraphKey` (patched layers, face branch on/off for step windows, K/V
+  caching, size, batch, dtype and the scales baked into kernels). Each graph is captured on first use after
+  warm-up calls on a side stream (PyTorch's rule for ``torch.cuda.graph``), kept in an LRU cache and reused.
+  The face K/V of cached layers are projected once per generation **into the buffers the graph reads**
+  (``_refresh_kv``), so a new face needs no recapture and preset switching copies no weights. The scheduler
+  update stays outside the graph.
+* The capture itself is a backend: :class:`CudaGraphBackend` on CUDA; :class:`EagerStandInBackend` on CPU
+  replays by calling the eager step on the same static buffers with the K/V pinned to the refreshed buffers, so
+  keys, buffers, K/V refresh and the fallback are tested without a GPU (tests/test_graphs.py).
+
+A capture that fails (an op that synchronises, an unsupported kernel) turns graphs off for the runner with the
+reason logged (traceback included) and ``fallback_reason`` set; the step then runs eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from .step import StepInputs, denoise_step, predict_noise, scaled_model_input
+
+logger = logging.getLogger(__name__)
+
+GRAPH_MODES = ("auto", "on", "off")  # --cuda-graphs: auto = on for CUDA, off elsewhere
+WARMUP_CALLS = 2  # eager calls on a side stream before capture (cuDNN/cuBLAS autotuning, lazy init, K/V cache)
+MAX_GRAPHS = 16  # graphs kept per runner (LRU); each holds one step's activation memory (graph_memory)
+
+
+class StepRunner(Protocol):
+    """Computes the CFG noise prediction of one denoising step."""
+
+    mode: str  # "eager" or "graphs"
+
+    def bind(self, inputs: StepInputs) -> None:
+        """Take a generation's inputs (before its first step)."""
+
+    def predict(self, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor, *, step: int,
+                active: bool) -> torch.Tensor:
+        """The noise prediction for ``latents`` at ``t``; ``active``: the face branch runs in this step."""
+
+
+def resolve_graph_mode(mode: str, device: torch.device) -> bool:
+    """Whether ``--cuda-graphs MODE`` captures graphs on ``device`` (auto: on for CUDA); "on" off CUDA is refused."""
+    if mode not in GRAPH_MODES:
+        raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, got {mode!r}")
+    if mode == "on" and device.type != "cuda":
+        raise ValueError(f"--cuda-graphs on needs a CUDA device; this engine runs on {device} (use auto or off)")
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
+class EagerStepRunner:
+    """The reference: each step runs op by op (``denoise_step``)."""
+
+    mode = "eager"
+
+    def __init__(self, pipe) -> None:
+        self.pipe = pipe
+        self.graph_steps = 0  # never: kept so callers can read every runner alike
+        self.eager_steps = 0
+
+    def bind(self, inputs: StepInputs) -> None:
+        """Nothing to copy: the eager step reads ``inputs`` directly."""
+
+    def predict(self, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor, *, step: int,
+                active: bool) -> torch.Tensor:
+        """Set the face-branch state and run the step."""
+        state = self.pipe.face_state
+        if state is not None:
+            state.step, state.active = step, active
+        self.eager_steps += 1
+        return denoise_step(self.pipe, inputs, t, latents)
+
+
+@dataclass(frozen=True)
+class GraphKey:
+    """Everything a captured step bakes in: one graph per distinct key."""
+
+    processors: tuple  # FacePatcher.signature(): patched layers, stock or ours, face scales
+    active: bool  # face branch on (inside the preset's step window) or off
+    cache_kv: bool  # face K/V from the per-generation buffers (True) or projected inside the graph
+    shape: tuple[int, ...]  # model input [batch, 4, H/8, W/8] (batch 2 with CFG)
+    dtype: str  # model input dtype
+    guidance_scale: float  # baked into the CFG kernel
+    cn_scale: float  # baked into IdentityNet's residual scaling
+
+
+@dataclass
+class StaticInputs:
+    """The buffers a captured graph reads; every generation of the same shapes copies into them."""
+
+    inputs: StepInputs  # a StepInputs whose tensors are the static buffers
+    sample: torch.Tensor  # scaled model input of the current step
+    t: torch.Tensor  # current timestep (0-dim)
+    epoch: int = 0  # bumped by every bind: cached K/V must be re-projected
+
+
+@dataclass
+class GraphEntry:
+    """One captured step."""
+
+    graph: object  # torch.cuda.CUDAGraph, or the stand-in's record
+    output: torch.Tensor  # static output the replay writes
+    static: StaticInputs
+    key: GraphKey
+    kv: list[tuple[object, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (processor, K, V) buffers
+    epoch: int = -1  # the static epoch the K/V buffers hold
+    capture_s: float = 0.0  # warm-up + capture seconds
+    memory: dict[str, float] = field(default_factory=dict)  # allocated_mb / reserved_mb the capture added
+
+
+class CudaGraphBackend:
+    """``torch.cuda.CUDAGraph`` capture (warm-up on a side stream first) and replay."""
+
+    def capture(self, fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[object, torch.Tensor]:
+        """Warm up ``fn`` on a side stream, then capture one call; returns (graph, static output)."""
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                fn()
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: another thread's CUDA work (the app's) does not invalidate this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            output = fn()
+        torch.cuda.synchronize(device)
+        return graph, output
+
+    def replay(self, entry: GraphEntry) -> None:
+        """Launch the captured kernels on the current stream."""
+        entry.graph.replay()  # type: ignore[attr-defined]
+
+
+class EagerStandInBackend:
+    """CPU stand-in for capture/replay with the same static-buffer contract: "capture" warms up and records the
+    output buffer; "replay" runs the eager step on the static buffers with each cached layer's K/V pinned to the
+    entry's buffers (as the graph would read them) and copies the result into the static output."""
+
+    def __init__(self, pipe, fail_with: BaseException | None = None) -> None:
+        self.pipe = pipe
+        self.fail_with = fail_with  # tests: simulate a capture failure
+        self.fn: dict[int, Callable[[], torch.Tensor]] = {}
+
+    def capture(self, fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[object, torch.Tensor]:
+        """Warm up like the CUDA backend, then keep ``fn`` and a static output buffer."""
+        for _ in range(WARMUP_CALLS):
+            fn()
+        if self.fail_with is not None:
+            raise self.fail_with
+        output = fn().clone()
+        record = object()
+        self.fn[id(record)] = fn
+        return record, output
+
+    def replay(self, entry: GraphEntry) -> None:
+        """Eager step on the static buffers, K/V read from the entry's buffers, result into its output."""
+        face = entry.static.inputs.face_tokens
+        for proc, key, value in entry.kv:
+            proc.pin_kv(face, (key, value))  # type: ignore[attr-defined]
+        state = self.pipe.face_state
+        previous = state.cache_kv
+        state.active, state.cache_kv = entry.key.active, entry.key.cache_kv
+        try:
+            entry.output.copy_(self.fn[id(entry.graph)]())
+        finally:
+            state.cache_kv = previous
+
+
+class GraphStepRunner:
+    """Replays one captured graph per :class:`GraphKey` on static buffers; eager fallback on capture failure."""
+
+    mode = "graphs"
+
+    def __init__(self, pipe, patcher, backend: CudaGraphBackend | EagerStandInBackend | None = None,
+                 max_graphs: int = MAX_GRAPHS) -> None:
+        self.pipe = pipe
+        self.patcher = patcher
+        self.backend = backend or CudaGraphBackend()
+        self.max_graphs = max_graphs
+        self.graphs: OrderedDict[GraphKey, GraphEntry] = OrderedDict()
+        self.statics: dict[tuple, StaticInputs] = {}
+        self.static: StaticInputs | None = None  # the one the current generation is bound to
+        self.fallback_reason: str | None = None  # set when a capture failed: every step runs eagerly after it
+        self.fallback_traceback: str | None = None
+        self.graph_steps = 0  # steps replayed (counters: callers reset them per generation)
+        self.eager_steps = 0  # steps run eagerly (fallback, telemetry)
+        self.captures = 0
+        self._eager = EagerStepRunner(pipe)
+
+    # -- buffers ------------------------------------------------------------------------------------------
+    def bind(self, inputs: StepInputs) -> None:
+        """Copy the generation's tensors into the static buffers of its shapes (allocated on first use)."""
+        text, faces = inputs.context
+        signature = tuple((tuple(x.shape), x.dtype, x.device) for x in (
+            inputs.latents, text, inputs.face_tokens, inputs.hint, *inputs.added_cond.values())) + (inputs.do_cfg,)
+        static = self.statics.get(signature)
+        if static is None:
+            face = inputs.face_tokens.clone()
+            added = {k: v.clone() for k, v in inputs.added_cond.items()}
+            batch = 2 if inputs.do_cfg else 1
+            sample = torch.empty((batch, *inputs.latents.shape[1:]), dtype=inputs.latents.dtype,
+                                 device=inputs.latents.device)
+            step_inputs = StepInputs(latents=inputs.latents.clone(), timesteps=inputs.timesteps, face_tokens=face,
+                                     context=(text.clone(), [face]), added_cond=added, hint=inputs.hint.clone(),
+                                     guidance_scale=inputs.guidance_scale, cn_scale=inputs.cn_scale,
+                                     do_cfg=inputs.do_cfg)
+            t = torch.zeros((), dtype=inputs.timesteps.dtype, device=inputs.latents.device)
+            static = self.statics[signature] = StaticInputs(step_inputs, sample, t)
+        else:
+            s = static.inputs
+            s.latents.copy_(inputs.latents)
+            s.context[0].copy_(text)
+            s.face_tokens.copy_(inputs.face_tokens)
+            s.hint.copy_(inputs.hint)
+            for name, value in inputs.added_cond.items():
+                s.added_cond[name].copy_(value)
+        # python floats baked into kernels: the key carries them, the static StepInputs follows the generation
+        static.inputs.guidance_scale, static.inputs.cn_scale = inputs.guidance_scale, inputs.cn_scale
+        static.epoch += 1
+        self.static = static
+
+    def key(self, static: StaticInputs, active: bool) -> GraphKey:
+        """The graph this step needs."""
+        s = static.inputs
+        return GraphKey(self.patcher.signature(), bool(active), bool(self.pipe.face_state.cache_kv),
+                        tuple(static.sample.shape), str(static.sample.dtype), float(s.guidance_scale),
+                        float(s.cn_scale))
+
+    # -- steps --------------------------------------------------------------------------------------------
+    def predict(self, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor, *, step: int,
+                active: bool) -> torch.Tensor:
+        """Replay the key's graph (capturing it first); eager when graphs are off, failed or telemetry records."""
+        state = self.pipe.face_state
+        static = self.static
+        if self.fallback_reason is not None or state.telemetry is not None or static is None:
+            self.eager_steps += 1
+            return self._eager.predict(inputs, latents, t, step=step, active=active)
+        state.step = step
+        static.sample.copy_(scaled_model_input(self.pipe, static.inputs, latents, t))
+        static.t.copy_(t)
+        key = self.key(static, active)
+        entry = self.graphs.get(key)
+        if entry is None:
+            entry = self._capture(key, static)
+            if entry is None:
+                self.eager_steps += 1
+                return self._eager.predict(inputs, latents, t, step=step, active=active)
+        else:
+            self.graphs.move_to_end(key)
+        if entry.epoch != static.epoch:
+            self._refresh_kv(entry)
+        self.backend.replay(entry)
+        self.graph_steps += 1
+        return entry.output.clone()
+
+    def _refresh_kv(self, entry: GraphEntry) -> None:
+        """Project the bound face tokens into the K/V buffers the graph reads (once per generation)."""
+        face = entry.static.inputs.face_tokens
+        with torch.no_grad():
+            for proc, key, value in entry.kv:
+                new_key, new_value = proc.project_kv(face, key.shape[0], key.shape[1])  # type: ignore[attr-defined]
+                key.copy_(new_key)
+                value.copy_(new_value)
+        entry.epoch = entry.static.epoch
+
+    def _capture(self, key: GraphKey, static: StaticInputs) -> GraphEntry | None:
+        """Capture the step for ``key`` (None, with graphs turned off and the reason logged, if it fails)."""
+        patcher, state = self.patcher, self.pipe.face_state
+        device = static.sample.device
+        cuda = device.type == "cuda"
+        while len(self.graphs) >= self.max_graphs:
+            self.graphs.popitem(last=False)
+        patcher.clear_cache()  # the warm-up projects the K/V into fresh buffers that this graph alone reads
+        state.active, state.cache_kv = key.active, key.cache_kv
+        if cuda:
+            torch.cuda.synchronize(device)
+            before = (torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
+        started = time.perf_counter()
+        try:
+            with torch.no_grad():
+                graph, output = self.backend.capture(
+                    lambda: predict_noise(self.pipe, static.inputs, static.sample, static.t), device)
+        except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
+            self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
+            self.fallback_traceback = traceback.format_exc()
+            logger.warning("%s\n%s", self.fallback_reason, self.fallback_traceback)
+            patcher.clear_cache()
+            if cuda:
+                torch.cuda.synchronize(device)
+            return None
+        finally:
+            state.active, state.cache_kv = True, key.cache_kv
+        entry = GraphEntry(graph=graph, output=output, static=static, key=key, epoch=static.epoch,
+                           capture_s=time.perf_counter() - started)
+        face = static.inputs.face_tokens
+        entry.kv = [(proc, proc._kv[0], proc._kv[1]) for proc in patcher.face.values()
+                    if key.cache_kv and proc._kv is not None and proc._kv_source is face]
+        if cuda:
+            entry.memory = {"allocated_mb": (torch.cuda.memory_allocated(device) - before[0]) / 2**20,
+                            "reserved_mb": (torch.cuda.memory_reserved(device) - before[1]) / 2**20}
+        self.graphs[key] = entry
+        self.captures += 1
+        logger.info("captured a step graph in %.2f s (%d face layers, active=%s, %s)", entry.capture_s,
+                    len(key.processors[0]), key.active, entry.memory or "cpu stand-in")
+        return entry
+
+    def reset_counts(self) -> None:
+        """Start counting graph / eager steps for a new generation."""
+        self.graph_steps = self.eager_steps = 0
+
+    def graph_memory(self) -> list[dict]:
+        """Per cached graph: layers, face on/off, size and the memory its capture added."""
+        return [{"layers": len(k.processors[0]), "active": k.active, "cache_kv": k.cache_kv, "shape": list(k.shape),
+                 "capture_s": round(e.capture_s, 3), **{m: round(v, 1) for m, v in e.memory.items()}}
+                for k, e in self.graphs.items()]
+
+
+def timing_mode(runner) -> str:
+    """"graphs" when every step of the generation replayed a graph, "eager" when none did, else "mixed"."""
+    graphs, eager = getattr(runner, "graph_steps", 0), getattr(runner, "eager_steps", 0)
+    if graphs and not eager:
+        return "graphs"
+    return "mixed" if graphs else "eager"
+
+
+__all__ = ["GRAPH_MODES", "CudaGraphBackend", "EagerStandInBackend", "EagerStepRunner", "GraphKey",
+           "GraphStepRunner", "StepRunner", "resolve_graph_mode", "timing_mode"]
