@@ -116,6 +116,7 @@ class GraphEntry:
     output: torch.Tensor  # static output the replay writes
     static: StaticInputs
     key: GraphKey
+    refresh: object = None  # a second graph: the face K/V projection into the ``kv`` buffers
     kv: list[tuple[object, torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (processor, K, V) buffers
     epoch: int = -1  # the static epoch the K/V buffers hold
     capture_s: float = 0.0  # warm-up + capture seconds
@@ -125,12 +126,15 @@ class GraphEntry:
 class CudaGraphBackend:
     """``torch.cuda.CUDAGraph`` capture (warm-up on a side stream first) and replay."""
 
-    def capture(self, fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[object, torch.Tensor]:
-        """Warm up ``fn`` on a side stream, then capture one call; returns (graph, static output)."""
+    stand_in = False
+
+    def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
+                warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
+        """Warm up ``fn`` on a side stream, then capture one call; returns (graph, its static output)."""
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
+            for _ in range(warmup):
                 fn()
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
@@ -140,44 +144,39 @@ class CudaGraphBackend:
         torch.cuda.synchronize(device)
         return graph, output
 
-    def replay(self, entry: GraphEntry) -> None:
+    def replay(self, handle: object) -> None:
         """Launch the captured kernels on the current stream."""
-        entry.graph.replay()  # type: ignore[attr-defined]
+        handle.replay()  # type: ignore[attr-defined]
 
 
 class EagerStandInBackend:
-    """CPU stand-in for capture/replay with the same static-buffer contract: "capture" warms up and records the
-    output buffer; "replay" runs the eager step on the static buffers with each cached layer's K/V pinned to the
-    entry's buffers (as the graph would read them) and copies the result into the static output."""
+    """CPU stand-in for capture/replay with the same static-buffer contract: "capture" warms up, then keeps the
+    function and a static output buffer; "replay" calls it again and copies into that buffer. The runner pins
+    each cached layer's K/V to the entry's buffers first, so the eager step reads what the graph would."""
+
+    stand_in = True
 
     def __init__(self, pipe, fail_with: BaseException | None = None) -> None:
         self.pipe = pipe
         self.fail_with = fail_with  # tests: simulate a capture failure
-        self.fn: dict[int, Callable[[], torch.Tensor]] = {}
 
-    def capture(self, fn: Callable[[], torch.Tensor], device: torch.device) -> tuple[object, torch.Tensor]:
+    def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
+                warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
         """Warm up like the CUDA backend, then keep ``fn`` and a static output buffer."""
-        for _ in range(WARMUP_CALLS):
+        for _ in range(warmup):
             fn()
         if self.fail_with is not None:
             raise self.fail_with
-        output = fn().clone()
-        record = object()
-        self.fn[id(record)] = fn
-        return record, output
+        output = fn()
+        output = None if output is None else output.clone()
+        return (fn, output), output
 
-    def replay(self, entry: GraphEntry) -> None:
-        """Eager step on the static buffers, K/V read from the entry's buffers, result into its output."""
-        face = entry.static.inputs.face_tokens
-        for proc, key, value in entry.kv:
-            proc.pin_kv(face, (key, value))  # type: ignore[attr-defined]
-        state = self.pipe.face_state
-        previous = state.cache_kv
-        state.active, state.cache_kv = entry.key.active, entry.key.cache_kv
-        try:
-            entry.output.copy_(self.fn[id(entry.graph)]())
-        finally:
-            state.cache_kv = previous
+    def replay(self, handle: object) -> None:
+        """Call the kept function; its result goes into the static output."""
+        fn, output = handle  # type: ignore[misc]
+        result = fn()
+        if output is not None:
+            output.copy_(result)
 
 
 class GraphStepRunner:
@@ -261,21 +260,32 @@ class GraphStepRunner:
                 return self._eager.predict(inputs, latents, t, step=step, active=active)
         else:
             self.graphs.move_to_end(key)
-        if entry.epoch != static.epoch:
-            self._refresh_kv(entry)
-        self.backend.replay(entry)
+        if entry.epoch != static.epoch:  # a new generation: its face K/V into the buffers the graph reads
+            if entry.refresh is not None:
+                self.backend.replay(entry.refresh)
+            entry.epoch = static.epoch
+        if self.backend.stand_in:  # the eager stand-in reads the K/V through the processors' caches
+            face = static.inputs.face_tokens
+            for proc, kv_key, kv_value in entry.kv:
+                proc.pin_kv(face, (kv_key, kv_value))  # type: ignore[attr-defined]
+            state.active, state.cache_kv = key.active, key.cache_kv
+        self.backend.replay(entry.graph)
         self.graph_steps += 1
         return entry.output.clone()
 
-    def _refresh_kv(self, entry: GraphEntry) -> None:
-        """Project the bound face tokens into the K/V buffers the graph reads (once per generation)."""
+    @staticmethod
+    def _refresh_fn(entry: GraphEntry) -> Callable[[], None]:
+        """Projects the bound face tokens into the entry's K/V buffers (captured as the entry's refresh graph)."""
         face = entry.static.inputs.face_tokens
-        with torch.no_grad():
-            for proc, key, value in entry.kv:
-                new_key, new_value = proc.project_kv(face, key.shape[0], key.shape[1])  # type: ignore[attr-defined]
-                key.copy_(new_key)
-                value.copy_(new_value)
-        entry.epoch = entry.static.epoch
+
+        def refresh() -> None:
+            with torch.no_grad():
+                for proc, key, value in entry.kv:
+                    new_key, new_value = proc.project_kv(face, key.shape[0], key.shape[1])  # type: ignore[attr-defined]
+                    key.copy_(new_key)
+                    value.copy_(new_value)
+
+        return refresh
 
     def _capture(self, key: GraphKey, static: StaticInputs) -> GraphEntry | None:
         """Capture the step for ``key`` (None, with graphs turned off and the reason logged, if it fails)."""
@@ -309,6 +319,15 @@ class GraphStepRunner:
         face = static.inputs.face_tokens
         entry.kv = [(proc, proc._kv[0], proc._kv[1]) for proc in patcher.face.values()
                     if key.cache_kv and proc._kv is not None and proc._kv_source is face]
+        if entry.kv:
+            try:  # 70 layers x (2 projections + 2 copies) as one replay instead of ~400 launches per generation
+                entry.refresh, _ = self.backend.capture(self._refresh_fn(entry), device, warmup=1)
+            except Exception as exc:  # noqa: BLE001 - same rule as the step graph
+                self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
+                self.fallback_traceback = traceback.format_exc()
+                logger.warning("%s\n%s", self.fallback_reason, self.fallback_traceback)
+                return None
+        entry.capture_s = time.perf_counter() - started
         if cuda:
             entry.memory = {"allocated_mb": (torch.cuda.memory_allocated(device) - before[0]) / 2**20,
                             "reserved_mb": (torch.cuda.memory_reserved(device) - before[1]) / 2**20}
