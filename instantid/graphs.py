@@ -162,8 +162,9 @@ class EagerStandInBackend:
 
     def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
                 warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
-        """Warm up like the CUDA backend, then keep ``fn`` and a static output buffer."""
-        for _ in range(warmup):
+        """One warm-up call (it fills the K/V caches as the CUDA backend's do), then keep ``fn`` and a static
+        output buffer."""
+        for _ in range(min(warmup, 1)):
             fn()
         if self.fail_with is not None:
             raise self.fail_with
