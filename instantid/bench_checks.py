@@ -70,7 +70,9 @@ def check_graphs(engine: Engine, runner, width: int, height: int, steps: int = 3
 
 def count_step_flops(engine: Engine, width: int, height: int, seed: int = 0) -> dict[str, float]:
     """FLOPs of one denoising step (IdentityNet + UNet, CFG batch 2) with every face layer and with none, K/V
-    cached (the projection is counted in neither; it is spread over a generation and is 0.1 % of a step)."""
+    cached (the projection is counted in neither; it is spread over a generation and is 0.1 % of a step).
+    The counted steps run with the math attention backend, so on a GPU they are slower than timed ones (untimed)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     pipe, patcher = engine.pipe, engine.patcher
@@ -82,7 +84,8 @@ def count_step_flops(engine: Engine, width: int, height: int, seed: int = 0) -> 
             patcher.apply(layers)
             patcher.clear_cache()
             denoise_step(pipe, inputs, t)  # fills the K/V cache
-            with FlopCounterMode(display=False) as counter:
+            # the math backend decomposes attention into counted matmuls (fused kernels are not counted everywhere)
+            with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
                 denoise_step(pipe, inputs, t)
             out[name] = float(counter.get_total_flops())
     finally:

@@ -162,10 +162,8 @@ class EagerStandInBackend:
 
     def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
                 warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
-        """One warm-up call (it fills the K/V caches as the CUDA backend's do), then keep ``fn`` and a static
-        output buffer."""
-        for _ in range(min(warmup, 1)):
-            fn()
+        """No warm-up (an eager call needs none; the "capture" call fills the K/V caches as the CUDA warm-up
+        does), then keep ``fn`` and a static output buffer."""
         if self.fail_with is not None:
             raise self.fail_with
         output = fn()
@@ -232,6 +230,19 @@ class GraphStepRunner:
         static.inputs.guidance_scale, static.inputs.cn_scale = inputs.guidance_scale, inputs.cn_scale
         static.epoch += 1
         self.static = static
+
+    def prepare(self, actives: set[bool]) -> None:
+        """Capture, before a timed loop, the graphs its steps will need (face branch on and/or off), so no step
+        time includes a capture; the capture reads whatever the static buffers hold (its output is dropped)."""
+        static = self.static
+        if self.fallback_reason is not None or static is None or self.pipe.face_state.telemetry is not None:
+            return
+        static.sample.zero_()
+        static.t.copy_(static.inputs.timesteps[0])
+        for active in sorted(actives, reverse=True):
+            key = self.key(static, active)
+            if key not in self.graphs and self._capture(key, static) is None:
+                return
 
     def key(self, static: StaticInputs, active: bool) -> GraphKey:
         """The graph this step needs."""

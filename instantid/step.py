@@ -138,6 +138,8 @@ def run_denoising(pipe, inputs: StepInputs, runner=None, *, window: tuple[float,
     runner.bind(inputs)
     latents, step_times = inputs.latents, []
     timesteps = inputs.timesteps
+    if hasattr(runner, "prepare"):  # graphs: capture what the loop needs before any step is timed
+        runner.prepare({in_window(window, i, len(timesteps)) for i in range(len(timesteps))})
     try:
         for i, t in enumerate(timesteps):
             if timed:

@@ -256,7 +256,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     """The GPU acceptance path (scripts/gpu_check.sh) without a GPU: the full-size sdxl-shape stack built on the
     meta device (real shapes and dtype fp16, no storage) and ``benchmark()`` run over every arm of the GPU run
     (eager, graph-runner with the CPU stand-in for capture, diffusers stock), one step each at 1024x1024 with
-    CFG batch 2, FLOP counting included. Meta kernels check shapes but not the dtypes of ``linear`` / ``conv``, so
+    CFG batch 2 (FLOP counting: tests/test_graphs.py on the tiny stack). Meta kernels check shapes but not the dtypes of ``linear`` / ``conv``, so
     a hook checks that every Linear / Conv2d input has its weight's dtype (CUDA would raise). No values exist:
     nothing about speed or numerics is tested."""
     import instantid.bench as bench
@@ -308,7 +308,7 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     hook = torch.nn.modules.module.register_module_forward_pre_hook(dtype_guard)
     try:
         result = bench.benchmark(eng, GPU_CHECK_PRESETS, width=1024, height=1024, steps=1, reps=1, warmup=0,
-                                 mode="both", flops=True)
+                                 mode="both")
     finally:
         hook.remove()
 
@@ -336,8 +336,6 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     assert result["meta"]["stack"] == "sdxl-shape" and result["meta"]["dtype"] == "float16"
     assert (result["meta"]["width"], result["meta"]["height"]) == (1024, 1024) and result["meta"]["mode"] == "both"
     assert result["presets"]["none"]["flops_share"] == 0.0 and result["presets"]["full"]["flops_share"] == 1.0
-    flops = result["step_flops"]  # notes: one step (UNet + ControlNet, B=2) ~ 19.5 TFLOP
-    assert 15e12 < flops["none"] < flops["full"] < 25e12
     assert set(result["graphs_speedup"]) == set(base) and result["ours_vs_stock"]["ours"] == "full[g]"
     statuses = {g["goal"].split(" ")[0]: g["status"] for g in result["goals"]}
     assert len(statuses) == 6 and statuses["runs'"] == "N/A"  # one run: no spread (R^2 needs real timings)
