@@ -146,7 +146,8 @@ def format_table(result: dict) -> str:
             f"{_fmt(row.get('tflops'), '.1f'):>9}{_fmt(row.get('pct_of_peak'), '.1%'):>7}")
     lines += _extra_lines(result)
     aa_ci = result["aa_ci"]
-    lines.append(f"A/A full vs full#2: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
+    g = "[g]" if result["meta"].get("mode", "eager") != "eager" else ""
+    lines.append(f"A/A full{g} vs full#2{g}: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
                  f" ({'contains' if aa_ci[0] <= 1 <= aa_ci[1] else 'EXCLUDES'} 1.00)")
     overhead = result.get("acceptance", {}).get("patch_overhead")
     if overhead:
