@@ -87,7 +87,7 @@ def schema(db) -> list[tuple]:
 def test_new_store_is_migrated_with_wal_and_foreign_keys(store: Store):
     assert list(store.db["schema_migrations"].rows) == [
         {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": T0}]
-    assert store.schema_version() == LATEST == 2
+    assert store.schema_version() == LATEST and LATEST >= 3  # v3: generations.timing_mode
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
@@ -133,9 +133,9 @@ def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock
 
     clock.now = "2025-02-02T00:00:00.000+00:00"
     with Store(path, clock=clock) as new:
-        assert new.schema_version() == 2
-        assert list(new.db["schema_migrations"].rows) == [
-            {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": "2025-02-02T00:00:00.000+00:00"}]
+        assert new.schema_version() == LATEST
+        assert list(new.db["schema_migrations"].rows) == [{"version": 1, "applied_at": T0}] + [
+            {"version": v, "applied_at": "2025-02-02T00:00:00.000+00:00"} for v in range(2, LATEST + 1)]
         assert list(new.db["votes"].rows) == [
             {"id": 1, "trial_id": TRIAL, "reviewer_id": "rev1", "choice": "left", "outcome": "full",
              "correct": None, "client": None, "created_at": T0, "latency_ms": None}]
