@@ -220,6 +220,7 @@ class GraphStepRunner:
             static = self.statics[signature] = StaticInputs(step_inputs, sample, t)
         else:
             s = static.inputs
+            s.timesteps = inputs.timesteps
             s.latents.copy_(inputs.latents)
             s.context[0].copy_(text)
             s.face_tokens.copy_(inputs.face_tokens)
