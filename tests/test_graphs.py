@@ -194,3 +194,18 @@ def test_runs_agreement_and_goal_lines():
     lines = format_goals(goals(result))
     assert any(line.startswith("GOAL MISS ours") and "-0.050x" in line for line in lines)
     assert any(line.startswith("GOAL MISS A/A") and "0.0020" in line for line in lines)
+
+
+def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_engine, capsys):
+    import argparse
+
+    from instantid.bench import run_graphs_check
+
+    tiny_engine.graph_runner = GraphStepRunner(tiny_engine.pipe, tiny_engine.patcher,
+                                               EagerStandInBackend(tiny_engine.pipe, fail_with=RuntimeError("no graph")))
+    args = argparse.Namespace(check_graphs=1, seed=0, mode="both")
+    check = run_graphs_check(tiny_engine, args, 64, 64)
+    out = capsys.readouterr()
+    assert check["ok"] is False and "RuntimeError: no graph" in check["error"] and "Traceback" in check["traceback"]
+    assert "graphs check FAILED" in out.err and "Traceback" in out.err and "eager arms only" in out.out
+    assert args.mode == "eager" and tiny_engine.graph_runner is None
