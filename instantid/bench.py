@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat the whole interleaved benchmark (one process) and report each run's ratios")
     p.add_argument("--warmup-s", type=float, default=None, metavar="SECONDS",
                    help="warm up until steady instead of --warmup repetitions: at least SECONDS of repetitions "
-                        f"and the last {STEADY_K} within {STEADY_TOL:.0%} (at most {WARMUP_MAX_S:g} s)")
+                        f"and the last {STEADY_K} within {STEADY_TOL * 100:g} %% (at most {WARMUP_MAX_S:g} s)")
     p.add_argument("--warmup-max-s", type=float, default=WARMUP_MAX_S, metavar="SECONDS",
                    help="with --warmup-s: stop warming up after SECONDS even if not steady (reported)")
     p.add_argument("--check-graphs", type=int, default=3, metavar="STEPS",

@@ -209,3 +209,12 @@ def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_eng
     assert check["ok"] is False and "RuntimeError: no graph" in check["error"] and "Traceback" in check["traceback"]
     assert "graphs check FAILED" in out.err and "Traceback" in out.err and "eager arms only" in out.out
     assert args.mode == "eager" and tiny_engine.graph_runner is None
+
+
+@pytest.mark.parametrize("module", ["instantid.bench", "instantid.cli_generate", "review.cli_generate"])
+def test_help_texts_render(module):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    text = parser.format_help()
+    assert "--cuda-graphs" in text or "--mode" in text
