@@ -14,7 +14,7 @@ from test_study_view import CLOCK, R1, REPO, _dispatcher_has, add_vote, png
 
 from review.export import ExportError, export_all, export_file
 from review.leaderboard_view import HEADERS
-from review.store import Store
+from review.store import LATEST, Store
 
 BOOT = {"n_boot": 50, "n_boot_cluster": 20, "n_boot_bt": 10}
 CONDITION = ",1,a portrait,7,4,8,8,tiny"  # face_id, prompt, seed, steps, width, height, stack
@@ -95,7 +95,7 @@ def test_export_all_json_is_valid_json_with_provenance(small, tmp_path):
     data = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in paths}
     for name in ("votes", "pairs", "trials", "leaderboard"):
         prov = data[name]["provenance"]
-        assert prov["kind"] == name and prov["schema_version"] == 2 and prov["exported_at"]
+        assert prov["kind"] == name and prov["schema_version"] == LATEST and prov["exported_at"]
         assert prov["app_sha"] is None or len(prov["app_sha"]) == 40
     assert data["votes"]["rows"] == small.vote_rows() and data["votes"]["provenance"]["n_rows"] == 2
     assert data["pairs"]["rows"] == small.list_pairs()

@@ -85,8 +85,7 @@ def schema(db) -> list[tuple]:
 
 # -- opening and migrations ------------------------------------------------------------------------------------
 def test_new_store_is_migrated_with_wal_and_foreign_keys(store: Store):
-    assert list(store.db["schema_migrations"].rows) == [
-        {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": T0}]
+    assert list(store.db["schema_migrations"].rows) == [{"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
     assert store.schema_version() == LATEST and LATEST >= 3  # v3: generations.timing_mode
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -104,7 +103,7 @@ def test_migrate_again_changes_nothing(tmp_path: Path, clock: TickClock):
         assert second.migrate() == []
         assert schema(second.db) == before
         assert list(second.db["schema_migrations"].rows) == [
-            {"version": 1, "applied_at": T0}, {"version": 2, "applied_at": T0}]
+            {"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
 
 
 def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock: TickClock):
@@ -183,11 +182,11 @@ def test_generation_and_pair_rows(store: Store):
         {"id": 1, "condition_id": 1, "preset": "full", "layers": '["l0", "l1", "l2"]', "layer_count": 3,
          "image_id": 1, "total_s": 1.5, "step_times": "[0.3, 0.5, 0.4]", "step_median_s": 0.4,
          "device": "cuda:0", "dtype": "float16", "versions": '{"diffusers": "0.30", "torch": "2.4"}',
-         "run_id": "run1", "created_at": T0, "id_cos_ref": 0.5, "id_failure": None},
+         "run_id": "run1", "created_at": T0, "id_cos_ref": 0.5, "id_failure": None, "timing_mode": "eager"},
         {"id": 2, "condition_id": 1, "preset": "fast", "layers": '["l2"]', "layer_count": 1, "image_id": 2,
          "total_s": 1.0, "step_times": "[0.1, 0.3, 0.2]", "step_median_s": 0.2, "device": "cuda:0",
          "dtype": "float16", "versions": '{"torch": "2.4"}', "run_id": "run2", "created_at": T0,
-         "id_cos_ref": None, "id_failure": "no face detected"}]
+         "id_cos_ref": None, "id_failure": "no face detected", "timing_mode": "eager"}]
     assert list(store.db["pairs"].rows) == [pair] == [
         {"id": 1, "condition_id": 1, "preset": "fast", "layer_count": 1, "full_generation_id": 1,
          "selective_generation_id": 2, "ssim": 0.93, "created_at": T0, "id_cos_sel_full": None,
@@ -481,7 +480,7 @@ def test_processes_opening_a_new_file_migrate_it_once(tmp_path: Path):
         w.join(timeout=300)
     assert [w.exitcode for w in workers] == [0, 0, 0]
     with Store(path) as s:
-        assert [r["version"] for r in s.db["schema_migrations"].rows] == [1, 2]
+        assert [r["version"] for r in s.db["schema_migrations"].rows] == list(range(1, LATEST + 1))
 
 
 def test_images_and_metrics_feed_the_store_directly(store: Store, tmp_path: Path):
