@@ -29,7 +29,7 @@ gpu-wheels:
 	exclude="$$(git rev-parse --git-path info/exclude)"; mkdir -p "$$(dirname "$$exclude")"; \
 	  grep -qx '/.whl/' "$$exclude" 2>/dev/null || echo /.whl/ >> "$$exclude"
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 insightface==2.1
 
 clean-venv:
 	rm -rf $(VENV)
