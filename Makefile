@@ -39,10 +39,12 @@ wheel: $(STAMP)
 	$(BIN)/python -m pip wheel -q --no-deps --no-build-isolation -w dist .
 
 # the device machine has torch but not diffusers: its wheel travels in .whl/ (kept out of git), see scripts/gpu_check.sh
+# (git rev-parse --git-path: .git is a file in a linked worktree; info/exclude lives in the common git dir)
 gpu-wheels:
-	grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo /.whl/ >> .git/info/exclude
+	exclude="$$(git rev-parse --git-path info/exclude)"; mkdir -p "$$(dirname "$$exclude")"; \
+	  grep -qx '/.whl/' "$$exclude" 2>/dev/null || echo /.whl/ >> "$$exclude"
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1
+	  --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl diffusers==0.42.1 insightface==2.1
 
 clean-venv:
 	rm -rf $(VENV)

@@ -51,6 +51,12 @@ def split_context(
     return encoder_hidden_states[:, :end], encoder_hidden_states[:, end:]
 
 
+def tensor_version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place version counter; inference tensors (``torch.inference_mode``) have none and count as
+    version -1, so the K/V cache keys on the tensor object alone there (the engine clears it per generation)."""
+    return -1 if tensor.is_inference() else tensor._version
+
+
 class TextOnlyAttnProcessor(AttnProcessor2_0):
     """Cross-attention of a layer that is not patched: the face tokens are dropped before attention."""
 
@@ -97,22 +103,33 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
         The cache is keyed on the tensor object, so it hits with the tuple context the pipeline passes; the
         ``cat(text, face)`` form slices a new tensor every call and is computed each time (still exact)."""
         cached = (self.state.cache_kv and self._kv is not None and self._kv_source is face
-                  and self._kv_version == face._version)
+                  and self._kv_version == tensor_version(face))
         if cached:
             return self._kv
+        key, value = self.project_kv(face, batch, heads)
+        if self.state.cache_kv:
+            self._kv_source, self._kv_version, self._kv = face, tensor_version(face), (key, value)
+        return key, value
+
+    def project_kv(self, face: torch.Tensor, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``to_k_ip`` / ``to_v_ip`` of the face tokens, as [batch, heads, tokens, head_dim] (never cached)."""
         key, value = self.to_k_ip[0](face), self.to_v_ip[0](face)
         head_dim = key.shape[-1] // heads
         key = key.view(batch, -1, heads, head_dim).transpose(1, 2)
         value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
-        if self.state.cache_kv:
-            self._kv_source, self._kv_version, self._kv = face, face._version, (key, value)
         return key, value
+
+    def pin_kv(self, face: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Make ``kv`` the cached K/V of ``face`` as it is now (the CPU stand-in for a graph's baked-in buffers)."""
+        self._kv_source, self._kv_version, self._kv = face, tensor_version(face), kv
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args, **kwargs) -> torch.Tensor:
         text, face = split_context(encoder_hidden_states, self.num_tokens[0])
         residual = hidden_states
+        if attn.spatial_norm is not None:  # as diffusers' processors do (SDXL has none)
+            hidden_states = attn.spatial_norm(hidden_states, temb)
         input_ndim = hidden_states.ndim
         if input_ndim == 4:
             b, c, h, w = hidden_states.shape

@@ -28,8 +28,38 @@ from pathlib import Path
 
 import torch
 
-from .bench_arms import AA_ARM, NOCACHE_ARM, STOCK_ARM, arm_work_share, make_arms, model_mb, run_arms
-from .bench_report import acceptance, format_table, patch_overhead, summarize
+from .bench_arms import (
+    AA_ARM,
+    GRAPHS_SUFFIX,
+    MODES,
+    NOCACHE_ARM,
+    STOCK_ARM,
+    STOCK_SUFFIX,
+    Arm,
+    ArmRun,
+    arm_work_share,
+    graph_runner,
+    make_arms,
+    model_mb,
+    run_arms,
+    run_repetition,
+    williams_orders,
+)
+from .bench_checks import check_graphs, count_step_flops
+from .bench_report import _ratio, acceptance, format_table, patch_overhead, summarize
+from .bench_stats import (
+    FLOOR,
+    K_MAD,
+    MIN_KEPT,
+    PEAK_TFLOPS,
+    STEADY_K,
+    STEADY_TOL,
+    WARMUP_MAX_S,
+    flag_outliers,
+    goals,
+    runs_agreement,
+    warm_up,
+)
 from .engine import Engine
 from .step import build_step_inputs
 
@@ -48,26 +78,111 @@ def run_meta(engine: Engine, args: argparse.Namespace, width: int, height: int) 
     return meta
 
 
+def _rep_means(arm_runs: dict[str, list[ArmRun]]) -> dict[str, list[float]]:
+    return {name: [sum(r.step_ms) / len(r.step_ms) for r in runs] for name, runs in arm_runs.items()}
+
+
+def _groups(rep_ms: dict[str, list[float]], arms: Sequence[Arm]) -> dict[str, dict[str, list[float]]]:
+    """Arms by mode, graphs names without their suffix: ``{"eager": {...}, "graphs": {...}}``. Stock arms join
+    the eager group (or the graphs one when no eager arms ran), so each ratio compares arms of one mode."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for arm in arms:
+        if arm.graphs:
+            groups.setdefault("graphs", {})[arm.name.removesuffix(GRAPHS_SUFFIX)] = rep_ms[arm.name]
+        elif not arm.stock:
+            groups.setdefault("eager", {})[arm.name] = rep_ms[arm.name]
+    home = "eager" if "eager" in groups else "graphs"
+    for arm in arms:
+        if arm.stock:
+            groups.setdefault(home, {})[arm.name] = rep_ms[arm.name]
+    return groups
+
+
+def _summarize_modes(rep_ms: dict[str, list[float]], arms: Sequence[Arm], seed: int) -> tuple[dict, dict]:
+    """Per-arm rows (ratios within the arm's mode) and each mode's acceptance checks."""
+    rows: dict[str, dict] = {}
+    checks: dict[str, object] = {}
+    for mode, group in _groups(rep_ms, arms).items():
+        summary = summarize(group, seed=seed)
+        suffix = GRAPHS_SUFFIX if mode == "graphs" else ""
+        for name, row in summary.items():
+            rows[name if name.endswith(STOCK_SUFFIX) else name + suffix] = row
+        named = [a.name.removesuffix(GRAPHS_SUFFIX) for a in arms if a.graphs == (mode == "graphs")
+                 and a.name.removesuffix(GRAPHS_SUFFIX) not in (AA_ARM, NOCACHE_ARM) and not a.stock]
+        for key, value in acceptance(summary, summary[AA_ARM]["ratio_to_full"], summary[AA_ARM]["ratio_ci"],
+                                     named).items():
+            checks[key if mode == "eager" else f"{key}_graphs"] = value
+    return {a.name: rows[a.name] for a in arms}, checks
+
+
+def _run_ratio(rep_ms: dict[str, list[float]], suffix: str, seed: int) -> dict | None:
+    """One run's full/none and A/A in the primary mode."""
+    full, none, aa = (rep_ms.get(n + suffix) for n in ("full", "none", AA_ARM))
+    if full is None or none is None:
+        return None
+    ratio, ci = _ratio(full, none, seed)
+    out = {"full_over_none": ratio, "ci": ci, "reps": len(full)}
+    if aa is not None:
+        out["aa"], out["aa_ci"] = _ratio(full, aa, seed + 1)
+    return out
+
+
 def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, steps: int, reps: int,
               warmup: int = 1, seed: int = 0, args: argparse.Namespace | None = None,
-              deadline: float | None = None) -> dict:
-    """Run the interleaved benchmark and return the JSON-ready result (``meta``, ``presets``, ``aa_*``).
+              deadline: float | None = None, mode: str = "eager", runs: int = 1,
+              steady: dict | None = None, flops: bool = False) -> dict:
+    """Run the interleaved benchmark and return the JSON-ready result (``meta``, ``presets``, ``aa_*``, ``runs``,
+    ``goals``).
 
-    ``deadline`` (``time.monotonic()``): see :func:`run_arms`; ``meta.reps_done`` says how many ran."""
-    arms = make_arms(engine, specs)
+    ``mode``: eager, graphs or both (every preset in each). ``runs``: the whole interleaved benchmark repeated,
+    each run's ratios reported and pooled. ``steady``: warm up until steady (``bench_stats.warm_up`` keywords)
+    instead of ``warmup`` fixed repetitions. ``deadline`` (``time.monotonic()``): see :func:`run_arms`, shared
+    out between the runs; ``meta.reps_done`` says how many ran. ``flops``: count one step's FLOPs (achieved
+    TFLOP/s column)."""
+    arms = make_arms(engine, specs, mode)
     inputs = build_step_inputs(engine.pipe, width, height, max(steps, 1), seed=seed)
-    runs = run_arms(engine, inputs, arms, steps, reps, warmup, deadline)
-    rep_ms = {name: [sum(r.step_ms) / len(r.step_ms) for r in arm_runs] for name, arm_runs in runs.items()}
-    summary = summarize(rep_ms, seed=seed)
+    step_flops = count_step_flops(engine, width, height, seed) if flops else None
+    warm = None
+    if steady is not None:
+        orders = williams_orders(len(arms))
+        done = [0]
+
+        def one_repetition() -> float:
+            done[0] += 1
+            reps_ = run_repetition(engine, inputs, arms, steps, orders[-done[0] % len(orders)])
+            return sum(sum(r.step_ms) / len(r.step_ms) for r in reps_.values())
+
+        limits = dict(steady)
+        if deadline is not None:  # leave at least 70 % of what is left to the measured runs
+            limits["max_s"] = min(limits.get("max_s", WARMUP_MAX_S), 0.3 * max(deadline - time.monotonic(), 0))
+        warm = warm_up(one_repetition, min_reps=max(warmup, 1), **limits)
+        logger.info("warm-up: %d repetitions in %.1f s, steady=%s", warm["reps"], warm["seconds"], warm["steady"])
+    all_runs, per_run, outliers = [], [], []
+    suffix = GRAPHS_SUFFIX if mode != "eager" else ""
+    for r in range(runs):
+        run_deadline = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (runs - r)
+        arm_runs = run_arms(engine, inputs, arms, steps, reps, 0 if steady is not None or r else warmup,
+                            run_deadline)
+        rep_ms = _rep_means(arm_runs)
+        kept, flags = flag_outliers(rep_ms)
+        outliers += [{**f, "run": r} for f in flags]
+        kept_ms = {name: [values[i] for i in kept] for name, values in rep_ms.items()}
+        all_runs.append((arm_runs, kept, kept_ms))
+        per_run.append({"run": r, "reps_done": len(rep_ms["full" + suffix]), "kept": len(kept),
+                        **(_run_ratio(kept_ms, suffix, seed + r) or {})})
+        logger.info("run %d/%d: %s", r + 1, runs, per_run[-1])
+    pooled = {a.name: [x for _, _, kept_ms in all_runs for x in kept_ms[a.name]] for a in arms}
+    summary, checks = _summarize_modes(pooled, arms, seed)
     dtype_bytes = torch.empty((), dtype=engine.dtype).element_size()
     for arm in arms:
         row = summary[arm.name]
+        arm_all = [run for arm_runs, _, _ in all_runs for run in arm_runs[arm.name]]
         row["layers"] = len(arm.layers)
         row["layer_names"] = sorted(arm.layers)
-        row["cache_kv"] = arm.cache_kv
-        row["switch_ms"] = float(sorted(r.switch_ms for r in runs[arm.name])[len(runs[arm.name]) // 2])
-        row["peak_mem_mb"] = max(r.peak_mem_mb for r in runs[arm.name])
-        held = [r.switch_mem_mb for r in runs[arm.name] if r.switch_mem_mb is not None]
+        row["cache_kv"], row["graphs"], row["stock"] = arm.cache_kv, arm.graphs, arm.stock
+        row["switch_ms"] = float(sorted(r.switch_ms for r in arm_all)[len(arm_all) // 2])
+        row["peak_mem_mb"] = max(r.peak_mem_mb for r in arm_all)
+        held = [r.switch_mem_mb for r in arm_all if r.switch_mem_mb is not None]
         row["switch_mem_mb"] = max(held, key=abs) if held else None  # the largest change any switch made
         # relative to full as it runs (K/V projected once per `steps`-step arm-repetition): none 0, full 1,
         # full-nocache > 1 (it projects K/V every step)
@@ -75,21 +190,46 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
         work = arm_work_share(arm, engine, width, height, steps, dtype_bytes) if engine.known_map else None
         row["flops_share"] = work["flops_share"] if work else None
         row["bytes_share"] = work["bytes_share"] if work else None
-    aa_ratio, aa_ci = summary[AA_ARM]["ratio_to_full"], summary[AA_ARM]["ratio_ci"]  # t_full / t_full#2
-    named = [a.name for a in arms if a.name not in (AA_ARM, NOCACHE_ARM, STOCK_ARM)]
+        if step_flops is not None and row["flops_share"] is not None:
+            arm_flops = step_flops["none"] + row["flops_share"] * (step_flops["full"] - step_flops["none"])
+            row["step_tflop"] = arm_flops / 1e12
+            row["tflops"] = arm_flops / (row["median_ms"] / 1e3) / 1e12
+            row["pct_of_peak"] = row["tflops"] / PEAK_TFLOPS
+    primary = "full" + suffix
+    aa_ratio, aa_ci = summary[AA_ARM + suffix]["ratio_to_full"], summary[AA_ARM + suffix]["ratio_ci"]
     ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
     meta = run_meta(engine, ns, width, height)
-    meta["model_mb"] = model_mb(engine)  # what one copy of the models would add; compare switch_mem_mb
-    meta["reps_done"] = len(runs["full"])
-    meta["stopped_early"] = meta["reps_done"] < reps  # the time budget ran out
+    meta.update(model_mb=model_mb(engine), mode=mode, runs=runs, reps_done=len(pooled[primary]))
+    meta["stopped_early"] = any(p["reps_done"] < reps for p in per_run)  # the time budget ran out
+    meta["graph_backend"] = None if mode == "eager" else type(graph_runner(engine).backend).__name__
     meta["work_share"] = (f"flops_share / bytes_share: face-branch work per UNet call / full's (all layers, face K/V "
                           f"projected once per {steps}-step arm-repetition); full-nocache projects K/V every step")
-    checks = acceptance(summary, aa_ratio, aa_ci, named)
-    overhead = patch_overhead(rep_ms, STOCK_ARM, (NOCACHE_ARM, "full"), seed=seed)
+    eager_ms = {a.name: pooled[a.name] for a in arms if not a.graphs}
+    overhead = patch_overhead(eager_ms, STOCK_ARM, (NOCACHE_ARM, "full"), seed=seed)
     if overhead is not None:
         checks["patch_overhead"] = overhead
-    return {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci, "acceptance": checks,
-            "order": [a.name for a in arms], "presets": summary}
+    result = {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci, "acceptance": checks,
+              "order": [a.name for a in arms], "presets": summary, "warmup": warm, "outliers": outliers,
+              "outlier_rule": f"per arm, |rep - median| > max({K_MAD:g} x 1.4826 x MAD, {FLOOR:.0%} of the median): "
+                              f"the repetition is left out of every arm's ratios (kept if < {MIN_KEPT} would remain)",
+              "runs": per_run, "step_flops": step_flops, "peak_tflops": PEAK_TFLOPS}
+    ratios = [p["full_over_none"] for p in per_run if "full_over_none" in p]
+    result["runs_agreement"] = runs_agreement(ratios, [p["ci"] for p in per_run if "full_over_none" in p])
+    if mode == "both":
+        result["graphs_speedup"] = {}
+        for arm in arms:
+            if arm.graphs:
+                base = arm.name.removesuffix(GRAPHS_SUFFIX)
+                ratio, ci = _ratio(pooled[base], pooled[arm.name], seed + 300)
+                result["graphs_speedup"][base] = {"ratio": ratio, "ci": ci}  # t_eager / t_graphs
+    if STOCK_ARM in pooled:
+        ratio, ci = _ratio(pooled[STOCK_ARM], pooled[primary], seed + 400)
+        result["ours_vs_stock"] = {"ratio": ratio, "ci": ci, "ours": primary, "stock": STOCK_ARM}
+    if mode != "eager":
+        result["graphs"] = graph_runner(engine).graph_memory()
+        result["graphs_fallback"] = graph_runner(engine).fallback_reason
+    result["goals"] = goals(result)
+    return result
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -124,6 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON result (or telemetry) here")
     p.add_argument("--telemetry", action="store_true", help="record per-layer face/text ratios instead of timing")
     p.add_argument("--telemetry-file", type=Path, default=None, help="telemetry JSON that auto-K presets use")
+    p.add_argument("--mode", default="eager", choices=MODES,
+                   help="eager steps, captured CUDA-graph steps (arms named PRESET[g]), or both side by side")
+    p.add_argument("--runs", type=int, default=1,
+                   help="repeat the whole interleaved benchmark (one process) and report each run's ratios")
+    p.add_argument("--warmup-s", type=float, default=None, metavar="SECONDS",
+                   help="warm up until steady instead of --warmup repetitions: at least SECONDS of repetitions "
+                        f"and the last {STEADY_K} within {STEADY_TOL * 100:g} %% (at most {WARMUP_MAX_S:g} s)")
+    p.add_argument("--warmup-max-s", type=float, default=WARMUP_MAX_S, metavar="SECONDS",
+                   help="with --warmup-s: stop warming up after SECONDS even if not steady (reported)")
+    p.add_argument("--check-graphs", type=int, default=3, metavar="STEPS",
+                   help="with graphs: first compare STEPS eager and graph-replayed steps (max abs latent "
+                        "difference); a failed capture is printed and the benchmark runs eager only (0: skip)")
+    p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
+                   help="count one step's FLOPs for the achieved TFLOP/s column (default: on except tiny)")
     p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
                    help="wall-clock budget from start (stack build included): start no repetition that would end "
                         "after it; fewer repetitions are reported (meta.reps_done) instead of none")
@@ -144,10 +298,28 @@ def main_telemetry(engine: Engine, args: argparse.Namespace, width: int, height:
     return 0
 
 
+def run_graphs_check(engine: Engine, args: argparse.Namespace, width: int, height: int) -> dict:
+    """Graphs vs eager on a few steps before the benchmark; on failure print why and fall back to eager arms."""
+    print(f"graphs check: {args.check_graphs} steps at {width}x{height}, eager vs graph replay ...", flush=True)
+    check = check_graphs(engine, graph_runner(engine), width, height, args.check_graphs, args.seed)
+    if check["ok"]:
+        print(f"graphs check: max abs latent difference {check['max_abs_latent_diff']:.3g} "
+              f"(bitwise equal: {check['bitwise_equal']}), per-step noise "
+              f"{[f'{d:.3g}' for d in check['max_abs_noise_diff_per_step']]}, first run with capture "
+              f"{check['first_run_s_with_capture']} s, graphs {check['graphs']}", flush=True)
+    else:
+        print(f"graphs check FAILED: {check['error']}\n{check.get('traceback') or ''}", file=sys.stderr, flush=True)
+        print("graphs check: running the benchmark with eager arms only", flush=True)
+        args.mode = "eager"
+        engine.graph_runner = None
+    return check
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("instantid").setLevel(logging.INFO)  # progress: repetitions, captures, runs (stderr)
     if args.reps < 5 and not args.telemetry:
         raise SystemExit("--reps must be at least 5 (the acceptance goals use the median of >= 5 pairs)")
     tiny = args.stack == "tiny"
@@ -157,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.threads = 1
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")
+    if args.runs < 1:
+        raise SystemExit("--runs must be at least 1")
     from .bench_stack import load_bench_stack
 
     if args.threads is not None:
@@ -169,8 +343,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.telemetry:
             return main_telemetry(engine, args, width, height)
         deadline = None if args.time_budget is None else started + args.time_budget
+        check = None
+        if args.mode != "eager" and args.check_graphs > 0:
+            check = run_graphs_check(engine, args, width, height)
+        steady = None if args.warmup_s is None else {"min_s": args.warmup_s, "max_s": args.warmup_max_s}
         result = benchmark(engine, args.presets.split(","), width=width, height=height, steps=args.steps,
-                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args, deadline=deadline)
+                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args, deadline=deadline,
+                           mode=args.mode, runs=args.runs, steady=steady,
+                           flops=args.flops if args.flops is not None else not tiny)
+        result["graphs_check"] = check
     except ValueError as exc:  # PresetError, unreadable telemetry
         raise SystemExit(f"error: {exc}") from None
     text = json.dumps(result, indent=2)

@@ -13,7 +13,7 @@ import platform
 import resource
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,9 @@ logger = logging.getLogger(__name__)
 AA_ARM = "full#2"  # the second full arm (A/A)
 NOCACHE_ARM = "full-nocache"  # every layer, K/V cache off
 STOCK_ARM = "full-stock"  # every layer on diffusers' own IPAdapterAttnProcessor2_0 (patch overhead, goal 2)
+STOCK_SUFFIX = "-stock"  # PRESET-stock: diffusers' processors, scale 0 outside the preset's layers (eager)
+GRAPHS_SUFFIX = "[g]"  # the arm's steps replayed as captured CUDA graphs (instantid/graphs.py)
+MODES = ("eager", "graphs", "both")  # --mode
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class Arm:
     cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
     window: tuple[float, float] = (0.0, 1.0)  # the preset's step window [start, end): face branch on in it only
     stock: bool = False  # diffusers' stock processors instead of ours (FacePatcher.apply_stock)
+    graphs: bool = False  # steps replayed as CUDA graphs (GraphStepRunner); eager otherwise
 
     def active(self, step: int, steps: int) -> bool:
         """Whether step ``step`` of ``steps`` runs the face branch (the pipeline's rule)."""
@@ -51,27 +55,44 @@ class ArmRun:
     peak_mem_mb: float  # see memory_mb()
 
 
-def make_arms(engine: Engine, specs: Sequence[str]) -> list[Arm]:
-    """``full`` first, the requested presets, ``full#2``; duplicates dropped; presets resolve via the engine."""
+def make_arms(engine: Engine, specs: Sequence[str], mode: str = "eager") -> list[Arm]:
+    """``full`` first, the requested presets, ``full#2``; duplicates dropped; presets resolve via the engine.
+
+    ``mode``: eager arms, graphs arms (names end in ``[g]``) or both, every preset in each; ``PRESET-stock``
+    arms (diffusers' own processors, scale 0 outside the preset: what users of ``set_ip_adapter_scale`` run)
+    are always eager."""
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     full = frozenset(engine.patcher.face)
-    arms: dict[str, Arm] = {"full": Arm("full", full)}
+    base: dict[str, Arm] = {"full": Arm("full", full)}
+    stock: dict[str, Arm] = {}
     for spec in specs:
         spec = spec.strip()
-        if not spec or spec in arms:
+        if not spec or spec in base or spec in stock:
             continue
         if spec == NOCACHE_ARM:
-            arms[spec] = Arm(spec, full, cache_kv=False)
-        elif spec == STOCK_ARM:  # K/V at every call, like full-nocache, through the library's own processor
-            arms[spec] = Arm(spec, full, cache_kv=False, stock=True)
+            base[spec] = Arm(spec, full, cache_kv=False)
+        elif spec.endswith(STOCK_SUFFIX):  # K/V at every call, like full-nocache, through the library's processor
+            preset = spec.removesuffix(STOCK_SUFFIX)
+            layers, window = (full, (0.0, 1.0)) if preset == "full" else _resolve(engine, preset)
+            stock[spec] = Arm(spec, layers, cache_kv=False, window=window, stock=True)
         elif spec == AA_ARM:
-            arms[spec] = Arm(spec, full)
+            base[spec] = Arm(spec, full)
         else:
-            preset, layers, warnings = engine.resolve(spec)
-            for warning in warnings:
-                logger.warning("%s: %s", spec, warning)
-            arms[spec] = Arm(spec, layers, window=(preset.start, preset.end))
-    arms.setdefault(AA_ARM, Arm(AA_ARM, full))
-    return list(arms.values())
+            layers, window = _resolve(engine, spec)
+            base[spec] = Arm(spec, layers, window=window)
+    base.setdefault(AA_ARM, Arm(AA_ARM, full))
+    arms = list(base.values()) if mode in ("eager", "both") else []
+    if mode in ("graphs", "both"):
+        arms += [replace(arm, name=arm.name + GRAPHS_SUFFIX, graphs=True) for arm in base.values()]
+    return arms + list(stock.values())
+
+
+def _resolve(engine: Engine, spec: str) -> tuple[frozenset[str], tuple[float, float]]:
+    preset, layers, warnings = engine.resolve(spec)
+    for warning in warnings:
+        logger.warning("%s: %s", spec, warning)
+    return layers, (preset.start, preset.end)
 
 
 def arm_work_share(arm: Arm, engine: Engine, width: int, height: int, steps: int,
@@ -119,18 +140,44 @@ def held_mb(device: torch.device) -> float | None:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def graph_runner(engine: Engine):
+    """The engine's graph runner (made on first use): real CUDA graphs on CUDA, the eager stand-in elsewhere
+    (CPU and meta tests: same buffers and keys, no capture)."""
+    from .graphs import EagerStandInBackend, GraphStepRunner
+
+    if engine.graph_runner is None:
+        backend = None if engine.device.type == "cuda" else EagerStandInBackend(engine.pipe)
+        engine.graph_runner = GraphStepRunner(engine.pipe, engine.patcher, backend)
+    return engine.graph_runner
+
+
 def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun:
     """One arm-repetition: apply the preset, clear the K/V cache, time ``steps`` denoising steps (the face branch
-    on only inside the arm's step window, as in the pipeline)."""
+    on only inside the arm's step window, as in the pipeline); a graphs arm binds the inputs to the static
+    buffers first (outside the timing, like the pipeline's steps 2-5) and replays its graphs."""
     pipe, patcher, device = engine.pipe, engine.patcher, engine.device
     held = held_mb(device)
-    switch_s = patcher.apply_stock() if arm.stock else patcher.apply(arm.layers)
+    switch_s = patcher.apply_stock(None if arm.layers == frozenset(patcher.face) else arm.layers) if arm.stock \
+        else patcher.apply(arm.layers)
     after = held_mb(device)
     switch_mem = None if held is None or after is None else after - held
     patcher.clear_cache()
     state = patcher.state
     state.cache_kv, state.active = arm.cache_kv, True
     timesteps = inputs.timesteps
+    runner = graph_runner(engine) if arm.graphs else None
+    if runner is not None:
+        runner.bind(inputs)
+        runner.prepare({arm.active(i, steps) for i in range(steps)})  # captures stay out of the timing
+
+    def step(i: int) -> None:
+        t = timesteps[i % len(timesteps)]
+        if runner is not None:
+            runner.predict(inputs, inputs.latents, t, step=i, active=arm.active(i, steps))
+        else:
+            state.step, state.active = i, arm.active(i, steps)
+            denoise_step(pipe, inputs, t)
+
     try:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -138,21 +185,21 @@ def time_arm(engine: Engine, inputs: StepInputs, arm: Arm, steps: int) -> ArmRun
             events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
                       for _ in range(steps)]
             for i, (start, end) in enumerate(events):
-                state.step, state.active = i, arm.active(i, steps)
                 start.record()
-                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                step(i)
                 end.record()
             torch.cuda.synchronize(device)
             step_ms = [start.elapsed_time(end) for start, end in events]
         else:
             step_ms = []
             for i in range(steps):
-                state.step, state.active = i, arm.active(i, steps)
                 t0 = time.perf_counter()
-                denoise_step(pipe, inputs, timesteps[i % len(timesteps)])
+                step(i)
                 step_ms.append((time.perf_counter() - t0) * 1e3)
     finally:
         state.cache_kv, state.active = True, True
+        if arm.stock:
+            patcher.set_scale(patcher.scale)  # the stock processors' per-layer zeros undone
     return ArmRun(step_ms=step_ms, switch_ms=switch_s * 1e3, switch_mem_mb=switch_mem,
                   peak_mem_mb=memory_mb(device))
 
@@ -174,10 +221,17 @@ def williams_orders(n: int) -> list[list[int]]:
     return orders if n % 2 == 0 else orders + [order[::-1] for order in orders]
 
 
+def run_repetition(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int,
+                   order: Sequence[int]) -> dict[str, ArmRun]:
+    """Every arm once, in ``order``."""
+    return {arms[i].name: time_arm(engine, inputs, arms[i], steps) for i in order}
+
+
 def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int,
-             warmup: int = 1, deadline: float | None = None) -> dict[str, list[ArmRun]]:
+             warmup: int = 1, deadline: float | None = None, first_order: int = 0) -> dict[str, list[ArmRun]]:
     """``warmup + reps`` repetitions, each running every arm once, in the orders of a Williams design
-    (:func:`williams_orders`; the warm-up takes the last order, the measured repetitions start at the first).
+    (:func:`williams_orders`; the warm-up takes the last order, the measured repetitions start at
+    ``first_order``).
 
     With ``deadline`` (a ``time.monotonic()`` value) no repetition starts that would end after it, as judged by
     the last one's duration, once at least one repetition is measured: fewer repetitions, never a lost run."""
@@ -185,10 +239,10 @@ def run_arms(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int
     orders = williams_orders(len(arms))
     for rep in range(warmup + reps):
         started = time.monotonic()
-        for arm in (arms[i] for i in orders[(rep - warmup) % len(orders)]):
-            run = time_arm(engine, inputs, arm, steps)
+        for name, run in run_repetition(engine, inputs, arms, steps,
+                                        orders[(rep - warmup + first_order) % len(orders)]).items():
             if rep >= warmup:
-                runs[arm.name].append(run)
+                runs[name].append(run)
         now = time.monotonic()
         logger.info("repetition %d/%d done (%.1f s)", rep + 1, warmup + reps, now - started)
         measured = rep + 1 - warmup

@@ -133,7 +133,8 @@ def format_table(result: dict) -> str:
              + (f"; time budget stopped it before {meta['reps']}" if meta.get("stopped_early") else "") + "), "
              f"{meta['device']} {meta['dtype']}" + (f" ({meta['gpu_name']})" if meta.get("gpu_name") else ""),
              f"{'arm':<14}{'layers':>7}{'median ms':>11}{'full/arm':>10}{'95% CI':>17}{'arm/none':>10}"
-             f"{'flops/full':>11}{'bytes/full':>11}{'time/full':>10}{'switch ms':>10}{'switch MB':>10}{'peak MB':>10}"]
+             f"{'flops/full':>11}{'bytes/full':>11}{'time/full':>10}{'switch ms':>10}{'switch MB':>10}{'peak MB':>10}"
+             f"{'TFLOP/s':>9}{'%peak':>7}"]
     for arm, row in result["presets"].items():
         ci = row["ratio_ci"]
         lines.append(
@@ -141,9 +142,12 @@ def format_table(result: dict) -> str:
             f"{f'[{ci[0]:.4f}, {ci[1]:.4f}]':>17}{_fmt(row['ratio_to_none'], '.4f'):>10}"
             f"{_fmt(row['flops_share'], '.3f'):>11}{_fmt(row['bytes_share'], '.3f'):>11}"
             f"{_fmt(row.get('time_share'), '.3f'):>10}{row['switch_ms']:>10.3f}"
-            f"{_fmt(row.get('switch_mem_mb'), '.2f'):>10}{row['peak_mem_mb']:>10.0f}")
+            f"{_fmt(row.get('switch_mem_mb'), '.2f'):>10}{row['peak_mem_mb']:>10.0f}"
+            f"{_fmt(row.get('tflops'), '.1f'):>9}{_fmt(row.get('pct_of_peak'), '.1%'):>7}")
+    lines += _extra_lines(result)
     aa_ci = result["aa_ci"]
-    lines.append(f"A/A full vs full#2: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
+    g = "[g]" if result["meta"].get("mode", "eager") != "eager" else ""
+    lines.append(f"A/A full{g} vs full#2{g}: {result['aa_ratio']:.4f} [{aa_ci[0]:.4f}, {aa_ci[1]:.4f}]"
                  f" ({'contains' if aa_ci[0] <= 1 <= aa_ci[1] else 'EXCLUDES'} 1.00)")
     overhead = result.get("acceptance", {}).get("patch_overhead")
     if overhead:
@@ -162,7 +166,47 @@ def format_table(result: dict) -> str:
                      f"{_fmt(checks['proportionality_r2'], '.3f')}")
     lines.append(f"memory: {meta['mem_kind']}; timer: {meta['timer']}; torch {meta['torch']}, diffusers "
                  f"{meta['diffusers']}, {meta['date']}")
+    if result.get("goals"):
+        from .bench_stats import format_goals
+
+        lines += format_goals(result["goals"])
     return "\n".join(lines)
+
+
+def _extra_lines(result: dict) -> list[str]:
+    """Graphs, stock, warm-up, outlier and run lines (absent keys: nothing)."""
+    lines = []
+    if result.get("graphs_speedup"):
+        lines.append("graphs speedup t_eager / t_graphs: " + ", ".join(
+            f"{arm} {v['ratio']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for arm, v in result["graphs_speedup"].items()))
+    stock = result.get("ours_vs_stock")
+    if stock:
+        lines.append(f"ours ({stock['ours']}) vs diffusers stock ({stock['stock']}, eager): t_stock / t_ours = "
+                     f"{stock['ratio']:.3f} [{stock['ci'][0]:.3f}, {stock['ci'][1]:.3f}]")
+    if result.get("graphs"):
+        lines.append("cached graphs (memory each capture added): " + "; ".join(
+            f"{g['layers']} layers active={g['active']} kv_cache={g['cache_kv']}: "
+            f"{g.get('allocated_mb', '-')} MB allocated, {g.get('reserved_mb', '-')} MB reserved, {g['capture_s']} s"
+            for g in result["graphs"]))
+    if result.get("graphs_fallback"):
+        lines.append(f"GRAPHS FELL BACK TO EAGER: {result['graphs_fallback']} ([g] arms are not graph timings)")
+    warm = result.get("warmup")
+    if warm:
+        lines.append(f"warm-up: {warm['reps']} repetitions, {warm['seconds']} s, steady={warm['steady']} "
+                     f"(rule: {warm['rule']})")
+    if "outliers" in result:
+        flags = result["outliers"]
+        lines.append(f"outliers ({result['outlier_rule']}): {len(flags)} flagged" + (": " + ", ".join(
+            f"run {f['run']} rep {f['rep']} {f['arm']} {f['deviation']:+.1%}" for f in flags[:8]) if flags else ""))
+    for run in result.get("runs", []) if len(result.get("runs", [])) > 1 else []:
+        if "full_over_none" in run:
+            aa = f", A/A {run['aa']:.4f} [{run['aa_ci'][0]:.4f}, {run['aa_ci'][1]:.4f}]" if "aa" in run else ""
+            lines.append(f"run {run['run']}: {run['kept']}/{run['reps_done']} reps kept, full/none "
+                         f"{run['full_over_none']:.4f} [{run['ci'][0]:.4f}, {run['ci'][1]:.4f}]{aa}")
+    agreement = result.get("runs_agreement") or {}
+    if agreement.get("spread") is not None:
+        lines.append(f"runs agree: CIs overlap {agreement['cis_overlap']}, full/none spread {agreement['spread']:.2%}")
+    return lines
 
 
 __all__ = ["acceptance", "bootstrap_ci", "format_table", "paired_ratios", "r_squared", "summarize"]

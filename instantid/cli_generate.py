@@ -67,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"],
                         help="default fp16 on GPU, fp32 on CPU")
+    parser.add_argument("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
+                        help="denoising steps as captured CUDA graphs (default auto: on with CUDA, off on CPU)")
     parser.add_argument("--face-model-root", default=None, help="insightface root holding models/antelopev2")
     parser.add_argument("--out", required=True, help="output PNG")
     parser.add_argument("--json", action="store_true", help="print the timing as JSON")
@@ -100,7 +102,7 @@ def main_generate(argv: Sequence[str]) -> int:
 
     try:
         engine = load_engine(args.stack, base=args.base, device=args.device, dtype=args.dtype,
-                             face_model_root=args.face_model_root)
+                             face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
         request = GenerationRequest(face_image=image, prompt=args.prompt, negative_prompt=args.negative_prompt,
                                     seed=args.seed, steps=args.steps, width=width, height=height,
                                     ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
@@ -116,14 +118,14 @@ def main_generate(argv: Sequence[str]) -> int:
         return 1
     report = {"out": args.out, "preset": result.preset, "layer_count": result.layer_count,
               "step_times_s": [round(t, 5) for t in result.step_times_s], "total_s": round(result.total_s, 4),
-              "warnings": result.warnings, **engine.describe()}
+              "warnings": result.warnings, "timing_mode": result.timing_mode, **engine.describe()}
     if args.json:
         print(json.dumps(report))
     else:
         for i, t in enumerate(result.step_times_s, 1):
             print(f"step {i:3d}/{len(result.step_times_s)}  {t * 1e3:9.1f} ms")
         print(f"preset {result.preset} ({result.layer_count} layers), total {result.total_s:.2f} s on "
-              f"{report['device']} ({report['dtype']}); wrote {args.out}")
+              f"{report['device']} ({report['dtype']}), steps {result.timing_mode}; wrote {args.out}")
         for warning in result.warnings:
             print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -21,6 +21,7 @@ import torch
 
 from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
+from .graphs import EagerStepRunner, GraphStepRunner, StepRunner, resolve_graph_mode, timing_mode
 from .layers import layer_map_for
 from .limits import check_request
 from .loading import (
@@ -71,6 +72,7 @@ class GenerationResult:
     face: Face  # the face that conditioned the image
     switch_s: float = 0.0  # time to swap processors for this preset
     warnings: list[str] = field(default_factory=list)
+    timing_mode: str = "eager"  # how the steps ran (and were timed): "graphs", "eager" or "mixed" (a fallback)
 
 
 class Engine:
@@ -87,6 +89,16 @@ class Engine:
         self.dtype = pipe.unet.dtype
         self._lock = threading.Lock()
         self.telemetry: dict[str, float] | None = None  # {layer: mean face/text ratio}; enables "auto-K"
+        self.cuda_graphs = "auto"  # auto | on | off: captured CUDA-graph steps (auto: on for CUDA)
+        self.graph_runner: GraphStepRunner | None = None  # made on first graphed generation; tests may set one
+
+    def step_runner(self) -> StepRunner:
+        """The step runner generation uses: the graph runner when ``cuda_graphs`` allows it, else eager."""
+        if self.cuda_graphs == "off":
+            return EagerStepRunner(self.pipe)
+        if self.graph_runner is None and resolve_graph_mode(self.cuda_graphs, self.device):
+            self.graph_runner = GraphStepRunner(self.pipe, self.patcher)
+        return self.graph_runner or EagerStepRunner(self.pipe)
 
     def load_telemetry(self, path: str | Path) -> dict[str, float]:
         """Load per-layer contributions (``python -m instantid.bench --telemetry``) so "auto-K" resolves."""
@@ -144,16 +156,22 @@ class Engine:
         source = request.face_image.size if request.face_image is not None else (request.width, request.height)
         hint = draw_kps((request.width, request.height), fit_kps(face.kps, source, (request.width, request.height)))
         with self._lock:  # one generation at a time: processors, face state and scheduler are shared
-            out, switch_s = self._run(request, preset, layers, face, hint, progress)
+            runner = self.step_runner()
+            out, switch_s = self._run(request, preset, layers, face, hint, progress, runner)
+            mode, reason = timing_mode(runner), getattr(runner, "fallback_reason", None)
         check_output(out.latents, out.image)
         order = [layer.name for layer in self.layers if layer.name in layers]
+        if mode != "graphs" and reason:
+            warnings.append(reason)
         return GenerationResult(image=out.image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
                                 preset=preset.name, layer_count=len(layers), layers=tuple(order),
-                                face=face, switch_s=switch_s, warnings=warnings)
+                                face=face, switch_s=switch_s, warnings=warnings, timing_mode=mode)
 
     def _run(self, request: GenerationRequest, preset: Preset, layers: frozenset[str], face: Face,
-             hint: PIL.Image.Image, progress: Callable[[int, int], None] | None) -> tuple[DenoiseOutput, float]:
+             hint: PIL.Image.Image, progress: Callable[[int, int], None] | None,
+             runner: StepRunner) -> tuple[DenoiseOutput, float]:
         self.patcher.set_scale(request.ip_weight)
+        runner.graph_steps = runner.eager_steps = 0  # this generation's count (timing_mode)
         switch_s = self.patcher.apply(layers)
         try:
             out = self.pipe(
@@ -161,7 +179,8 @@ class Engine:
                 width=request.width, height=request.height, num_inference_steps=request.steps,
                 guidance_scale=request.guidance_scale, controlnet_conditioning_scale=request.cn_scale,
                 face_window=(preset.start, preset.end),
-                generator=torch.Generator("cpu").manual_seed(request.seed), step_callback=progress)
+                generator=torch.Generator("cpu").manual_seed(request.seed), step_callback=progress,
+                step_runner=runner)
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
         finally:
@@ -199,13 +218,16 @@ def tiny_face_folder() -> Path:
 
 
 def load_engine(stack: str = "tiny", *, base: str | None = None, device: str | None = None,
-                dtype: str | None = None, face_model_root: str | None = None, seed: int = 0) -> Engine:
+                dtype: str | None = None, face_model_root: str | None = None, seed: int = 0,
+                cuda_graphs: str = "auto") -> Engine:
     """``"tiny"``: the offline random stack. Otherwise an InstantID folder / repo id (``ip-adapter.bin`` +
-    ``ControlNetModel/``) with the SDXL base from ``base``, ``$INSTANTID_BASE`` or the SDXL hub id."""
+    ``ControlNetModel/``) with the SDXL base from ``base``, ``$INSTANTID_BASE`` or the SDXL hub id.
+    ``cuda_graphs``: auto | on | off, captured CUDA-graph denoising steps (instantid/graphs.py; auto: on CUDA)."""
     from .tiny import TinyConfig, random_adapter_state, tiny_components
     from .tiny_face_models import build_tiny_face_models
 
     dev, torch_dtype = _pick_device(device, dtype)
+    resolve_graph_mode(cuda_graphs, dev)  # a bad mode, or "on" without CUDA, fails before anything loads
     if stack == "tiny":
         config = TinyConfig(seed=seed)
         pipe = InstantIDPipeline(**tiny_components(config))
@@ -229,7 +251,9 @@ def load_engine(stack: str = "tiny", *, base: str | None = None, device: str | N
     pipe.resampler.to(dev)
     pipe.set_progress_bar_config(disable=True)
     logger.info("loaded %s on %s (%s)", stack, dev, torch_dtype)
-    return Engine(stack, pipe, patcher, analyzer)
+    engine = Engine(stack, pipe, patcher, analyzer)
+    engine.cuda_graphs = cuda_graphs
+    return engine
 
 
 __all__ = ["Engine", "GenerationError", "GenerationRequest", "GenerationResult", "WeightsError", "load_engine"]

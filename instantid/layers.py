@@ -32,7 +32,8 @@ class LayerInfo:
     name: str  # "down_blocks.1.attentions.0.transformer_blocks.0.attn2" (module path)
     processor_name: str  # name + ".processor" (key in unet.attn_processors)
     block: str  # "down_blocks.1.attentions.0" (the Transformer2DModel)
-    comfy_key: tuple[str, int, int]  # ComfyUI key: ("input", 4, 0), ("middle", 0, i), ("output", 0..5, i)
+    comfy_key: tuple[str, int, int]  # ComfyUI key: ("input", 4, 0), ("middle", 0, i), ("output", 0..5, i);
+    # ComfyUI_InstantID's ApplyInstantID patches ("middle", 1, i): selectors accept middle:0:... and middle:1:...
     weight_key: int  # 2*index + 1 ("{k}.to_k_ip.weight" in ip-adapter.bin)
     width: int  # hidden size (query channels): 320 / 640 / 1280
     tokens_1024: int  # query tokens at 1024x1024 output (latent 128^2 halved per level)

@@ -40,13 +40,21 @@ class FacePatcher:
         # keep the face weights reachable as one module so .to(device) moves them with the engine
         self.modules = torch.nn.ModuleList(self.face.values())
         self.patched: frozenset[str] = frozenset()
+        self.stock_active = False  # diffusers' stock processors are on (apply_stock) instead of ours
+        self.scale = float(ip_scale)
         self.set_scale(ip_scale)
 
     @property
     def layer_names(self) -> tuple[str, ...]:
         return tuple(self.face)
 
+    def signature(self) -> tuple:
+        """What the processors compute now (patched layers, stock or ours, face scale): a CUDA graph's key part."""
+        return (self.patched, self.stock_active, self.scale)
+
     def set_scale(self, scale: float) -> None:
+        """The face-branch scale (``ip_weight``) of every face processor, ours and stock."""
+        self.scale = float(scale)
         for proc in (*self.face.values(), *self.stock.values()):
             proc.scale = [float(scale)]
 
@@ -67,19 +75,31 @@ class FacePatcher:
                 procs[proc_name] = proc
         self.unet.set_attn_processor(procs)
         self.patched = frozenset(patched)
+        self.stock_active = False
         seconds = time.perf_counter() - start
         logger.debug("patched %d of %d layers in %.2f ms", len(patched), len(self.face), seconds * 1e3)
         return seconds
 
-    def apply_stock(self) -> float:
+    def apply_stock(self, layers: frozenset[str] | None = None) -> float:
         """Every face layer on diffusers' stock ``IPAdapterAttnProcessor2_0`` (the same weights; face K/V computed
-        at every call, no step window, no telemetry); ``apply`` switches back. Returns the seconds it took."""
+        at every call, no step window, no telemetry); ``apply`` switches back. Returns the seconds it took.
+
+        ``layers``: only these keep the face scale; every other stock processor gets scale 0, which diffusers'
+        processor skips. That is what ``pipe.set_ip_adapter_scale`` writes per processor (``processor.scale[i]``);
+        its per-block configs cannot name single transformer blocks (``balanced``'s middle:0-4), so the scales
+        are set here directly, with the same effect."""
+        unknown = set(layers or ()) - set(self.stock)
+        if unknown:
+            raise KeyError(f"not face-attention layers of this UNet: {sorted(unknown)[:3]}")
         start = time.perf_counter()
+        for name, proc in self.stock.items():
+            proc.scale = [self.scale if layers is None or name in layers else 0.0]
         procs = {}
         for proc_name, proc in self.unet.attn_processors.items():
             procs[proc_name] = self.stock.get(proc_name.removesuffix(".processor"), proc)
         self.unet.set_attn_processor(procs)
-        self.patched = frozenset(self.stock)
+        self.patched = frozenset(self.stock) if layers is None else frozenset(layers)
+        self.stock_active = True
         return time.perf_counter() - start
 
     def clear_cache(self) -> None:

@@ -10,7 +10,6 @@ What differs from a plain SDXL ControlNet call:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,8 +19,9 @@ import torch
 from diffusers import StableDiffusionXLControlNetPipeline
 
 from .attention import FaceBranchState
+from .graphs import StepRunner
 from .loading import cast_modules
-from .presets import in_window
+from .step import StepInputs, run_denoising, synchronize  # noqa: F401 - synchronize: re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +31,6 @@ class DenoiseOutput:
     image: PIL.Image.Image  # RGB result
     step_times_s: list[float]  # UNet + IdentityNet + scheduler per step, synchronised on GPU
     latents: torch.Tensor  # final latents, before decoding
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
@@ -74,6 +69,7 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
         face_window: tuple[float, float] = (0.0, 1.0),
         generator: torch.Generator | None = None,
         step_callback: Callable[[int, int], None] | None = None,
+        step_runner: StepRunner | None = None,
     ) -> DenoiseOutput:
         # 1. Check inputs
         if width % 8 or height % 8:
@@ -113,31 +109,13 @@ class InstantIDPipeline(StableDiffusionXLControlNetPipeline):
         latents = self.prepare_latents(1, self.unet.config.in_channels, height, width, prompt_embeds.dtype,
                                        device, generator)
 
-        # 6. Denoising loop: IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG -> scheduler
-        state = self.face_state or FaceBranchState()
-        step_times: list[float] = []
-        for i, t in enumerate(timesteps):
-            synchronize(device)
-            t0 = time.perf_counter()
-            state.step, state.active = i, in_window(face_window, i, len(timesteps))
-            model_input = torch.cat([latents] * 2) if do_cfg else latents
-            model_input = self.scheduler.scale_model_input(model_input, t)
-            down_res, mid_res = self.controlnet(
-                model_input, t, encoder_hidden_states=face_tokens, controlnet_cond=hint,
-                conditioning_scale=controlnet_conditioning_scale, added_cond_kwargs=added_cond, return_dict=False)
-            noise = self.unet(
-                model_input, t, encoder_hidden_states=context, added_cond_kwargs=added_cond,
-                down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res,
-                return_dict=False)[0]
-            if do_cfg:
-                uncond, cond = noise.chunk(2)
-                noise = uncond + guidance_scale * (cond - uncond)
-            latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
-            synchronize(device)
-            step_times.append(time.perf_counter() - t0)
-            if step_callback is not None:
-                step_callback(i + 1, len(timesteps))
-        state.active = True
+        # 6. Denoising loop (instantid/step.py, shared with the benchmark): per step IdentityNet(face tokens, hint)
+        #    -> UNet(text + face) -> CFG -> scheduler; eagerly or as a captured CUDA graph (``step_runner``)
+        inputs = StepInputs(latents=latents, timesteps=timesteps, face_tokens=face_tokens, context=context,
+                            added_cond=added_cond, hint=hint, guidance_scale=guidance_scale,
+                            cn_scale=controlnet_conditioning_scale, do_cfg=do_cfg)
+        latents, step_times = run_denoising(self, inputs, step_runner, window=face_window, state=self.face_state,
+                                            timed=True, step_callback=step_callback)
 
         # 7. Decode
         image = self.decode(latents)

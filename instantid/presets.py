@@ -27,7 +27,8 @@ PRESET_NAMES: tuple[str, ...] = ("full", "balanced", "fast", "output_only", "non
 ACCEPTED_FORMS = """accepted preset forms:
   preset name      full | balanced | fast | output_only | none | adaptive | adaptive:THRESHOLD (adaptive:0.3)
   ComfyUI style    output:0-2 (output blocks 0-2, all layers)   input:8:0-4 (input block 8, layers 0-4)
-                   middle:0-4 (middle layers 0-4)   middle:0:0-4   output (whole section)
+                   middle:0-4 (middle layers 0-4)   middle:0:0-4 = middle:1:0-4 (ComfyUI_InstantID's key)
+                   output (whole section)
                    numbers are single integers or ranges A-B (no commas)
   diffusers style  a layer-name prefix: up_blocks.0.attentions.1   mid_block
                    down_blocks.2.attentions.1.transformer_blocks.3
@@ -127,6 +128,10 @@ def _select(term: str, layers: Sequence[LayerInfo]) -> list[LayerInfo]:
         first, second = _parse_range(m.group(2), term), _parse_range(m.group(3), term)
         if section == "middle" and second is None:  # middle:0-4 means layers 0-4 of the single middle block
             first, second = None, first
+        elif section == "middle" and first is not None and set(first) & {0, 1}:
+            # the single middle block is ("middle", 0, i) here and in ComfyUI's own numbering; ComfyUI_InstantID's
+            # ApplyInstantID patches ("middle", 1, i): both name the same block
+            first = range(0, 1)
         return [
             layer
             for layer in layers

@@ -11,6 +11,8 @@ timing needs and lets a stack without text encoders (``sdxl-shape``) run.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ import PIL.Image
 import torch
 
 from .attention import FaceBranchState
+from .presets import in_window
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,7 @@ class StepInputs:
     hint: torch.Tensor  # [2, 3, H, W] keypoint image for IdentityNet
     guidance_scale: float = 5.0  # classifier-free guidance (the pipeline default)
     cn_scale: float = 0.8  # IdentityNet strength (the pipeline default)
+    do_cfg: bool = True  # batch 2 (uncond, cond) with guidance; False: batch 1, no guidance (guidance_scale <= 1)
 
 
 def _text_context(pipe, prompt: str | None, width: int, height: int, device: torch.device, dtype: torch.dtype,
@@ -84,33 +88,82 @@ def build_step_inputs(pipe, width: int = 1024, height: int = 1024, steps: int = 
                       guidance_scale=guidance_scale, cn_scale=cn_scale)
 
 
+def scaled_model_input(pipe, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The UNet's input at ``t``: the latents doubled for CFG, scaled by the scheduler (kept outside CUDA graphs:
+    the scheduler looks up its step index on the host)."""
+    return pipe.scheduler.scale_model_input(torch.cat([latents] * 2) if inputs.do_cfg else latents, t)
+
+
 @torch.no_grad()
-def denoise_step(pipe, inputs: StepInputs, t: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
-    """IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG: the noise prediction for ``latents`` at ``t``."""
-    latents = inputs.latents if latents is None else latents
-    model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+def predict_noise(pipe, inputs: StepInputs, model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG on a prepared ``model_input``: the part of a
+    step that :mod:`instantid.graphs` captures as one CUDA graph (no host synchronisation inside)."""
     down_res, mid_res = pipe.controlnet(
         model_input, t, encoder_hidden_states=inputs.face_tokens, controlnet_cond=inputs.hint,
         conditioning_scale=inputs.cn_scale, added_cond_kwargs=inputs.added_cond, return_dict=False)
     noise = pipe.unet(
         model_input, t, encoder_hidden_states=inputs.context, added_cond_kwargs=inputs.added_cond,
         down_block_additional_residuals=down_res, mid_block_additional_residual=mid_res, return_dict=False)[0]
+    if not inputs.do_cfg:
+        return noise
     uncond, cond = noise.chunk(2)
     return uncond + inputs.guidance_scale * (cond - uncond)
 
 
 @torch.no_grad()
-def denoise(pipe, inputs: StepInputs, state: FaceBranchState | None = None) -> torch.Tensor:
+def denoise_step(pipe, inputs: StepInputs, t: torch.Tensor, latents: torch.Tensor | None = None) -> torch.Tensor:
+    """IdentityNet(face tokens, hint) -> UNet(text + face) -> CFG: the noise prediction for ``latents`` at ``t``."""
+    latents = inputs.latents if latents is None else latents
+    return predict_noise(pipe, inputs, scaled_model_input(pipe, inputs, latents, t), t)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU (no-op elsewhere), so a host timer sees the step's real end."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def run_denoising(pipe, inputs: StepInputs, runner=None, *, window: tuple[float, float] = (0.0, 1.0),
+                  state: FaceBranchState | None = None, timed: bool = False,
+                  step_callback: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """THE denoising loop (the pipeline's step 6 and :func:`denoise`): for each timestep the face branch follows
+    ``window`` (:func:`~instantid.presets.in_window`), ``runner`` (a :class:`~instantid.graphs.StepRunner`;
+    default eager) predicts the noise and the scheduler steps. Returns the final latents and, with ``timed``,
+    each step's seconds (device-synchronised)."""
+    from .graphs import EagerStepRunner
+
+    runner = runner or EagerStepRunner(pipe)
+    state = state or pipe.face_state or FaceBranchState()
+    runner.bind(inputs)
+    latents, step_times = inputs.latents, []
+    timesteps = inputs.timesteps
+    if hasattr(runner, "prepare"):  # graphs: capture what the loop needs before any step is timed
+        runner.prepare({in_window(window, i, len(timesteps)) for i in range(len(timesteps))})
+    try:
+        for i, t in enumerate(timesteps):
+            if timed:
+                synchronize(latents.device)
+                t0 = time.perf_counter()
+            noise = runner.predict(inputs, latents, t, step=i, active=in_window(window, i, len(timesteps)))
+            latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
+            if timed:
+                synchronize(latents.device)
+                step_times.append(time.perf_counter() - t0)
+            if step_callback is not None:
+                step_callback(i + 1, len(timesteps))
+    finally:
+        state.active = True
+    return latents, step_times
+
+
+@torch.no_grad()
+def denoise(pipe, inputs: StepInputs, state: FaceBranchState | None = None, runner=None) -> torch.Tensor:
     """The whole denoising loop (scheduler included) over ``inputs.timesteps``; returns the final latents.
 
     The scheduler must still hold the timesteps ``build_step_inputs`` set (call it again to rerun)."""
-    state = state or pipe.face_state or FaceBranchState()
-    latents = inputs.latents
-    for i, t in enumerate(inputs.timesteps):
-        state.step, state.active = i, True
-        noise = denoise_step(pipe, inputs, t, latents)
-        latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
-    return latents
+    return run_denoising(pipe, inputs, runner, state=state)[0]
 
 
-__all__ = ["StepInputs", "build_step_inputs", "denoise", "denoise_step"]
+__all__ = ["StepInputs", "build_step_inputs", "denoise", "denoise_step", "predict_noise", "run_denoising",
+           "scaled_model_input"]

@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", default=None, help="torch device (default cuda when available)")
     add("--dtype", default=None, choices=["fp16", "bf16", "fp32"], help="default fp16 on GPU, fp32 on CPU")
     add("--face-model-root", default=None, help="insightface root holding models/antelopev2")
+    add("--cuda-graphs", default="auto", choices=["auto", "on", "off"],
+        help="denoising steps as captured CUDA graphs (default auto: on with CUDA); each pair records its mode")
     add("--db", default=DEFAULT_DB, help=f"SQLite database (created when missing; default {DEFAULT_DB})")
     add("--data-dir", default=None, help="where images/ and faces/ are written (default: the database's folder)")
     add("--faces", default=None, help="a face image or a folder of them")
@@ -205,7 +207,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
                            part.device)
         try:
             engine = load_engine(args.stack, base=args.base, device=device, dtype=args.dtype,
-                                 face_model_root=args.face_model_root)
+                                 face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
         except (*input_errors, OSError, ValueError) as exc:
             mine.code = error(f"cannot load the stack {args.stack!r}: {exc}")
     if engine is None:

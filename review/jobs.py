@@ -242,7 +242,7 @@ class PairRunner:
                 condition_id=cond["id"], preset=preset, layers=list(result.layers), layer_count=result.layer_count,
                 image_id=image["id"], total_s=result.total_s, step_times=result.step_times_s, device=self.device,
                 dtype=self.dtype, versions=self.versions, run_id=self.run_id, id_cos_ref=id_cos_ref,
-                id_failure=failure)
+                id_failure=failure, timing_mode=getattr(result, "timing_mode", "eager"))
         except StoreIntegrityError:  # another process stored this arm meanwhile: use theirs
             logger.warning("condition %s %s was stored by another process; using the stored arm",
                            cond["id"], preset)

@@ -8,7 +8,8 @@ pairs: one per (condition, selective preset) comparison with the full arm
      id_cos_sel_full, id_cos_sel_ref, id_cos_full_ref: float | None,   # ArcFace cosines
      identity_failure: str | None,                # reason when a face could not be measured; never imputed
      full_step_median_s, sel_step_median_s: float | None,              # median denoising-step time
-     full_run_id, sel_run_id, full_device, sel_device: str | None}
+     full_run_id, sel_run_id, full_device, sel_device: str | None,
+     full_timing_mode, sel_timing_mode: 'graphs' | 'eager' | 'mixed' | None (None/absent: eager)}
 votes: one per answered trial
     {trial_id, pair_id, preset: str, condition_id, reviewer_id: str, session: str | None,
      mode: 'preference' | 'abx', is_gold: bool, left_arm: 'full' | 'selective', x_arm: str | None (ABX),
@@ -25,7 +26,8 @@ Rules
   the two-way cluster bootstrap (``*_cluster_ci``) are descriptive only.
 - Preference: ties ('same') are excluded from the binomial test and reported (``tie_rule``).
 - Step-time ratio: per pair ``sel_step_median_s / full_step_median_s``, only when both timings come from the
-  same run_id and the same device (others are counted in ``n_timing_excluded``); summarised by the geometric
+  same run_id, the same device and the same timing mode (CUDA graphs or eager: never pooled; the most common
+  (device, mode) is used, ``timing_device`` / ``timing_mode``; others are counted in ``n_timing_excluded``); summarised by the geometric
   mean with a percentile bootstrap CI over pairs.
 - SSIM / identity: means with percentile bootstrap CIs over pairs. Pairs with ``identity_failure`` are counted
   as failures, left out of the cosine means, and count as "not above" in the ``*_share_above`` shares.
@@ -97,18 +99,25 @@ def _verdict(lo: float | None, hi: float | None, threshold: float, *, above: boo
     return "met" if hi < threshold else "not met" if lo >= threshold else "not enough data"
 
 
+def _mode(row: dict, arm: str) -> str:
+    """A pair arm's timing mode; rows from before the column were eager."""
+    return row.get(f"{arm}_timing_mode") or "eager"
+
+
 def _pair_block(preset: str, rows: list[dict], seed: int, n_boot: int) -> dict[str, object]:
     """Pair-level statistics for one preset (independent of reviewers)."""
     out: dict[str, object] = {"n_pairs": len(rows)}
     full_t, sel_t = _floats(rows, "full_step_median_s"), _floats(rows, "sel_step_median_s")
     same = np.array([r.get("full_run_id") is not None and r.get("full_run_id") == r.get("sel_run_id")
                      and r.get("full_device") is not None and r.get("full_device") == r.get("sel_device")
-                     for r in rows], dtype=bool)
+                     and _mode(r, "full") == _mode(r, "sel") for r in rows], dtype=bool)
     ok = same & (full_t > 0) & (sel_t > 0)
-    # one device per ratio: pairs timed on another device than the most common one are excluded, never pooled
-    devices = [r.get("full_device") for r, keep in zip(rows, ok, strict=True) if keep]
-    out["timing_device"] = max(set(devices), key=devices.count) if devices else None
-    ok &= np.array([r.get("full_device") == out["timing_device"] for r in rows], dtype=bool)
+    # one device and one timing mode (graphs / eager) per ratio: pairs timed otherwise than the most common
+    # (device, mode) are excluded, never pooled
+    kinds = [(r.get("full_device"), _mode(r, "full")) for r, keep in zip(rows, ok, strict=True) if keep]
+    out["timing_device"], out["timing_mode"] = max(set(kinds), key=kinds.count) if kinds else (None, None)
+    ok &= np.array([(r.get("full_device"), _mode(r, "full")) == (out["timing_device"], out["timing_mode"])
+                    for r in rows], dtype=bool)
     ratio = sel_t[ok] / full_t[ok]
     out["n_timing_pairs"], out["n_timing_excluded"] = int(ok.sum()), int((~ok).sum())  # after the device rule
     out["step_ratio"] = float(np.exp(np.log(ratio).mean())) if ratio.size else math.nan

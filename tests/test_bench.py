@@ -242,20 +242,23 @@ def test_gpu_check_script_parses():
     script = ROOT / "scripts" / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
     text = script.read_text()
-    assert "--stack sdxl-shape" in text and "full,balanced,fast,output_only,none,full-nocache,full-stock" in text
-    assert 'BUDGET="${BUDGET:-450}"' in text and "--time-budget" in text and "timeout -k 10" in text
-    assert "bench-sdxl-shape.json" in text
+    assert "--stack sdxl-shape" in text and ",".join(GPU_CHECK_PRESETS) in text and "--mode both" in text
+    assert 'BUDGET="${BUDGET:-400}"' in text and "--time-budget" in text and "timeout -k 5" in text
+    assert "--runs" in text and "--warmup-s" in text and "--check-graphs 3" in text and "--cuda-graphs" in text
+    assert "bench-graphs.json" in text
 
 
-GPU_CHECK_PRESETS = ["full", "balanced", "fast", "output_only", "none", "full-nocache", "full-stock"]  # gpu_check
+GPU_CHECK_PRESETS = ["full", "balanced", "fast", "none", "full-stock", "balanced-stock", "fast-stock",
+                     "none-stock"]  # gpu_check.sh
 
 
 def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     """The GPU acceptance path (scripts/gpu_check.sh) without a GPU: the full-size sdxl-shape stack built on the
-    meta device (real shapes and dtype fp16, no storage) and ``benchmark()`` run over every preset of the GPU run,
-    one step each at 1024x1024 with CFG batch 2, through the real ``denoise_step``. Meta kernels check shapes but
-    not the dtypes of ``linear`` / ``conv``, so a hook checks that every Linear / Conv2d input has its weight's
-    dtype (CUDA would raise). No values exist: nothing about speed or numerics is tested."""
+    meta device (real shapes and dtype fp16, no storage) and ``benchmark()`` run over every arm of the GPU run
+    (eager, graph-runner with the CPU stand-in for capture, diffusers stock), one step each at 1024x1024 with
+    CFG batch 2 (FLOP counting: tests/test_graphs.py on the tiny stack). Meta kernels check shapes but not the dtypes of ``linear`` / ``conv``, so
+    a hook checks that every Linear / Conv2d input has its weight's dtype (CUDA would raise). No values exist:
+    nothing about speed or numerics is tested."""
     import instantid.bench as bench
     import instantid.bench_arms as bench_arms
     from instantid import step
@@ -296,35 +299,48 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
         state = eng.patcher.state
         before = state.face_calls
         noise = step.denoise_step(pipe_, inputs, t, latents)
-        stock = sum(type(p) is IPAdapterAttnProcessor2_0 for p in pipe_.unet.attn_processors.values())
+        stock = sum(type(p) is IPAdapterAttnProcessor2_0 and p.scale[0] != 0
+                    for p in pipe_.unet.attn_processors.values())
         steps.append((eng.patcher.patched, state.cache_kv, state.face_calls - before, noise, stock))
         return noise
 
     monkeypatch.setattr(bench_arms, "denoise_step", checked_step)
     hook = torch.nn.modules.module.register_module_forward_pre_hook(dtype_guard)
     try:
-        result = bench.benchmark(eng, GPU_CHECK_PRESETS, width=1024, height=1024, steps=1, reps=1, warmup=0)
+        result = bench.benchmark(eng, GPU_CHECK_PRESETS, width=1024, height=1024, steps=1, reps=1, warmup=0,
+                                 mode="both")
     finally:
         hook.remove()
 
     assert not mismatches, mismatches[:5]
-    assert result["order"] == [*GPU_CHECK_PRESETS, "full#2"] and len(steps) == 8
-    want_layers = {"full": 70, "balanced": 55, "fast": 20, "output_only": 36, "none": 0, "full-nocache": 70,
-                   "full-stock": 70, "full#2": 70}
-    assert {arm: row["layers"] for arm, row in result["presets"].items()} == want_layers
-    by_count = sorted(want_layers.values())
-    # each patched layer ran our face branch, except in full-stock, where diffusers' own processors ran all 70
-    assert sorted(face_calls for _, _, face_calls, _, _ in steps) == sorted([0, *by_count])[:-1]
-    assert sorted(len(patched) for patched, _, _, _, _ in steps) == by_count
-    assert sorted(stock for *_, stock in steps) == [0] * 7 + [70]
-    assert sum(not cache_kv for _, cache_kv, _, _, _ in steps) == 2  # full-nocache and full-stock
-    assert "patch_overhead" in result["acceptance"]
+    base = ["full", "balanced", "fast", "none", "full#2"]
+    stock_arms = [p for p in GPU_CHECK_PRESETS if p.endswith("-stock")]
+    assert result["order"] == [*base, *(f"{a}[g]" for a in base), *stock_arms]
+    assert len(steps) == 9  # the eager and stock arms; the [g] arms went through the graph runner
+    want_layers = {"full": 70, "balanced": 55, "fast": 20, "none": 0, "full#2": 70}
+    want = {**want_layers, **{f"{a}[g]": n for a, n in want_layers.items()},
+            **{f"{a}-stock": n for a, n in want_layers.items() if a != "full#2"}}
+    assert {arm: row["layers"] for arm, row in result["presets"].items()} == want
+    # eager arms ran our face branch in their patched layers; stock arms ran diffusers' processors with a non-zero
+    # scale in exactly the preset's layers (scale 0 elsewhere: skipped)
+    ours = sorted(calls for patched, _, calls, _, stock in steps if not stock and calls)
+    assert ours == [20, 55, 70, 70]
+    assert sorted(stock for *_, stock in steps) == [0, 0, 0, 0, 0, 0, 20, 55, 70]
+    runner = eng.graph_runner
+    assert runner is not None and runner.graph_steps == 5 and runner.eager_steps == 0 and runner.fallback_reason is None
+    assert len(runner.graphs) == 4  # full (shared by full#2), balanced, fast, none
+    assert all(e.output.shape == (1, 4, 128, 128) and e.output.dtype == torch.float16 for e in runner.graphs.values())
+    assert {len(e.kv) for e in runner.graphs.values()} == {0, 20, 55, 70}  # K/V buffers of the cached layers
     for _, _, _, noise, _ in steps:  # the CFG-combined noise prediction at 1024^2
         assert noise.shape == (1, 4, 128, 128) and noise.dtype == torch.float16 and noise.device.type == "meta"
     assert result["meta"]["stack"] == "sdxl-shape" and result["meta"]["dtype"] == "float16"
-    assert (result["meta"]["width"], result["meta"]["height"]) == (1024, 1024)
+    assert (result["meta"]["width"], result["meta"]["height"]) == (1024, 1024) and result["meta"]["mode"] == "both"
     assert result["presets"]["none"]["flops_share"] == 0.0 and result["presets"]["full"]["flops_share"] == 1.0
+    assert set(result["graphs_speedup"]) == set(base) and result["ours_vs_stock"]["ours"] == "full[g]"
+    statuses = {g["goal"].split(" ")[0]: g["status"] for g in result["goals"]}
+    assert len(statuses) == 6 and statuses["runs'"] == "N/A"  # one run: no spread (R^2 needs real timings)
     assert eng.patcher.patched == frozenset(eng.patcher.face) and eng.patcher.state.cache_kv is True
+    assert all(p.scale == [eng.patcher.scale] for p in eng.patcher.stock.values())  # stock zeros undone
 
 
 def test_a_step_window_runs_the_face_branch_only_inside_it(engine):

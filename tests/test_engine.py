@@ -126,8 +126,14 @@ def test_non_square_output_gets_an_undistorted_keypoint_hint(tiny_engine, face_p
     result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", steps=1, width=160,
                                                     height=128), "none")
     assert result.image.size == (160, 128) and seen["hint"].size == (160, 128)
-    # the 512x512 photo covers 160x128 at scale 160/512, centred: keypoints keep their relative geometry
-    from instantid.face import fit_kps
+    # the 512x512 photo covers 160x128 at scale 160/512, centred (y offset (128 - 160) / 2 = -16): the hint the
+    # engine drew must be exactly that one, not one from raw or stretched keypoints (fails if fit_kps breaks)
+    from instantid.face import draw_kps
 
-    fitted = fit_kps(result.face.kps, (512, 512), (160, 128))
-    np.testing.assert_allclose(fitted[:, 0], result.face.kps[:, 0] * 160 / 512)
+    kps = np.asarray(result.face.kps, dtype=np.float64)
+    expected = np.stack([kps[:, 0] * 160 / 512, kps[:, 1] * 160 / 512 - 16], axis=1)
+    hint = np.asarray(seen["hint"])
+    assert np.array_equal(hint, np.asarray(draw_kps((160, 128), expected)))
+    stretched = np.stack([kps[:, 0] * 160 / 512, kps[:, 1] * 128 / 512], axis=1)
+    assert not np.array_equal(hint, np.asarray(draw_kps((160, 128), stretched)))
+    assert not np.array_equal(hint, np.asarray(draw_kps((160, 128), kps)))

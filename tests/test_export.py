@@ -33,10 +33,10 @@ PAIRS_CSV = (
     "pair_id,condition_id,preset,layer_count,ssim,id_cos_sel_full,id_cos_sel_ref,id_cos_full_ref,identity_failure,"
     "created_at,face_id,face_label,prompt,negative_prompt,seed,steps,width,height,ip_weight,cn_scale,guidance_scale,"
     "stack,full_generation_id,selective_generation_id,full_step_median_s,sel_step_median_s,full_total_s,sel_total_s,"
-    "full_device,sel_device,full_dtype,sel_dtype,full_run_id,sel_run_id,full_id_cos_ref,sel_id_cos_ref,full_file,"
-    "sel_file\r\n"
+    "full_device,sel_device,full_dtype,sel_dtype,full_run_id,sel_run_id,full_timing_mode,sel_timing_mode,"
+    "full_id_cos_ref,sel_id_cos_ref,full_file,sel_file\r\n"
     f"1,1,balanced,20,0.96,0.99,0.7,0.71,,{CLOCK},1,face,a portrait,,7,4,8,8,0.8,0.8,5.0,tiny,1,2,0.2,0.1,0.8,0.4,"
-    f"cpu,cpu,float32,float32,r1,r1,,,{png(10)},{png(11)}\r\n"
+    f"cpu,cpu,float32,float32,r1,r1,eager,eager,,,{png(10)},{png(11)}\r\n"
 )
 TRIALS_HEADER = [
     "trial_id", "reviewer_id", "session", "mode", "left_arm", "x_arm", "is_gold", "served_at", "gold_kind", "expected",

@@ -136,7 +136,7 @@ def test_selectors_pick_the_right_layers() -> None:
         "balanced,fast",
         "output:2-0",
         "output:9",
-        "middle:1:0-4",
+        "middle:2:0-4",  # middle:1:... is ComfyUI_InstantID's key for the one middle block (accepted)
         "input:3",
         "input:8:0-4:1",
         "inputs:8",

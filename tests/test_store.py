@@ -186,11 +186,11 @@ def test_generation_and_pair_rows(store: Store):
         {"id": 1, "condition_id": 1, "preset": "full", "layers": '["l0", "l1", "l2"]', "layer_count": 3,
          "image_id": 1, "total_s": 1.5, "step_times": "[0.3, 0.5, 0.4]", "step_median_s": 0.4,
          "device": "cuda:0", "dtype": "float16", "versions": '{"diffusers": "0.30", "torch": "2.4"}',
-         "run_id": "run1", "created_at": T0, "id_cos_ref": 0.5, "id_failure": None},
+         "run_id": "run1", "created_at": T0, "id_cos_ref": 0.5, "id_failure": None, "timing_mode": "eager"},
         {"id": 2, "condition_id": 1, "preset": "fast", "layers": '["l2"]', "layer_count": 1, "image_id": 2,
          "total_s": 1.0, "step_times": "[0.1, 0.3, 0.2]", "step_median_s": 0.2, "device": "cuda:0",
          "dtype": "float16", "versions": '{"torch": "2.4"}', "run_id": "run2", "created_at": T0,
-         "id_cos_ref": None, "id_failure": "no face detected"}]
+         "id_cos_ref": None, "id_failure": "no face detected", "timing_mode": "eager"}]
     assert list(store.db["pairs"].rows) == [pair] == [
         {"id": 1, "condition_id": 1, "preset": "fast", "layer_count": 1, "full_generation_id": 1,
          "selective_generation_id": 2, "ssim": 0.93, "created_at": T0, "id_cos_sel_full": None,

@@ -214,15 +214,16 @@ class Store:
     def add_generation(self, *, condition_id: int, preset: str, layers: Sequence[str], layer_count: int,
                        image_id: int, total_s: float, step_times: Sequence[float], device: str, dtype: str,
                        versions: dict[str, Any], run_id: str, id_cos_ref: float | None = None,
-                       id_failure: str | None = None) -> Row:
-        """One arm's output ('full' for the full arm). step_median_s is derived here from step_times."""
+                       id_failure: str | None = None, timing_mode: str = "eager") -> Row:
+        """One arm's output ('full' for the full arm). step_median_s is derived here from step_times;
+        ``timing_mode``: how its steps ran (GenerationResult.timing_mode: 'graphs', 'eager' or 'mixed')."""
         times = [float(t) for t in step_times]
         row = {"condition_id": condition_id, "preset": preset, "layers": json.dumps(list(layers)),
                "layer_count": int(layer_count), "image_id": image_id, "total_s": float(total_s),
                "step_times": json.dumps(times), "step_median_s": statistics.median(times) if times else None,
                "device": device, "dtype": dtype, "versions": json.dumps(versions, sort_keys=True),
                "run_id": run_id, "id_cos_ref": _opt_float(id_cos_ref), "id_failure": id_failure,
-               "created_at": self._clock()}
+               "timing_mode": timing_mode, "created_at": self._clock()}
         stored = self._conn.write(lambda db: db["generations"].get(db["generations"].insert(row).last_pk))
         return _decode_generation(stored)  # type: ignore[return-value]
 

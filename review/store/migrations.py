@@ -233,8 +233,16 @@ def v3_blinding_identity_settings(db: Database) -> None:
     ])
 
 
+def v4_timing_mode(db: Database) -> None:
+    """How each generation's steps ran and were timed: 'graphs' (captured CUDA graphs), 'eager' or 'mixed' (a
+    capture fell back mid-generation). Rows from before are eager (the engine had no graphs)."""
+    _run(db, ["ALTER TABLE generations ADD COLUMN timing_mode TEXT NOT NULL DEFAULT 'eager' "
+              "CHECK (timing_mode IN ('eager', 'graphs', 'mixed'))"])
+
+
 Migration = Callable[[Database], None]
-MIGRATIONS: tuple[Migration, ...] = (v1_core_tables, v2_identity_latency_gold, v3_blinding_identity_settings)
+MIGRATIONS: tuple[Migration, ...] = (v1_core_tables, v2_identity_latency_gold, v3_blinding_identity_settings,
+                                  v4_timing_mode)
 LATEST = len(MIGRATIONS)
 
 

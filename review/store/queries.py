@@ -12,6 +12,7 @@ PAIR_COLUMNS = """
     gf.total_s AS full_total_s, gs.total_s AS sel_total_s,
     gf.device AS full_device, gs.device AS sel_device, gf.dtype AS full_dtype, gs.dtype AS sel_dtype,
     gf.run_id AS full_run_id, gs.run_id AS sel_run_id,
+    gf.timing_mode AS full_timing_mode, gs.timing_mode AS sel_timing_mode,
     gf.id_cos_ref AS full_id_cos_ref, gs.id_cos_ref AS sel_id_cos_ref,
     imf.file AS full_file, ims.file AS sel_file"""
 
