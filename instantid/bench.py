@@ -46,7 +46,7 @@ from .bench_arms import (
     williams_orders,
 )
 from .bench_checks import check_graphs, count_step_flops
-from .bench_report import _ratio, acceptance, format_table, patch_overhead, summarize
+from .bench_report import _ratio, acceptance, format_table, patch_overhead, r_squared, summarize
 from .bench_stats import (
     FLOOR,
     K_MAD,
@@ -195,6 +195,13 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
             row["step_tflop"] = arm_flops / 1e12
             row["tflops"] = arm_flops / (row["median_ms"] / 1e3) / 1e12
             row["pct_of_peak"] = row["tflops"] / PEAK_TFLOPS
+    for graphs, key in ((False, "proportionality_r2"), (True, "proportionality_r2_graphs")):
+        # goal 4 needs each arm's work-model share, attached just above (the per-mode acceptance ran before it)
+        points = [(summary[a.name]["bytes_share"], summary[a.name].get("time_share")) for a in arms
+                  if a.graphs == graphs and not a.stock and a.name.removesuffix(GRAPHS_SUFFIX) not in (AA_ARM, NOCACHE_ARM)
+                  and summary[a.name]["bytes_share"] is not None and summary[a.name].get("time_share") is not None]
+        if points:
+            checks[key] = r_squared([x for x, _ in points], [y for _, y in points])
     primary = "full" + suffix
     aa_ratio, aa_ci = summary[AA_ARM + suffix]["ratio_to_full"], summary[AA_ARM + suffix]["ratio_ci"]
     ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)

@@ -156,6 +156,8 @@ def _check_indices(term: str, layers: Sequence[LayerInfo]) -> None:
     first, second = _parse_range(m.group(2), term), _parse_range(m.group(3), term)
     if section == "middle" and second is None:
         first, second = None, first
+    elif section == "middle" and first is not None and first[-1] <= 1:
+        first = None  # middle block 1 is ComfyUI_InstantID's name for the single middle block 0 (see _select)
     for position, wanted in ((1, first), (2, second)):
         if wanted is None or not keys:
             continue

@@ -23,12 +23,13 @@ def error(message: str) -> int:
     return 2
 
 
-def open_existing_study(db: str) -> Store | None:
-    """The study at ``db``, or None after printing why it cannot be opened (never creates a database)."""
+def open_existing_study(db: str, *, writable: bool = False) -> Store | None:
+    """The study at ``db`` (read-only unless ``writable``), or None after printing why it cannot be opened
+    (never creates a database)."""
     from review.study import StudyDatabaseError, open_study
 
     try:
-        return open_study(db)
+        return open_study(db, writable=writable)
     except StudyDatabaseError as exc:
         error(str(exc))
         return None

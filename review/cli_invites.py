@@ -46,7 +46,7 @@ def main_invites(argv: Sequence[str]) -> int:
         return error(f"--base-url must be an http(s) address without query or fragment, not {args.base_url!r}")
     from review.identity import Signer
 
-    store = open_existing_study(args.db)
+    store = open_existing_study(args.db, writable=True)
     if store is None:
         return 2
     with store:

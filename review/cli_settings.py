@@ -50,7 +50,7 @@ def main_settings(argv: Sequence[str]) -> int:
         changes = parse_assignments(args.assignments)
     except SettingError as exc:
         return error(str(exc))
-    store = open_existing_study(args.db)
+    store = open_existing_study(args.db, writable=True)
     if store is None:
         return 2
     with store:

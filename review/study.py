@@ -48,9 +48,10 @@ class StudyDatabaseError(StoreError):
     """The database file to read is missing or is not a study database."""
 
 
-def open_study(db: str | Path) -> Store:
+def open_study(db: str | Path, *, writable: bool = False) -> Store:
     """Open an existing study database read-only (``mode=ro``: no WAL switch, no migration, nothing written);
-    never creates a file. Raises StudyDatabaseError (one sentence) for a missing, non-SQLite, damaged or foreign
+    ``writable`` (the commands that change settings or add invites): read-write, migrated to this code's schema.
+    Never creates a file. Raises StudyDatabaseError (one sentence) for a missing, non-SQLite, damaged or foreign
     file, or one whose schema is older or newer than this code."""
     path = Path(db).expanduser()
     if not path.is_file():
@@ -63,7 +64,7 @@ def open_study(db: str | Path) -> Store:
     if header != SQLITE_MAGIC:  # checked here: the store wraps only its own errors, and SQL stays in the store
         raise StudyDatabaseError(f"{path} is not an SQLite database")
     try:
-        store = Store(path, migrate=False, read_only=True)
+        store = Store(path, migrate=writable, read_only=not writable)
     except StoreError as exc:
         raise StudyDatabaseError(str(exc)) from exc
     try:

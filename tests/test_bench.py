@@ -73,6 +73,9 @@ def test_benchmark_json_has_every_field(bench_json):
     assert bench_json["presets"]["full"]["ratio_to_full"] == 1.0
     assert bench_json["presets"]["none"]["ratio_to_none"] == 1.0
     assert {"aa_contains_1", "resolved", "none_ratio", "proportionality_r2"} <= set(bench_json["acceptance"])
+    # goal 4 is computed from the work-model shares (full, fast, none: three points), never left empty
+    r2 = bench_json["acceptance"]["proportionality_r2"]
+    assert r2 is not None and 0.0 <= r2 <= 1.0
 
 
 def test_switching_presets_holds_no_extra_memory(bench_json):

@@ -93,8 +93,9 @@ def test_compared_images_are_largest_side_by_side_and_answers_on_screen(browser,
 
 def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_trial(browser, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, trials_per_session=2),
-                             seeds=(0, 1, 2))
+    # reveal=each (training): the reveal and 'Next pair' must fit the phone screen too
+    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, trials_per_session=2,
+                                                                   reveal="each"), seeds=(0, 1, 2))
     with launched(services) as base:
         page = browser.new_page(viewport={"width": 375, "height": 667})
         try:
@@ -145,7 +146,7 @@ def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, tmp_p
     width, height = VIEWPORTS[device]
     from review.study import board_view
 
-    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0))
+    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, leaderboard_public=True))
     services.board = lambda include: board_view(services.store, include_failing=include, n_boot=50,
                                                 n_boot_cluster=20, n_boot_bt=10)
     with launched(services) as base:

@@ -286,7 +286,7 @@ def test_export_tab_and_cli_write_the_same_bytes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(review.export, "utc_now", lambda: "2026-12-04T12:00:00Z")
     services = make_services(tmp_path / "app", seeds=(0, 1), presets=("fast",))
-    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={})
+    request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={}, session_hash="page-1")
     note, _ = export_tab.handlers(services)["prepare"]("s3cret-admin", request)
     (ui_root,) = services.dirs.exports.glob("*/study-dataset")
     assert "All rows" in note and (ui_root.parent / "study-dataset.zip").is_file()

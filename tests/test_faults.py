@@ -138,7 +138,7 @@ def test_a_write_refused_as_read_only_becomes_a_readable_error(study):
     _, path = study
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     with pytest.raises(sqlite3.OperationalError) as raw:
-        conn.execute("INSERT INTO reviewers VALUES ('x', 'now', 'now')")
+        conn.execute("INSERT INTO reviewers (id, created_at, last_seen) VALUES ('x', 'now', 'now')")
     conn.close()
     readable = storage_error(str(path), raw.value)
     assert readable is not None and readable.kind == "read-only" and readable.reason == "its storage is read-only"

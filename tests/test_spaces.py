@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from review import spaces_env
-from review.store import Store
+from review.store import LATEST, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def test_snapshot_is_a_readable_copy_of_a_live_database(tmp_path):
         store.get_or_create_reviewer("a" * 32)
         copy = store.snapshot(tmp_path / "backup" / "copy.db")
     with Store(copy, migrate=False) as snap:
-        assert snap.integrity_check() == [] and snap.schema_version() == 2
+        assert snap.integrity_check() == [] and snap.schema_version() == LATEST
 
 
 def test_backup_scheduler_snapshots_and_exports_before_each_commit(tmp_path, monkeypatch):

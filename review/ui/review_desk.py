@@ -320,9 +320,9 @@ class ReviewDesk:
     def _acknowledge_again(self, seat: Seat, trial: dict, stored: dict) -> VoteReceipt:
         """The acknowledgement of an already stored vote (counted once); no face: the page's may be another."""
         logger.info("vote on trial %s retried: acknowledged again", trial["id"])
-        target = seat.view.target if seat.view else seat.voted
-        return VoteReceipt(self._reveal(trial, stored["choice"], stored["outcome"]), seat.voted,
-                           max(target, seat.voted), None)
+        target = max(seat.view.target if seat.view else seat.voted, seat.voted)
+        return VoteReceipt(self._reveal(trial, stored["choice"], stored["outcome"], seat, target), seat.voted,
+                           target, None)
 
     def cycle(self, session: str, trial_id: object, choice: object, mode: object, address: str,
               shown_ms: object = None) -> tuple[VoteReceipt, TrialView]:
