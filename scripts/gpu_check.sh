@@ -11,6 +11,8 @@
 #     capture fails its error and traceback are printed and the benchmark runs the eager arms only. Then FLOPs of
 #     one step (achieved TFLOP/s), warm-up until steady, and --runs 3 interleaved runs; the table ends in GOAL
 #     PASS/MISS lines.
+#  4. profile-face-branch.txt / .json: `scripts/profile_face_branch.py`, torch.profiler over eager steps of full
+#     and none: the kernels the face branch adds (PROFILE_S seconds reserved for it, default 100; 0 skips it).
 # Budget: BUDGET seconds in all (default 400). Expected on one H200: setup ~20 s, generate ~40 s, bench: stack
 # build < 1 min, check + FLOPs ~15 s, warm-up 15-45 s, then the rest of the budget for 3 runs (14 arms x 5 steps x
 # ~75 ms = ~5.5 s a repetition: ~10 repetitions a run). The benchmark's --time-budget starts no repetition it
@@ -26,6 +28,7 @@ STEPS="${STEPS:-5}"
 REPS="${REPS:-28}"  # per run; two cycles of the 14-arm Williams design if time allows (the budget decides)
 RUNS="${RUNS:-3}"
 BUDGET="${BUDGET:-400}"
+PROFILE_S="${PROFILE_S:-100}"  # reserved at the end for the kernel profile (0: no profile)
 PRESETS="${PRESETS:-full,balanced,fast,none,full-stock,balanced-stock,fast-stock,none-stock}"
 mkdir -p "$OUT_DIR"
 
@@ -73,7 +76,7 @@ print('generate: graphs vs eager image max abs pixel difference', int(np.abs(a -
     || echo "generate image comparison failed"
 } 2>&1 | tee "$OUT_DIR/generate.txt"
 
-LEFT=$((BUDGET - SECONDS - 15))  # 15 s: SIGTERM grace (timeout -k 5) and the output flush
+LEFT=$((BUDGET - SECONDS - 15 - PROFILE_S))  # 15 s: SIGTERM grace (timeout -k 5) and the output flush
 if [ "$LEFT" -lt 150 ]; then
   echo "gpu_check: only ${LEFT}s left of BUDGET=${BUDGET}s after setup; not starting the benchmark" >&2
   exit 3
@@ -86,6 +89,11 @@ timeout -k 5 "$LEFT" "$PY" -m instantid.bench --stack sdxl-shape --size 1024x102
   2> >(tee "$OUT_DIR/bench-graphs.log" >&2) | tee "$OUT_DIR/bench-graphs.txt" || status=$?
 if [ "$status" -ne 0 ]; then
   echo "gpu_check: benchmark exited with status $status (124/137: killed at the ${LEFT}s limit)" >&2
+fi
+if [ "$PROFILE_S" -gt 0 ]; then
+  echo "== kernel profile of the face branch (eager full vs none) $((SECONDS))s"
+  timeout -k 5 "$PROFILE_S" "$PY" scripts/profile_face_branch.py --steps 5 --out "$OUT_DIR/profile-face-branch.json" \
+    2>&1 | tee "$OUT_DIR/profile-face-branch.txt" || echo "gpu_check: the profile failed or ran out of time" >&2
 fi
 echo "gpu_check: ${SECONDS}s in all"
 exit "$status"

@@ -335,21 +335,23 @@ def play_session(desk: ReviewDesk, session: str, mode: str = "preference", answe
     return rows
 
 
-def gold_desk(tmp_path: Path, seed: int = 2, **study) -> ReviewDesk:
+def gold_desk(tmp_path: Path, seed: int = 2, conditions: int = 30, **study) -> ReviewDesk:
     config = dict(gold_rate=0.2, vote_burst=1000, vote_per_s=100.0, address_burst=10_000, trial_burst=10_000)
-    services = make_services(tmp_path, seeds=tuple(range(30)), presets=("fast",),
+    services = make_services(tmp_path, seeds=tuple(range(conditions)), presets=("fast",),
                              study=StudyConfig(**{**config, **study}))
     return ReviewDesk(services, rng=random.Random(seed))
 
 
 def test_gold_trials_use_reserved_conditions_only_and_record_kind_and_answer(tmp_path: Path):
-    desk = gold_desk(tmp_path)
+    # 60 conditions: the reserved share (a keyed hash with the install's random secret) is then large enough that
+    # every session gets its full gold count, identical kind included (with 30 it was sometimes 0 identical)
+    desk = gold_desk(tmp_path, conditions=60)
     reserved = desk._reserved_conditions()
     rows = [r for i in range(4) for r in play_session(desk, f"s{i}")]
     rows += [r for i in range(2) for r in play_session(desk, f"x{i}", mode="abx")]
     golds = [r for r in rows if r["is_gold"]]
     condition = {p["pair_id"]: p["condition_id"] for p in desk.store.list_pairs()}
-    assert 0 < len(reserved) < 30 and golds
+    assert 0 < len(reserved) < 60 and golds
     assert all((condition[r["pair_id"]] in reserved) == bool(r["is_gold"]) for r in rows)  # gold-only conditions
     kinds = Counter((r["mode"], r["gold_kind"]) for r in golds)
     assert set(kinds) <= {("preference", "identical"), ("preference", "degraded"), ("abx", "degraded")}
