@@ -170,7 +170,7 @@ def test_hugging_face_reviewers_need_a_login_on_the_allow_list(tmp_path: Path):
 
 # -- reveal=end ---------------------------------------------------------------------------------------------------
 def test_reveal_end_says_nothing_until_the_last_vote_then_only_counts(tmp_path: Path):
-    services = make_services(tmp_path, seeds=tuple(range(12)), presets=("fast",),
+    services = make_services(tmp_path, seeds=tuple(range(24)), presets=("fast",),
                              study=StudyConfig(gold_rate=0.3, reveal="end", trials_per_session=8, **FAST))
     desk = ReviewDesk(services, rng=random.Random(3))
     view, reveals, golds = desk.open("s", None, "preference", "a"), [], 0

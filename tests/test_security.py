@@ -366,7 +366,7 @@ ASSIGNMENT = re.compile(r"\b(full|selective|preset|layers?|" + "|".join(PRESETS)
 
 @pytest.fixture
 def gold_app(tmp_path):
-    services = make_services(tmp_path, password=PASSWORD, seeds=tuple(range(8)),
+    services = make_services(tmp_path, password=PASSWORD, seeds=tuple(range(16)),
                              study=StudyConfig(gold_rate=0.3, trials_per_session=5, vote_burst=100, vote_per_s=100.0))
     with launched(services) as base:
         yield Api(base), services

@@ -504,7 +504,7 @@ def test_switching_the_task_keeps_each_mode_s_open_trial(desk: ReviewDesk):
 def test_the_leaderboards_gold_screen_scores_catch_trials_by_their_expected_answer(tmp_path: Path):
     from review.leaderboard import leaderboard
 
-    desk = gold_desk(tmp_path, seed=5)
+    desk = gold_desk(tmp_path, seed=5, conditions=60)  # enough reserved conditions for 3+ gold in each session
     rows = play_session(desk, "right-answers") + play_session(desk, "always-same", answer=lambda row: "same")
     assert sum(r["is_gold"] for r in rows) >= 6
     result = leaderboard(desk.store.list_pairs(), desk.store.vote_rows(), n_boot=20, n_boot_cluster=10,
