@@ -14,24 +14,23 @@ from review.verdict_config import SCREEN_UNITS, VerdictConfig, from_env
 logger = logging.getLogger(__name__)
 
 
-def _margin(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.5 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"the margin is an ABX accuracy in (0.5, 1), not {value}")
-    return value
+def _open_interval(low: float, high: float, what: str):
+    """An argparse type: a float strictly between ``low`` and ``high`` (the error message says ``what``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low < value < high:
+            raise argparse.ArgumentTypeError(f"{what} ({low:g}, {high:g}), not {value}")
+        return value
+
+    return parse
 
 
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), not {value}")
-    return value
+_margin = _open_interval(0.5, 1.0, "the margin is an ABX accuracy in")
+_unit = _open_interval(0.0, 1.0, "must be in")
 
 
 def add_verdict_options(parser: argparse.ArgumentParser) -> None:

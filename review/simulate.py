@@ -11,7 +11,7 @@ What runs: the trial order comes from ``review.trials.pick_pair`` (the desk's ow
 condition per reviewer, least-served preset first), reviewers served in an interleaved random order; votes are
 drawn from a logistic model with reviewer and condition random effects; the verdicts are those of
 ``review.verdicts`` / ``review.sequential`` evaluated on the same sufficient sums the leaderboard uses. SQLite and
-the image pipeline are left out (far too slow for thousands of studies): ``tests/test_simulate.py`` plays one small
+the image pipeline are left out (far too slow for thousands of studies): ``tests/test_simulate_desk.py`` plays one small
 study through the real ReviewDesk + Store and checks the leaderboard reaches the same numbers. For speed the desk's
 trial order is drawn for ``--schedules`` studies and reused (outcomes are drawn afresh for every study).
 """
