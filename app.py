@@ -9,7 +9,7 @@ REVIEW_GOLD_PER_SESSION, REVIEW_TRIALS_PER_SESSION, REVIEW_MODES, REVIEW_ADMIN_P
 off command lines), REVIEW_TRUST_PROXY, REVIEW_PROXY_HOPS, REVIEW_DEMO (0 to skip demo pairs); the study settings
 REVIEW_REVEAL, REVIEW_IDENTITY, REVIEW_LEADERBOARD_PUBLIC (else the database's, ``python -m review settings``);
 REVIEW_HF_ALLOW and REVIEW_HF_ADMINS (comma-separated Hugging Face user names: reviewers with identity=hf, admins);
-the verdict settings REVIEW_MARGIN, REVIEW_ALPHA, REVIEW_PRIMARY_PRESET, ... (``review.verdict_config``),
+the verdict settings REVIEW_MARGIN, REVIEW_ALPHA, REVIEW_PRIMARY_PRESET, ... (``review.stats.verdict_config``),
 REVIEW_ADAPTIVE (1: adaptive allocation); REVIEW_ORT (gpu: onnxruntime-gpu); REVIEW_BACKUP_REPO (a dataset repo id:
 scheduled backups of the database and an export; needs HF_TOKEN); REVIEW_INTEGRITY_CHECK (1: full
 ``integrity_check`` at start instead of ``quick_check``), REVIEW_STOP_GRACE_S (how long SIGTERM waits for a running
@@ -35,21 +35,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from review.allocation import allocation_from_board
-from review.cli_verdict import add_verdict_options, verdict_config
-from review.identity import parse_allow_list
-from review.settings import ENV, SettingError, StudySettings
-from review.sidecar import save_study_settings
+from review.cli.verdict import add_verdict_options, verdict_config
+from review.export.sidecar import save_study_settings
 from review.spaces_env import ensure_onnxruntime, storage_root
+from review.stats.allocation import allocation_from_board
+from review.stats.board import board_view
+from review.stats.verdict_config import VerdictConfig
+from review.stats.verdict_config import from_env as verdict_env
 from review.store import Store, StoreError
-from review.study import board_view
-from review.trials import StudyConfig
+from review.study.identity import parse_allow_list
+from review.study.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
+from review.study.settings import ENV, SettingError, StudySettings
+from review.study.trials import StudyConfig
 from review.ui.app import build_demo, launch_options
 from review.ui.edge import install_server_limits
-from review.ui.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
 from review.ui.single_process import AppLockError, hold_app_lock
-from review.verdict_config import VerdictConfig
-from review.verdict_config import from_env as verdict_env
 
 logger = logging.getLogger("app")
 
@@ -129,8 +129,8 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs,
     ``stopping`` is set (SIGTERM) it stops after the image in progress (JobStopped, what is stored is kept)."""
 
     def run_job(job: GenerateJob, progress: Callable[[float, str], None]) -> list[dict[str, Any]]:
-        from review.conditions import Condition
-        from review.jobs import PairRunner
+        from review.generation.conditions import Condition
+        from review.generation.jobs import PairRunner
 
         runner = PairRunner(engines.get(), store, dirs.root)
         total, done, rows = len(job.seeds) * (1 + len(job.presets)), 0, []
@@ -162,7 +162,7 @@ def cached_board(store: Store, config: VerdictConfig | None = None) -> Callable[
     """The leaderboard view, computed once per (pairs, votes) count and filter, shared by every open tab."""
     cache: dict[tuple[Any, bool], Any] = {}
     lock = threading.Lock()
-    config = config or verdict_env()  # REVIEW_MARGIN, REVIEW_ALPHA, ... (review.verdict_config)
+    config = config or verdict_env()  # REVIEW_MARGIN, REVIEW_ALPHA, ... (review.stats.verdict_config)
 
     def board(include_failing: bool) -> Any:
         key = (store.study_version(), bool(include_failing))
@@ -280,7 +280,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --trust-proxy: trusted proxies in front of the app; the client address is this "
                              "many entries from the right of X-Forwarded-For (REVIEW_PROXY_HOPS)")
     parser.add_argument("--adaptive", action="store_true", default=env("REVIEW_ADAPTIVE") == "1",
-                        help="serve only presets without a verdict yet (REVIEW_ADAPTIVE=1; review.allocation)")
+                        help="serve only presets without a verdict yet (REVIEW_ADAPTIVE=1; review.stats.allocation)")
     add_verdict_options(parser)  # --margin, --alpha, --primary-preset, ... (defaults: REVIEW_MARGIN, ...)
     parser.add_argument("--integrity-check", action="store_true", default=env("REVIEW_INTEGRITY_CHECK") == "1",
                         help="full PRAGMA integrity_check at start (default: quick_check) (REVIEW_INTEGRITY_CHECK)")
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     save_study_settings(store.path, {**asdict(study), "stack": engines.stack})  # for the exports' dataset card
     backup_repo = os.environ.get("REVIEW_BACKUP_REPO")
     if backup_repo:
-        from review.hub import start_backup
+        from review.export.hub import start_backup
 
         start_backup(store, dirs.root / "backup", backup_repo)
     if not config.admin_password:

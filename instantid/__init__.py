@@ -21,7 +21,7 @@ _EXPORTS = {
     "Preset": "presets", "PresetError": "presets", "PRESET_NAMES": "presets", "resolve_preset": "presets",
     "describe_presets": "presets", "select_layers": "presets", "ACCEPTED_FORMS": "presets",
     # work model
-    "preset_work": "work_model",
+    "preset_work": "bench.work_model",
     # faces
     "Face": "face", "FaceAnalyzer": "face", "FaceError": "face", "ImageReadError": "face", "NoFaceError": "face",
     "FaceModelError": "face",

@@ -1,6 +1,6 @@
 """``python -m instantid <command>`` (installed: ``instantid <command>``): the engine's command line.
 
-Each command lives in ``instantid/cli_<command>.py`` as ``main_<command>(argv) -> int`` with its own parser and
+Each command lives in ``instantid/cli/<command>.py`` as ``main_<command>(argv) -> int`` with its own parser and
 ``--help``; it is imported only when run, so ``presets`` never loads torch. ``python -m review`` dispatches the
 same way. Logging and warnings go to stderr; results go to stdout.
 """
@@ -17,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "presets": ("instantid.cli_presets", "main_presets", "list layer presets, their layers and work shares"),
-    "generate": ("instantid.cli_generate", "main_generate",
+    "presets": ("instantid.cli.presets", "main_presets", "list layer presets, their layers and work shares"),
+    "generate": ("instantid.cli.generate", "main_generate",
                  "generate one image with a preset and print per-step timing"),
 }
 EXAMPLES = """examples:

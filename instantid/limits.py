@@ -2,7 +2,7 @@
 
 ``Engine.generate`` checks every request against ``LIMITS`` (``check_request``), both command lines check their
 arguments with the same function before anything loads, and ``review`` (the app's Generate tab, the batch CLI,
-``review.inputs.Limits``) takes its numbers from here, so a library caller, a CLI user and an admin get the same
+``review.generation.inputs.Limits``) takes its numbers from here, so a library caller, a CLI user and an admin get the same
 message for the same value. Nothing here imports torch.
 """
 

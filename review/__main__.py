@@ -1,6 +1,6 @@
 """``python -m review <command>`` (installed: ``instantid-review <command>``): the study's command line.
 
-Each command lives in ``review/cli_<command>.py`` as ``main_<command>(argv) -> int`` with its own parser and
+Each command lives in ``review/cli/<command>.py`` as ``main_<command>(argv) -> int`` with its own parser and
 ``--help``; it is imported only when run (so ``generate`` pulls in torch, ``leaderboard`` does not).
 ``python -m instantid`` dispatches the same way. Logging and warnings go to stderr; results go to stdout.
 """
@@ -17,13 +17,13 @@ logger = logging.getLogger(__name__)
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "generate": ("review.cli_generate", "main_generate", "generate full/selective pairs into the study database"),
-    "leaderboard": ("review.cli_leaderboard", "main_leaderboard", "per-preset statistics from the database"),
-    "export": ("review.cli_export", "main_export",
+    "generate": ("review.cli.generate", "main_generate", "generate full/selective pairs into the study database"),
+    "leaderboard": ("review.cli.leaderboard", "main_leaderboard", "per-preset statistics from the database"),
+    "export": ("review.cli.export", "main_export",
                "export the study as a Hugging Face dataset folder (CSV/JSON/Parquet + README card)"),
-    "simulate": ("review.simulate", "main_simulate", "verdict error rates by simulation with known truth"),
-    "settings": ("review.cli_settings", "main_settings", "show or change the study settings (reveal, identity, ...)"),
-    "invites": ("review.cli_invites", "main_invites", "make invite links for an invite-only study"),
+    "simulate": ("review.cli.simulate", "main_simulate", "verdict error rates by simulation with known truth"),
+    "settings": ("review.cli.settings", "main_settings", "show or change the study settings (reveal, identity, ...)"),
+    "invites": ("review.cli.invites", "main_invites", "make invite links for an invite-only study"),
 }
 EXAMPLES = """examples:
   python -m review generate --stack tiny --db var/study.db --faces data/faces --prompts data/prompts.txt \\

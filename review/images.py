@@ -6,7 +6,7 @@ Blinding rules (docs: /work/shared/notes/review-app-facts.md section 6):
   nor arm;
 - names coming back from outside (a request, a DB row) must match ``^[0-9a-f]{32}\\.png$``, so they cannot
   escape the data folder;
-- ``with_nonce`` gives each served URL its own bytes for the same pixels (``review.served``), so no URL or
+- ``with_nonce`` gives each served URL its own bytes for the same pixels (``review.study.served``), so no URL or
   content hash repeats across trials: a private ancillary chunk ``rnDm`` (ancillary, private, reserved bit clear,
   safe-to-copy) holding 16-48 random bytes as hex text (zero-byte free), spliced in right after IHDR. Nothing is
   re-encoded: the stored file's bytes plus one chunk (a re-encode costs ~1 ms at 128x128 and ~270 ms at

@@ -1,4 +1,4 @@
-"""Time ``review.leaderboard.leaderboard`` on a simulated study (default 100,000 votes, ~2,000 pairs, 5 presets).
+"""Time ``review.stats.leaderboard.leaderboard`` on a simulated study (default 100,000 votes, ~2,000 pairs, 5 presets).
 
 Usage: .venv/bin/python scripts/bench_leaderboard.py [--votes 100000] [--conditions 400] [--reviewers 120]
 Prints the median wall time of 3 runs (and the process CPU time, which is less sensitive to other load on a
@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from review.leaderboard import leaderboard  # noqa: E402
+from review.stats.leaderboard import leaderboard  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from instantid.bench_stack import load_bench_stack  # noqa: E402
+from instantid.bench.stack import load_bench_stack  # noqa: E402
 from instantid.presets import resolve_preset  # noqa: E402
 from instantid.step import build_step_inputs, denoise_step  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""The benchmark table of docs/statistics.md: verdict error rates and coverage by simulation (``review.simulate``).
+"""The benchmark table of docs/statistics.md: verdict error rates and coverage by simulation (``review.stats.simulate``).
 
 Usage: .venv/bin/python scripts/verdict_table.py [--studies 1000] [--json out.json]
 Cells: true ABX accuracy 0.50/0.55/0.60/0.70 x 5/15/40 reviewers x 1/4 presets x final look / a look after every
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from review.simulate import Design, simulate_design  # noqa: E402
-from review.verdict_config import VerdictConfig  # noqa: E402
+from review.stats.simulate import Design, simulate_design  # noqa: E402
+from review.stats.verdict_config import VerdictConfig  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

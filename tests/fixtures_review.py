@@ -13,8 +13,8 @@ import numpy as np
 
 from review.images import write_image
 from review.store import Store
-from review.trials import StudyConfig
-from review.ui.services import AppConfig, DataDirs, Services
+from review.study.services import AppConfig, DataDirs, Services
+from review.study.trials import StudyConfig
 
 PRESETS = ("balanced", "fast", "output_only")
 ALL_NAMES = ("full", "selective", "balanced", "fast", "output_only", "none", "adaptive")

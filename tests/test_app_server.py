@@ -22,7 +22,7 @@ from fixtures_review import free_port, launched, make_services
 from PIL import Image
 
 from review.images import png_has_metadata
-from review.trials import RateLimiter, StudyConfig
+from review.study.trials import RateLimiter, StudyConfig
 
 PASSWORD = "s3cret-admin"
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_the_vote_brings_the_next_trial_and_latency_is_the_servers_own(tmp_path)
 
 
 def test_a_stored_vote_is_acknowledged_when_preparing_the_next_pair_fails(tmp_path, monkeypatch):
-    from review.ui.review_desk import ReviewDesk
+    from review.study.review_desk import ReviewDesk
 
     services = make_services(tmp_path, seeds=(0,), presets=("fast", "balanced"), study=StudyConfig(gold_rate=0.0))
     served = ReviewDesk._new_trial
@@ -304,7 +304,7 @@ def test_generate_form_uses_the_shared_upload_and_settings_checks(tmp_path):
     """make_job refuses what the batch CLI refuses (same messages) and normalises the upload to RGB PNG."""
     from PIL import Image
 
-    from review.trials import VoteRefused
+    from review.study.trials import VoteRefused
     from review.ui.generate_tab import make_job
 
     services = make_services(tmp_path, seeds=(0,), presets=("fast",))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from instantid import PRESET_NAMES, GenerationError, GenerationRequest
-from review.inputs import (
+from review.generation.inputs import (
     InputError,
     Limits,
     Settings,
@@ -413,7 +413,7 @@ def test_read_upload_of_any_bytes_is_an_rgb_image_or_input_error(data: bytes) ->
     assert upload.image.mode == "RGB" and min(upload.image.size) >= 1
 
 
-# --- the vote handler (review/trials.py): only VoteRefused or an accepted vote -------------------------------
+# --- the vote handler (review/study/trials.py): only VoteRefused or an accepted vote -------------------------------
 
 HEX_ID = st.text("0123456789abcdef", min_size=32, max_size=32)
 TRIAL_ROWS = st.fixed_dictionaries({
@@ -444,7 +444,7 @@ def vote_attempts(draw: st.DrawFn) -> dict:
 @settings(max_examples=200, deadline=None)
 @given(vote_attempts())
 def test_vote_handler_accepts_valid_votes_and_refuses_the_rest_with_its_own_error(attempt: dict) -> None:
-    from review.trials import CHOICES, VoteRefused, outcome_for, valid_trial_id, validate_vote
+    from review.study.trials import CHOICES, VoteRefused, outcome_for, valid_trial_id, validate_vote
 
     trial, choice, session, reviewer = attempt["trial"], attempt["choice"], attempt["session"], attempt["reviewer"]
     try:

@@ -32,12 +32,12 @@ from fixtures_review import make_services, make_study
 from PIL import Image
 
 from instantid import FaceError, PresetError, RequestError, check_request, load_image
-from review.conditions import Condition
 from review.errors import InputError
+from review.generation.conditions import Condition
+from review.generation.uploads import read_upload
 from review.store import Store, StoreError
-from review.trials import VoteRefused
+from review.study.trials import VoteRefused
 from review.ui.generate_tab import make_job
-from review.uploads import read_upload
 
 CLEAR_ERRORS = (InputError, VoteRefused, StoreError, RequestError, PresetError, FaceError)
 GOOD_FORM = dict(prompt="a portrait", negative="", presets=["balanced"], custom="", seeds="0", steps=4, width=128,
@@ -107,8 +107,8 @@ def cwd(tmp_path: Path):
 
 
 def test_bad_images_through_every_entry_point(tally: Tally, tmp_path: Path, cwd: Path) -> None:
-    from instantid.cli_generate import main_generate as instantid_generate
-    from review.cli_generate import main_generate as review_generate
+    from instantid.cli.generate import main_generate as instantid_generate
+    from review.cli.generate import main_generate as review_generate
 
     services = make_services(tmp_path / "app", seeds=(0,), presets=("fast",))
     folder = tmp_path / "inputs"
@@ -129,8 +129,8 @@ def test_bad_images_through_every_entry_point(tally: Tally, tmp_path: Path, cwd:
 
 
 def test_bad_settings_through_every_entry_point(tally: Tally, tmp_path: Path, cwd: Path) -> None:
-    from instantid.cli_generate import main_generate as instantid_generate
-    from review.cli_generate import main_generate as review_generate
+    from instantid.cli.generate import main_generate as instantid_generate
+    from review.cli.generate import main_generate as review_generate
 
     services = make_services(tmp_path / "app", seeds=(0,), presets=("fast",))
     face = tmp_path / "face.png"
@@ -185,9 +185,9 @@ def test_bad_settings_through_every_entry_point(tally: Tally, tmp_path: Path, cw
 
 
 def test_bad_databases_and_statistics_options(tally: Tally, tmp_path: Path, cwd: Path) -> None:
-    from review.cli_export import main_export
-    from review.cli_generate import main_generate as review_generate
-    from review.cli_leaderboard import main_leaderboard
+    from review.cli.export import main_export
+    from review.cli.generate import main_generate as review_generate
+    from review.cli.leaderboard import main_leaderboard
 
     face = tmp_path / "face.png"
     Image.new("RGB", (96, 96), (200, 160, 140)).save(face)

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from instantid import GenerationError
-from review.conditions import DATA_DIR, Condition
-from review.jobs import PairRunner
+from review.generation.conditions import DATA_DIR, Condition
+from review.generation.jobs import PairRunner
 from review.store import Store
 
 FACE = DATA_DIR / "faces" / "astronaut.jpg"
@@ -33,7 +33,7 @@ def test_a_failed_generation_writes_no_face_condition_or_image(tiny_engine, tmp_
 
 
 def test_a_folder_run_processes_the_good_faces_and_names_each_bad_one(tmp_path, capsys):
-    from review.cli_generate import main_generate
+    from review.cli.generate import main_generate
 
     faces = tmp_path / "faces"
     faces.mkdir()

@@ -14,11 +14,11 @@ import pytest
 import torch
 from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
-from instantid.bench_report import bootstrap_ci, format_table, summarize
+from instantid.bench.report import bootstrap_ci, format_table, summarize
+from instantid.bench.work_model import preset_work
 from instantid.engine import Engine
 from instantid.presets import PresetError, resolve_preset
 from instantid.telemetry import auto_preset, load_telemetry, record_telemetry, save_telemetry
-from instantid.work_model import preset_work
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET_FIELDS = {"median_ms", "ratio_to_full", "ratio_ci", "ratio_to_none", "flops_share", "bytes_share",
@@ -50,7 +50,7 @@ def engine(tiny_pipe):
 def bench_json(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # 1 thread: steady on a shared CPU
-    cmd = [sys.executable, "-m", "instantid.bench", "--stack", "tiny", "--presets", "full,fast,none",
+    cmd = [sys.executable, "-m", "instantid.bench.runner", "--stack", "tiny", "--presets", "full,fast,none",
            "--steps", "1", "--reps", "5", "--size", "64x64", "--threads", "1", "--json", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_benchmark_layers_and_work_shares_match_the_work_model(bench_json, tiny_
 
 
 def test_nocache_arm_recomputes_face_kv_and_restores_state(engine):
-    from instantid.bench import benchmark
+    from instantid.bench.runner import benchmark
 
     calls = {"n": 0}
     proc = next(iter(engine.patcher.face.values()))
@@ -133,7 +133,7 @@ def test_nocache_arm_recomputes_face_kv_and_restores_state(engine):
 def test_time_budget_reports_fewer_repetitions_instead_of_none(engine):
     import time
 
-    from instantid.bench import benchmark
+    from instantid.bench.runner import benchmark
 
     result = benchmark(engine, ["none"], width=64, height=64, steps=1, reps=5, warmup=0,
                        deadline=time.monotonic())  # already past: stop after the first measured repetition
@@ -197,7 +197,7 @@ def test_engine_resolves_auto_k_only_with_telemetry(engine, tmp_path):
 
 
 def test_shape_stack_builds_with_a_scaled_down_config_on_cpu():
-    from instantid.bench_stack import TINY_UNET_CONFIG, build_shape_stack
+    from instantid.bench.stack import TINY_UNET_CONFIG, build_shape_stack
     from instantid.step import build_step_inputs, denoise_step
 
     eng = build_shape_stack(TINY_UNET_CONFIG, "cpu", torch.float32, resampler_width=128)
@@ -212,7 +212,7 @@ def test_shape_stack_builds_with_a_scaled_down_config_on_cpu():
 def test_sdxl_shape_config_is_the_sdxl_unet():
     from diffusers import UNet2DConditionModel
 
-    from instantid.bench_stack import SDXL_UNET_CONFIG
+    from instantid.bench.stack import SDXL_UNET_CONFIG
     from instantid.layers import SDXL_LAYERS, layer_map_for
     from instantid.loading import layer_widths
 
@@ -225,7 +225,7 @@ def test_sdxl_shape_config_is_the_sdxl_unet():
 
 
 def test_sdxl_shape_refuses_cpu():
-    from instantid.bench_stack import load_bench_stack
+    from instantid.bench.stack import load_bench_stack
 
     with pytest.raises(SystemExit, match="CUDA"):
         load_bench_stack("sdxl-shape", device="cpu")
@@ -262,10 +262,10 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
     CFG batch 2 (FLOP counting: tests/test_graphs.py on the tiny stack). Meta kernels check shapes but not the dtypes of ``linear`` / ``conv``, so
     a hook checks that every Linear / Conv2d input has its weight's dtype (CUDA would raise). No values exist:
     nothing about speed or numerics is tested."""
-    import instantid.bench as bench
-    import instantid.bench_arms as bench_arms
+    import instantid.bench.arms as bench_arms
+    import instantid.bench.runner as bench
     from instantid import step
-    from instantid.bench_stack import SDXL_UNET_CONFIG, build_shape_stack
+    from instantid.bench.stack import SDXL_UNET_CONFIG, build_shape_stack
     from instantid.layers import SDXL_LAYERS
 
     eng = build_shape_stack(SDXL_UNET_CONFIG, "meta", torch.float16)
@@ -347,8 +347,8 @@ def test_sdxl_shape_benchmark_dry_run_on_meta_tensors(monkeypatch):
 
 
 def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
-    from instantid.bench import benchmark
-    from instantid.bench_arms import arm_work_share, make_arms, time_arm
+    from instantid.bench.arms import arm_work_share, make_arms, time_arm
+    from instantid.bench.runner import benchmark
     from instantid.step import build_step_inputs
 
     arms = {a.name: a for a in make_arms(engine, ["full@0-0.5", "fast@0.5-1"])}
@@ -369,7 +369,7 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
     # at SDXL's size attention dominates: half the steps is about half the work (30 steps, 1024x1024)
     from types import SimpleNamespace
 
-    from instantid.bench_arms import Arm
+    from instantid.bench.arms import Arm
     from instantid.layers import SDXL_LAYERS
 
     names = frozenset(layer.name for layer in SDXL_LAYERS)
@@ -385,7 +385,7 @@ def test_a_step_window_runs_the_face_branch_only_inside_it(engine):
 def test_williams_orders_balance_positions_and_predecessors(n):
     from collections import Counter
 
-    from instantid.bench_arms import williams_orders
+    from instantid.bench.arms import williams_orders
 
     orders = williams_orders(n)
     assert len(orders) == (1 if n == 1 else n if n % 2 == 0 else 2 * n)
@@ -401,7 +401,7 @@ def test_the_stock_arm_runs_diffusers_processors_on_the_same_weights_and_matches
     """full-stock: every layer on diffusers' own IPAdapterAttnProcessor2_0 (the processors load_ip_adapter built,
     sharing our weights): the same noise prediction as our full arm, the face K/V projected at every step, and
     the patch-overhead figures (goal 2) in the output."""
-    from instantid.bench import benchmark
+    from instantid.bench.runner import benchmark
     from instantid.step import build_step_inputs, denoise_step
 
     patcher = engine.patcher

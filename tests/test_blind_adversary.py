@@ -35,7 +35,7 @@ from fixtures_review import launched, make_services
 from PIL import Image
 from test_app_server import Api
 
-from review.trials import StudyConfig
+from review.study.trials import StudyConfig
 
 REVIEWERS = 36
 CONDITIONS = 40  # seeds; each condition has two presets sharing its full image (as real studies do)

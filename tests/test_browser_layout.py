@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures_review import launched, make_services
 
-from review.trials import StudyConfig
+from review.study.trials import StudyConfig
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")]
@@ -144,7 +144,7 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
 def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, tmp_path, device):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     width, height = VIEWPORTS[device]
-    from review.study import board_view
+    from review.stats.board import board_view
 
     services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, leaderboard_public=True))
     services.board = lambda include: board_view(services.store, include_failing=include, n_boot=50,

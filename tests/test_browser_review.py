@@ -19,7 +19,7 @@ import pytest
 from fixtures_review import ALL_NAMES, launched, make_services
 from PIL import Image
 
-from review.trials import StudyConfig, outcome_for
+from review.study.trials import StudyConfig, outcome_for
 
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian chromium is not installed")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from instantid.cli_presets import main_presets
+from instantid.cli.presets import main_presets
 from instantid.layers import SD15_LAYERS, SDXL_LAYERS
 from instantid.presets import PRESET_NAMES
 

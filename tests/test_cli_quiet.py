@@ -30,7 +30,7 @@ def test_tiny_generate_prints_json_on_stdout_and_no_third_party_lines(tmp_path):
 
 def test_an_unreadable_face_is_refused_before_torch_loads(tmp_path):
     (tmp_path / "face.png").write_bytes(b"not an image")
-    script = ("import sys\nfrom instantid.cli_generate import main_generate\n"
+    script = ("import sys\nfrom instantid.cli.generate import main_generate\n"
               f"code = main_generate(['--face', {str(tmp_path / 'face.png')!r}, '--prompt', 'x', '--out', 'o.png'])\n"
               "print(code, 'torch' in sys.modules, 'diffusers' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
@@ -40,7 +40,7 @@ def test_an_unreadable_face_is_refused_before_torch_loads(tmp_path):
 
 
 def test_dtype_choices_have_no_none():
-    from instantid.cli_generate import build_parser
+    from instantid.cli.generate import build_parser
 
     (action,) = [a for a in build_parser()._actions if a.dest == "dtype"]
     assert action.choices == ["fp16", "bf16", "fp32"] and action.default is None

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_study_view import CLOCK, R1, REPO, _dispatcher_has, add_vote, png
 
-from review.export import ExportError, export_dataset
-from review.leaderboard_view import HEADERS
-from review.sidecar import pseudonym, study_salt
+from review.export.dataset import ExportError, export_dataset
+from review.export.sidecar import pseudonym, study_salt
+from review.stats.leaderboard_view import HEADERS
 from review.store import LATEST, Store
 
 BOOT = {"n_boot": 50, "n_boot_cluster": 20, "n_boot_bt": 10}
@@ -156,7 +156,7 @@ def test_dataset_folder_loads_with_pandas_and_datasets(small, tmp_path):
 
 
 def test_dataset_card_has_configs_provenance_settings_verdicts_and_columns(small, tmp_path):
-    from review.sidecar import save_study_settings
+    from review.export.sidecar import save_study_settings
 
     save_study_settings(small.path, {"gold_rate": 0.15, "modes": ["preference", "abx"]})
     out = tmp_path / "card"
@@ -202,7 +202,7 @@ def test_export_of_an_empty_study_writes_empty_tables_and_a_card(tmp_path):
 
 
 def test_main_export_writes_files_and_prints_paths(small, tmp_path, capsys):
-    from review.cli_export import main_export
+    from review.cli.export import main_export
 
     out = tmp_path / "cli"
     assert main_export(["--db", str(small.path), "--out", str(out), "--n-boot", "50"]) == 0
@@ -218,8 +218,8 @@ def test_main_export_writes_files_and_prints_paths(small, tmp_path, capsys):
 
 
 def test_push_to_hub_without_a_token_is_a_clear_error_before_any_work(small, tmp_path, capsys, monkeypatch):
-    from review import hub
-    from review.cli_export import main_export
+    from review.cli.export import main_export
+    from review.export import hub
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(hub, "hub_token", lambda: None)
@@ -231,7 +231,7 @@ def test_push_to_hub_without_a_token_is_a_clear_error_before_any_work(small, tmp
 def test_push_to_hub_uploads_the_folder_with_the_token(small, tmp_path, capsys, monkeypatch):
     import huggingface_hub
 
-    from review.cli_export import main_export
+    from review.cli.export import main_export
 
     calls: list[tuple[str, tuple, dict]] = []
 
@@ -280,11 +280,11 @@ def test_export_tab_and_cli_write_the_same_bytes(tmp_path, monkeypatch):
 
     from fixtures_review import make_services
 
-    import review.export
-    from review.cli_export import main_export
+    import review.export.dataset
+    from review.cli.export import main_export
     from review.ui import export_tab
 
-    monkeypatch.setattr(review.export, "utc_now", lambda: "2026-12-04T12:00:00Z")
+    monkeypatch.setattr(review.export.dataset, "utc_now", lambda: "2026-12-04T12:00:00Z")
     services = make_services(tmp_path / "app", seeds=(0, 1), presets=("fast",))
     request = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"), headers={}, session_hash="page-1")
     note, _ = export_tab.handlers(services)["prepare"]("s3cret-admin", request)

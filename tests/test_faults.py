@@ -21,8 +21,8 @@ import pytest
 from fixtures_review import launched, make_services, make_study
 
 from review.store import ConnectionConfig, Store, StoreBusy, StoreOpenError, StoreUnavailable
-from review.trials import StudyConfig
-from review.ui.review_desk import ReviewDesk
+from review.study.review_desk import ReviewDesk
+from review.study.trials import StudyConfig
 
 FAST = ConnectionConfig(busy_timeout_ms=100, retries=2, backoff_s=0.01)
 
@@ -260,8 +260,8 @@ def test_a_damaged_or_foreign_database_is_refused_in_one_sentence_and_left_as_it
 
 
 def test_read_only_commands_leave_a_foreign_database_byte_identical_and_in_its_journal_mode(tmp_path, capsys):
-    from review.cli_export import main_export
-    from review.cli_leaderboard import main_leaderboard
+    from review.cli.export import main_export
+    from review.cli.leaderboard import main_leaderboard
 
     path = tmp_path / "other.db"
     conn = sqlite3.connect(path)
@@ -279,7 +279,7 @@ def test_read_only_commands_leave_a_foreign_database_byte_identical_and_in_its_j
 
 
 def test_the_leaderboard_reads_a_study_without_writing_to_it(tmp_path, capsys):
-    from review.cli_leaderboard import main_leaderboard
+    from review.cli.leaderboard import main_leaderboard
 
     store, _ = make_study(tmp_path, seeds=(0,), presets=("fast",))
     store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -378,8 +378,8 @@ def test_generate_failures_are_reported_in_words():
     import errno
 
     from instantid import NoFaceError
+    from review.study.services import JobStopped
     from review.ui.generate_tab import job_failure
-    from review.ui.services import JobStopped
 
     full = job_failure(OSError(errno.ENOSPC, "No space left on device"))
     assert full.startswith("Generation failed: the disk is full") and "no partial file" in full
@@ -392,7 +392,7 @@ def test_generate_failures_are_reported_in_words():
 
 def test_review_generate_refuses_a_damaged_or_foreign_db_before_loading_the_engine(tmp_path, capsys, monkeypatch):
     import instantid
-    from review.cli_generate import main_generate
+    from review.cli.generate import main_generate
 
     def no_engine(*args, **kwargs):
         raise AssertionError("the engine must not load for a bad --db")

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from instantid import GenerationRequest
-from instantid.bench_stats import flag_outliers, format_goals, goals, runs_agreement, warm_up
+from instantid.bench.stats import flag_outliers, format_goals, goals, runs_agreement, warm_up
 from instantid.graphs import EagerStandInBackend, GraphStepRunner, resolve_graph_mode, timing_mode
 from instantid.step import build_step_inputs, run_denoising
 
@@ -139,7 +139,7 @@ def test_load_engine_refuses_graphs_on_without_cuda():
 
 
 def test_step_flops_count_the_face_branch(tiny_engine):
-    from instantid.bench_checks import count_step_flops
+    from instantid.bench.checks import count_step_flops
 
     flops = count_step_flops(tiny_engine, 64, 64)
     assert 0 < flops["none"] < flops["full"]
@@ -199,7 +199,7 @@ def test_runs_agreement_and_goal_lines():
 def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_engine, capsys):
     import argparse
 
-    from instantid.bench import run_graphs_check
+    from instantid.bench.runner import run_graphs_check
 
     tiny_engine.graph_runner = GraphStepRunner(tiny_engine.pipe, tiny_engine.patcher,
                                                EagerStandInBackend(tiny_engine.pipe, fail_with=RuntimeError("no graph")))
@@ -211,7 +211,7 @@ def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_eng
     assert args.mode == "eager" and tiny_engine.graph_runner is None
 
 
-@pytest.mark.parametrize("module", ["instantid.bench", "instantid.cli_generate", "review.cli_generate"])
+@pytest.mark.parametrize("module", ["instantid.bench.runner", "instantid.cli.generate", "review.cli.generate"])
 def test_help_texts_render(module):
     import importlib
 

@@ -18,12 +18,12 @@ from fixtures_review import launched, make_services
 from test_app_server import Api
 
 from review.__main__ import main as review_main
-from review.identity import IdentityRefused, Signer, parse_allow_list
-from review.reveals import THANKS
-from review.settings import SettingError, StudySettings, check_setting
 from review.store import Store
-from review.trials import RateLimiter, StudyConfig, VoteRefused
-from review.ui.review_desk import ReviewDesk
+from review.study.identity import IdentityRefused, Signer, parse_allow_list
+from review.study.reveals import THANKS
+from review.study.review_desk import ReviewDesk
+from review.study.settings import SettingError, StudySettings, check_setting
+from review.study.trials import RateLimiter, StudyConfig, VoteRefused
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-admin"

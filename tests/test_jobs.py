@@ -12,9 +12,9 @@ from pathlib import Path
 import PIL.Image
 import pytest
 
-from review import jobs
-from review.cli_generate import main_generate
-from review.conditions import (
+from review.cli.generate import main_generate
+from review.generation import jobs
+from review.generation.conditions import (
     DATA_DIR,
     Condition,
     ConditionSettings,
@@ -23,10 +23,10 @@ from review.conditions import (
     load_matrix,
     read_prompts,
 )
+from review.generation.inputs import parse_seeds
+from review.generation.jobs import NO_FACE, PairRunner, summarize
+from review.generation.metrics import ssim
 from review.images import NAME_RE, png_has_metadata, read_image
-from review.inputs import parse_seeds
-from review.jobs import NO_FACE, PairRunner, summarize
-from review.metrics import ssim
 from review.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent

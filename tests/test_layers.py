@@ -8,6 +8,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
+from instantid.bench.work_model import layer_tokens
 from instantid.layers import (
     SD15_LAYERS,
     SDXL_LAYERS,
@@ -17,7 +18,6 @@ from instantid.layers import (
     layers_by_name,
     map_name,
 )
-from instantid.work_model import layer_tokens
 
 
 def tiny_sdxl_unet(transformer_layers_per_block: tuple[int, int, int] = (1, 2, 10)) -> UNet2DConditionModel:

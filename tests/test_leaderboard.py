@@ -1,4 +1,4 @@
-"""review.leaderboard on simulated studies with known preference / discrimination rates and known reviewers."""
+"""review.stats.leaderboard on simulated studies with known preference / discrimination rates and known reviewers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from review import stats as st
-from review.leaderboard import MIN_PAIRS, TIE_RULE, leaderboard
+from review.stats import basics as st
+from review.stats.leaderboard import MIN_PAIRS, TIE_RULE, leaderboard
 
 HONEST = [f"h{i}" for i in range(40)]
 N_COND = 40

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from review.leaderboard_view import HEADERS
+from review.stats.leaderboard_view import HEADERS
 from review.ui.leaderboard_html import board_html, key_indices
 
 

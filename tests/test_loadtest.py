@@ -1,13 +1,13 @@
 """The load and crash test in small form: app.py as a subprocess on 127.0.0.1, simulated reviewers over the
 page's queue protocol, every acknowledged vote stored once, and after kill -9 + restart the DB intact and the
-app serving. Latency targets are not asserted here (``python -m review.loadtest`` reports them)."""
+app serving. Latency targets are not asserted here (``python -m tools.loadtest`` reports them)."""
 
 from __future__ import annotations
 
 import json
 
-from review.loadclient import LoadOptions
-from review.loadtest import compare, main, passed, percentile, run
+from tools.loadtest.client import LoadOptions
+from tools.loadtest.harness import compare, main, passed, percentile, run
 
 ISSUE_KEYS = {"sent", "acknowledged", "stored", "lost", "duplicates", "p50_ms", "p99_ms"}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from review.metrics import IdentityScore, cosine, identity_scores, ssim
+from review.generation.metrics import IdentityScore, cosine, identity_scores, ssim
 
 
 @pytest.fixture

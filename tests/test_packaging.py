@@ -80,7 +80,7 @@ def test_wheel_holds_both_packages_and_nothing_else(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"instantid", "review"}
-    for module in ("instantid/__main__.py", "instantid/engine.py", "review/__main__.py", "review/export.py",
+    for module in ("instantid/__main__.py", "instantid/engine.py", "review/__main__.py", "review/export/dataset.py",
                    "review/store/migrations.py", "review/ui/review_tab.py"):
         assert module in names
     assert not [n for n in names if n.startswith(("tests/", "data/")) or "/tests/" in n]

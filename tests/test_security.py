@@ -25,8 +25,8 @@ from starlette.datastructures import Headers
 from test_app_server import Api, image_urls
 
 from review.images import png_has_metadata
-from review.trials import StudyConfig
-from review.ui.services import AppConfig, client_address
+from review.study.services import AppConfig, client_address
+from review.study.trials import StudyConfig
 
 PASSWORD = "s3cret-admin"
 LIMITS = StudyConfig(gold_rate=0.0, vote_burst=2, vote_per_s=0.0, address_burst=12, address_per_s=0.0,

@@ -1,4 +1,4 @@
-"""review.sequential, review.screening, review.allocation and the simulator's bookkeeping: unit checks and one
+"""review.stats.sequential, review.stats.screening, review.stats.allocation and the simulator's bookkeeping: unit checks and one
 small simulation through the real ReviewDesk + Store."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from review import sequential as sq
-from review.allocation import allocation_from_board, preset_weights
-from review.screening import min_correct, passes, screen
-from review.simulate import Design, main_simulate, running_sums, schedule, simulate_design
-from review.trials import pick_pair
-from review.verdict_config import VerdictConfig, from_env
-from review.verdicts import planned_votes
+from review.cli.simulate import main_simulate
+from review.stats import sequential as sq
+from review.stats.allocation import allocation_from_board, preset_weights
+from review.stats.screening import min_correct, passes, screen
+from review.stats.simulate import Design, running_sums, schedule, simulate_design
+from review.stats.verdict_config import VerdictConfig, from_env
+from review.stats.verdicts import planned_votes
+from review.study.trials import pick_pair
 
 PAIRS = [{"pair_id": p * 10 + c, "preset": name, "condition_id": c}
          for p, name in enumerate(("a", "b", "c")) for c in range(10)]

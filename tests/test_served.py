@@ -12,10 +12,10 @@ from PIL import Image
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from review.dither import DITHER_BYTES
 from review.images import png_chunks, png_has_metadata, write_image
-from review.served import ServedImages
-from review.ui.image_route import ROUTE, image_routes, image_url
+from review.study.dither import DITHER_BYTES
+from review.study.served import ROUTE, ServedImages, image_url
+from review.ui.image_route import image_routes
 
 
 @pytest.fixture

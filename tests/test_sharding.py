@@ -1,4 +1,4 @@
-"""Scale-out: conditions split whole across processes (review.sharding), and `accelerate launch` with 2 CPU
+"""Scale-out: conditions split whole across processes (review.generation.sharding), and `accelerate launch` with 2 CPU
 processes writing into one SQLite database."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from review import sharding
-from review.conditions import DATA_DIR, Condition
-from review.jobs import PairRunner
-from review.sharding import Shard, shard, split, world_size
+from review.generation import sharding
+from review.generation.conditions import DATA_DIR, Condition
+from review.generation.jobs import PairRunner
+from review.generation.sharding import Shard, shard, split, world_size
 from review.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,7 +78,7 @@ def test_face_registered_meanwhile_by_another_process_leaves_no_orphan_copy(tiny
 # -- two CPU processes through accelerate launch ------------------------------------------------------------------
 # `accelerate launch --cpu` always uses its single-process launcher (whatever --num_processes says); several CPU
 # processes come from the torchrun launcher that --multi_gpu selects, which on a machine without CUDA starts CPU
-# processes; review.sharding then asks PartialState(cpu=True) for a gloo process group.
+# processes; review.generation.sharding then asks PartialState(cpu=True) for a gloo process group.
 LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 

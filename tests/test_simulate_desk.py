@@ -1,5 +1,5 @@
 """One small study through the real ReviewDesk + Store with known truth: the leaderboard from the database reaches
-the same reviewer-level numbers as ``review.sequential`` on the votes the simulation logged, and the allocation hook
+the same reviewer-level numbers as ``review.stats.sequential`` on the votes the simulation logged, and the allocation hook
 keeps a decided preset off the desk."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from fixtures_review import make_services
 
-from review import sequential as sq
-from review.study import compute_leaderboard
-from review.trials import StudyConfig
-from review.ui.review_desk import ReviewDesk
+from review.stats import sequential as sq
+from review.stats.board import compute_leaderboard
+from review.study.review_desk import ReviewDesk
+from review.study.trials import StudyConfig
 
 # no gold checks here: these tests compare the measured trials' statistics (gold is tested in test_trials.py)
 STUDY = StudyConfig(vote_burst=1000, vote_per_s=1000.0, trial_burst=1000, trial_per_s=1000.0, modes=("abx",),

@@ -60,7 +60,7 @@ def test_snapshot_is_a_readable_copy_of_a_live_database(tmp_path):
 def test_backup_scheduler_snapshots_and_exports_before_each_commit(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from review import hub
+    from review.export import hub
 
     pushed: list[list[str]] = []
 

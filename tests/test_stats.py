@@ -1,4 +1,4 @@
-"""review.stats and review.bradley_terry against scipy and hand-checked values."""
+"""review.stats.basics and review.stats.bradley_terry against scipy and hand-checked values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from review import stats as st
-from review.bradley_terry import ELO_BASE, ELO_SCALE, bradley_terry, fit_bradley_terry
+from review.stats import basics as st
+from review.stats.bradley_terry import ELO_BASE, ELO_SCALE, bradley_terry, fit_bradley_terry
 
 GRID = [(0, 1), (1, 1), (0, 10), (3, 10), (10, 10), (7, 23), (50, 100), (61, 100), (140, 300), (999, 1000)]
 

@@ -493,8 +493,8 @@ def test_images_and_metrics_feed_the_store_directly(store: Store, tmp_path: Path
     """The job runner's path: write_image -> add_image, ssim + identity_scores -> add_pair."""
     import numpy as np
 
+    from review.generation.metrics import identity_scores, ssim
     from review.images import read_image, write_image
-    from review.metrics import identity_scores, ssim
 
     rng = np.random.default_rng(0)
     pixels = [rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8) for _ in range(2)]

@@ -15,7 +15,14 @@ import pytest
 from matplotlib.figure import Figure
 
 from review.images import write_image
-from review.leaderboard_view import (
+from review.stats.board import (
+    StudyDatabaseError,
+    StudyInputError,
+    compute_leaderboard,
+    leaderboard_inputs,
+    open_study,
+)
+from review.stats.leaderboard_view import (
     HEADERS,
     short_id,
     speed_quality_plot,
@@ -24,13 +31,6 @@ from review.leaderboard_view import (
     verdicts_markdown,
 )
 from review.store import Store
-from review.study import (
-    StudyDatabaseError,
-    StudyInputError,
-    compute_leaderboard,
-    leaderboard_inputs,
-    open_study,
-)
 
 REPO = Path(__file__).resolve().parents[1]
 CLOCK = "2024-05-01T12:00:00.000+00:00"
@@ -158,7 +158,7 @@ def test_leaderboard_inputs_map_store_rows_to_the_documented_keys(study):
 
 
 def test_leaderboard_inputs_name_missing_store_columns():
-    from review.study import pair_inputs, vote_inputs
+    from review.stats.board import pair_inputs, vote_inputs
 
     with pytest.raises(StudyInputError, match="sel_run_id"):
         pair_inputs([{k: None for k in ("pair_id", "preset", "layer_count", "condition_id", "ssim")}])
@@ -246,7 +246,7 @@ def test_text_table_is_transposed_with_one_column_per_preset(result):
 
 
 def test_board_view_renders_table_plots_and_verdicts_from_one_computation(study):
-    from review.study import board, board_view
+    from review.stats.board import board, board_view
 
     view = board_view(study[0], include_failing=True, **FAST_BOOT)
     assert view.table["headers"] == list(HEADERS) and [r[0] for r in view.table["data"]] == ["balanced", "fast"]
@@ -276,7 +276,7 @@ def test_open_study_never_creates_a_database(tmp_path):
 
 
 def test_main_leaderboard_prints_json_and_table(study, capsys):
-    from review.cli_leaderboard import main_leaderboard
+    from review.cli.leaderboard import main_leaderboard
 
     db = str(study[0].path)
     assert main_leaderboard(["--db", db, "--json", "--n-boot", "50"]) == 0
@@ -293,7 +293,7 @@ def test_main_leaderboard_prints_json_and_table(study, capsys):
 
 
 def test_main_leaderboard_refuses_a_missing_database(tmp_path, capsys):
-    from review.cli_leaderboard import main_leaderboard
+    from review.cli.leaderboard import main_leaderboard
 
     assert main_leaderboard(["--db", str(tmp_path / "nope.db")]) == 2
     assert "error: no study database at" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from review.leaderboard import leaderboard
+from review.stats.leaderboard import leaderboard
 from review.store import LATEST, Store, StoreIntegrityError
 
 T0 = "2025-01-01T00:00:00.000+00:00"

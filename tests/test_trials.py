@@ -13,10 +13,12 @@ import pytest
 from fixtures_review import make_services
 from PIL import Image
 
-from review.design import SideSchedule, gold_count, gold_plan, reserved_conditions
-from review.identity import Reviewer, Signer
 from review.images import png_has_metadata, read_image
-from review.trials import (
+from review.study.design import SideSchedule, gold_count, gold_plan, reserved_conditions
+from review.study.identity import Reviewer, Signer
+from review.study.review_desk import ReviewDesk
+from review.study.services import clean_presets
+from review.study.trials import (
     RateLimiter,
     StudyConfig,
     TokenBucket,
@@ -27,9 +29,7 @@ from review.trials import (
     plan_trial,
     validate_vote,
 )
-from review.trials import other as other_arm
-from review.ui.review_desk import ReviewDesk
-from review.ui.services import clean_presets
+from review.study.trials import other as other_arm
 
 PAIRS = [{"pair_id": i, "preset": preset, "condition_id": cond}
          for i, (preset, cond) in enumerate(((p, c) for c in (1, 2) for p in ("balanced", "fast", "none")), 1)]
@@ -502,7 +502,7 @@ def test_switching_the_task_keeps_each_mode_s_open_trial(desk: ReviewDesk):
 
 
 def test_the_leaderboards_gold_screen_scores_catch_trials_by_their_expected_answer(tmp_path: Path):
-    from review.leaderboard import leaderboard
+    from review.stats.leaderboard import leaderboard
 
     desk = gold_desk(tmp_path, seed=5, conditions=60)  # enough reserved conditions for 3+ gold in each session
     rows = play_session(desk, "right-answers") + play_session(desk, "always-same", answer=lambda row: "same")

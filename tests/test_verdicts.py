@@ -1,4 +1,4 @@
-"""Verdict error rates through the public ``review.leaderboard.leaderboard`` (small Monte Carlo, seeded), the gold
+"""Verdict error rates through the public ``review.stats.leaderboard.leaderboard`` (small Monte Carlo, seeded), the gold
 rule's monotonicity and the default exclusion of failing reviewers. These hold on the reviewer-level, anytime-valid
 verdicts; the vote-level verdicts they replace failed each of them (issue 12)."""
 
@@ -9,8 +9,8 @@ import pytest
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from review.leaderboard import leaderboard
-from review.leaderboard_view import table
+from review.stats.leaderboard import leaderboard
+from review.stats.leaderboard_view import table
 
 FAST = {"n_boot": 10, "n_boot_cluster": 10, "n_boot_bt": 10}
 N_COND = 40

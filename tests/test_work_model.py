@@ -7,9 +7,9 @@ import random
 
 import pytest
 
+from instantid.bench.work_model import kv_projection_work, layer_tokens, layer_work, preset_work, total_work
 from instantid.layers import SD15_LAYERS, SDXL_LAYERS, layers_by_name
 from instantid.presets import resolve_preset
-from instantid.work_model import kv_projection_work, layer_tokens, layer_work, preset_work, total_work
 
 B, T, D, E = 2, 16, 2048, 2  # CFG batch, face tokens, context dim, bytes per element
 L32 = layers_by_name(SDXL_LAYERS)["mid_block.attentions.0.transformer_blocks.0.attn2"]  # 32^2, C=1280

@@ -360,7 +360,7 @@ class Store:
         return {r["key"]: r["value"] for r in rows if not r["key"].startswith(SECRET_PREFIX)}
 
     def put_setting(self, key: str, value: str) -> None:
-        """Store one study setting (checking values is the caller's job: ``review.settings``)."""
+        """Store one study setting (checking values is the caller's job: ``review.study.settings``)."""
         if not isinstance(key, str) or not key or key.startswith(SECRET_PREFIX) or not isinstance(value, str):
             raise ValueError(f"not a setting: {key!r} = {value!r}")
         self._conn.write(lambda db: db.execute(q.PUT_SETTING, {"key": key, "value": value}))

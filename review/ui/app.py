@@ -10,6 +10,8 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from review.study.review_desk import ReviewDesk
+from review.study.services import Services
 from review.ui.edge import BodyLimit, EdgeLimits, health_routes
 from review.ui.export_tab import build_export_tab
 from review.ui.generate_tab import build_generate_tab
@@ -17,10 +19,8 @@ from review.ui.gradio_sessions import make_session_setup_lazy
 from review.ui.image_route import image_routes
 from review.ui.leaderboard_html import LEADERBOARD_CSS
 from review.ui.leaderboard_tab import build_leaderboard_tab
-from review.ui.review_desk import ReviewDesk
 from review.ui.review_js import KEYS_JS
 from review.ui.review_tab import build_review_tab
-from review.ui.services import Services
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The Export tab: the study as a dataset folder (``review.export.export_dataset``, the CLI's export too), offered as
+"""The Export tab: the study as a dataset folder (``review.export.dataset.export_dataset``, the CLI's export too), offered as
 one zip and as its single files (Parquet, CSV, JSON, the leaderboard, the README card).
 
 Exports hold answer keys (which side showed which arm), so with an admin password configured they need it
@@ -19,10 +19,10 @@ from typing import Any
 
 import gradio as gr
 
-from review.export import export_dataset
-from review.trials import VoteRefused
+from review.export.dataset import export_dataset
+from review.study.services import Services
+from review.study.trials import VoteRefused
 from review.ui.review_tab import request_address
-from review.ui.services import Services
 
 logger = logging.getLogger(__name__)
 

@@ -19,12 +19,12 @@ from typing import Any
 import gradio as gr
 
 from instantid import FaceError
-from review.inputs import InputError, Limits, validate_settings
+from review.generation.inputs import InputError, Limits, validate_settings
+from review.generation.uploads import read_upload
 from review.store import StoreError
-from review.trials import VoteRefused
+from review.study.services import GenerateJob, JobStopped, Services, clean_presets, storage_message
+from review.study.trials import VoteRefused
 from review.ui.review_tab import request_address
-from review.ui.services import GenerateJob, JobStopped, Services, clean_presets, storage_message
-from review.uploads import read_upload
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     if not limits.min_guidance <= guidance_f <= limits.max_guidance:  # (NaN fails this too)
         raise VoteRefused(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
     specs = clean_presets(presets if isinstance(presets, list) else [], custom)
-    try:  # the same checks and messages as the batch CLI: review/inputs.py, then review/uploads.py
+    try:  # the same checks and messages as the batch CLI: review/generation/inputs.py, then review/generation/uploads.py
         settings = validate_settings(prompt, negative, list(specs), seeds, steps, width, height, ip_weight,
                                      cn_scale, limits=limits)  # cheap: before the upload is decoded
         upload = read_upload(face)  # header-only size check, then a capped decode (never Gradio's)
@@ -165,7 +165,7 @@ def build_generate_tab(services: Services) -> None:
         with gr.Column(visible=False) as form:
             with gr.Row():
                 # a file input, not gr.Image: Gradio would decode and convert every upload before the password
-                # and the limits are checked (and clip 16-bit, ignore alpha); review.uploads reads it instead
+                # and the limits are checked (and clip 16-bit, ignore alpha); review.generation.uploads reads it instead
                 face = gr.File(label="Reference face (PNG, JPEG or WebP photo)", type="filepath",
                                file_types=["image"], file_count="single")
                 with gr.Column():

@@ -1,4 +1,4 @@
-"""The HTTP route that serves the review images: ``GET review-image/<opaque name>.png`` (``review.served``).
+"""The HTTP route that serves the review images: ``GET review-image/<opaque name>.png`` (``review.study.served``).
 
 Gradio would copy every returned image file into its cache, check its path against each allowed and blocked
 folder, and serve it from its file route; under load that was about a quarter of the server's CPU per review
@@ -17,20 +17,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from review.served import ServedImages
+from review.study.served import ROUTE, ServedImages
 
 logger = logging.getLogger(__name__)
 
-ROUTE = "review-image"
 HEADERS = {
     "Cache-Control": "private, max-age=7200, immutable",  # one URL, one byte string, for its whole life
     "X-Content-Type-Options": "nosniff",
 }
-
-
-def image_url(name: str | None) -> str | None:
-    """The page's URL for a served name (relative, so a path prefix in front of the app keeps working)."""
-    return f"{ROUTE}/{name}" if name else None
 
 
 def image_routes(served: ServedImages) -> list[Route]:

@@ -1,6 +1,6 @@
 """The Leaderboard tab: per-preset table, speed-versus-quality plots and verdicts.
 
-``board(include_failing)`` returns a :class:`review.study.BoardView`. Nothing is computed or sent until the tab is
+``board(include_failing)`` returns a :class:`review.stats.board.BoardView`. Nothing is computed or sent until the tab is
 opened, so a reviewer's page never carries preset names or results unless asked for; and while the study runs
 (``leaderboard_public`` off) only an admin page (unlocked in the Generate or Export tab) gets them: ``allowed``. While the tab is open a
 timer re-checks every few seconds and recomputes only when the number of votes or pairs changed.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from review.ui.review_desk import DONE_MARK
+from review.study.review_desk import DONE_MARK
 
 # JS: true when the page has no trial and the server's message is not the end of the session ('Next pair' helps)
 _RETRY = "(open, p) => !open && !String(p || '').includes(" + json.dumps(DONE_MARK) + ")"

@@ -20,10 +20,10 @@ from typing import Any
 import gradio as gr
 
 from review.store import StoreError
-from review.trials import VoteRefused
-from review.ui.review_desk import ReviewDesk, TrialView
+from review.study.review_desk import ReviewDesk, TrialView
+from review.study.services import Services, client_address, storage_message
+from review.study.trials import VoteRefused
 from review.ui.review_js import INVITE_JS, layout_js, lock_js, swap_js, vote_js
-from review.ui.services import Services, client_address, storage_message
 
 logger = logging.getLogger(__name__)
 

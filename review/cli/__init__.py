@@ -1,0 +1,1 @@
+"""The study's command lines, one module per command (dispatched by ``python -m review``)."""

@@ -1,0 +1,1 @@
+"""Paired generation: conditions, inputs and uploads, the pair runner, sharding and image metrics."""

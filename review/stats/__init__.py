@@ -1,0 +1,1 @@
+"""Statistics: tests and intervals, verdicts, screening, allocation, simulation and the leaderboard."""

@@ -1,0 +1,1 @@
+"""The running study: trials, served copies, blinding design, reveals, identity, settings and the review desk."""
