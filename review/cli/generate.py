@@ -155,7 +155,6 @@ def main_generate(argv: Sequence[str]) -> int:
 def _db_problem(db: Path) -> str | None:
     """Why ``--db`` cannot take the study (checked read-only: nothing is written), or None."""
     from review.store import Store, StoreError
-
     from review.store.opening import check_path
 
     try:
