@@ -117,6 +117,7 @@ def equivalence_text(eq: Row | None) -> str:
 
 
 def targets_text(targets: Row | None) -> str:
+    """The acceptance targets as one line of text (a dash when there are none)."""
     return "; ".join(f"{TARGET_LABELS.get(k, k)}: {v}" for k, v in (targets or {}).items()) or DASH
 
 
