@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from review.stats.leaderboard import IDENTITY_TARGET, SSIM_TARGET
+from review.stats.pair_targets import IDENTITY_TARGET, SSIM_TARGET
 
 logger = logging.getLogger(__name__)
 
