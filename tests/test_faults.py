@@ -133,7 +133,7 @@ def test_read_only_storage_is_refused_readably_still_read_and_recovers(tmpfs):
 
 
 def test_a_write_refused_as_read_only_becomes_a_readable_error(study):
-    from review.store.connection import storage_error
+    from review.store.errors import storage_error
 
     _, path = study
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -182,7 +182,7 @@ def test_readers_do_not_wait_behind_a_held_write_lock_and_the_writer_waits_a_bou
         def write() -> None:
             try:
                 vote(store, trial(store, 1))
-            except BaseException as exc:  # expected: StoreBusy
+            except StoreUnavailable as exc:  # expected: StoreBusy
                 errors.append(exc)
 
         writer = threading.Thread(target=write)
