@@ -220,6 +220,9 @@ def _schema(path: Path) -> list[tuple]:
     ("foreign_other", "another application's database"),
     ("fake_migrations", "schema_migrations says v2 but tables"),
     ("odd_migrations", "schema_migrations table is not a study's"),
+    ("fake_bookkeeping", "_sqlite_migrations says v1_core_tables was applied but tables"),
+    ("other_migration_set", "another application's database"),
+    ("odd_bookkeeping", "_sqlite_migrations table is not sqlite-utils'"),
 ])
 def test_a_damaged_or_foreign_database_is_refused_in_one_sentence_and_left_as_it_was(tmp_path, fault, message):
     path = tmp_path / "study.db"
@@ -244,9 +247,15 @@ def test_a_damaged_or_foreign_database_is_refused_in_one_sentence_and_left_as_it
                       "foreign_other": "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)",
                       "fake_migrations": "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
                                          "applied_at TEXT)",
-                      "odd_migrations": "CREATE TABLE schema_migrations (id TEXT)"}[fault])
+                      "odd_migrations": "CREATE TABLE schema_migrations (id TEXT)",
+                      "odd_bookkeeping": "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, note TEXT)",
+                      }.get(fault, "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT, "
+                                   "name TEXT, applied_at TEXT)"))
         if fault == "fake_migrations":
             conn.execute("INSERT INTO schema_migrations VALUES (2, 'x')")
+        if fault in ("fake_bookkeeping", "other_migration_set"):  # sqlite-utils' table: this study's set or another
+            migration_set = "instantid-review" if fault == "fake_bookkeeping" else "another-app"
+            conn.execute("INSERT INTO _sqlite_migrations VALUES (1, ?, 'v1_core_tables', 'x')", [migration_set])
         conn.commit()
         conn.close()
     before = path.read_bytes()
