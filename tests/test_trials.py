@@ -214,7 +214,7 @@ def test_token_bucket_allows_a_burst_then_refills():
     assert not bucket.take()
     clock.now = 2.0
     assert bucket.take() and not bucket.take()  # refilled continuously: a window limiter still refuses here
-    budget = TokenBucket(2, 0.0, clock)  # per_s=0: a fixed budget (the admin password's attempts per address)
+    budget = TokenBucket(2, 0.0, clock)  # per_s=0: a fixed budget, never refilled
     clock.now = 1e9
     assert [budget.take() for _ in range(3)] == [True, True, False]
 

@@ -11,9 +11,9 @@ class TokenBucket:
 
     Written here rather than taken from ``limits``: its fixed, moving and sliding windows (5.8, in-memory storage)
     refill a whole window at once, not continuously (3 per 6 s, all spent at t=0, still refuses at t=2 s where
-    this bucket has a token again: checked in tests/test_trials.py), cannot say "never refill" (``per_s=0``, the
-    admin password's budget per address), and read the wall clock (``time.time``, with an expiry timer thread)
-    where this takes an injected monotonic clock.
+    this bucket has a token again: checked in tests/test_trials.py), cannot say "never refill" (``per_s=0``, a
+    fixed budget a study's settings may ask for), and read the wall clock (``time.time``, with an expiry timer
+    thread) where this takes an injected monotonic clock.
     """
 
     def __init__(self, burst: int, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
