@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sqlite3
 import threading
@@ -495,9 +496,12 @@ def test_threads_share_one_store(store: Store):
     assert store.db["votes"].count == 200
 
 
-def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClock):
+def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClock, caplog):
     path = tmp_path / "study.db"
     config = ConnectionConfig(busy_timeout_ms=50, retries=4, backoff_s=0.05)
+    # 4 x 50 ms of SQLite's own wait + backoff of at most 0.05+0.05, 0.1+0.05, 0.2+0.05 s; the defaults: 8.5 s
+    assert config.max_write_wait_s == pytest.approx(0.7) and ConnectionConfig().max_write_wait_s == pytest.approx(8.5)
+    caplog.set_level(logging.WARNING, logger="review.store.connection")
     with Store(path, clock=clock, config=config) as s:
         blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
@@ -507,9 +511,10 @@ def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClo
         release.join()
         blocker.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
-        with pytest.raises(StoreBusy):
+        with pytest.raises(StoreBusy, match="held its write lock for more than 0.7 s"):
             s.get_or_create_reviewer("rev2")
         assert time.monotonic() - started < 5
+        assert caplog.messages == [f"{path} is busy (another writer holds the lock): retrying"] * 2  # once a write
         blocker.execute("ROLLBACK")
         blocker.close()
         assert [r["id"] for r in s.db["reviewers"].rows] == ["rev1"]
