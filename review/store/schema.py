@@ -1,7 +1,8 @@
 """The study's schema as frozen migration functions: version N is ``MIGRATIONS[N - 1]`` (named ``vN_...``).
 
-A released migration is never edited (add a new one instead); ``review.store.migrations`` applies them through
-``sqlite_utils.Migrations``. The SQL here is exactly what every existing study database was built with.
+A released migration is never edited nor renamed (its function name is its key in ``_sqlite_migrations``); add a
+new one at the end instead. ``review.store.migrations`` applies them through ``sqlite_utils.Migrations``. The SQL
+here is exactly what every existing study database was built with.
 """
 
 from __future__ import annotations
