@@ -16,11 +16,14 @@ told after a vote follows the ``reveal`` setting: nothing (``none``), a summary 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+from cachetools import TTLCache
 
 from review.store import DuplicateVote, StoreIntegrityError
 from review.study.design import SideSchedule, gold_count, gold_plan, reserved_conditions
@@ -106,7 +109,8 @@ class ReviewDesk:
         self.vote_limiter = RateLimiter(self.config.vote_burst, self.config.vote_per_s, clock=clock)
         self.address_limiter = RateLimiter(self.config.address_burst, self.config.address_per_s, clock=clock)
         self.trial_limiter = RateLimiter(self.config.trial_burst, self.config.trial_per_s, clock=clock)
-        self._seats: dict[str, Seat] = {}
+        # session -> seat; a seat idle for seat_ttl_s expires (each use re-inserts it: the idle time restarts)
+        self._seats: TTLCache[str, Seat] = TTLCache(math.inf, ttl=seat_ttl_s, timer=clock)
         self._lock = threading.Lock()
         self._secret = self.store.install_secret()
         self.signer = Signer(self._secret)
@@ -125,7 +129,6 @@ class ReviewDesk:
         self.address_limiter.check(address)
         session = self._session(session)
         with self._lock:
-            self._drop_idle()
             seat = self._seats.get(session)
         if seat is None:
             reviewer = self.identify(token, invite, hf_user)
@@ -140,17 +143,15 @@ class ReviewDesk:
                         allowed=self.services.config.hf_allow)
 
     def _seat(self, session: str) -> Seat:
+        key = self._session(session)
         with self._lock:
-            seat = self._seats.get(self._session(session))
+            seat = self._seats.get(key)
+            if seat is not None:
+                self._seats[key] = seat  # in use: its idle time starts again
         if seat is None:
             raise VoteRefused("No review session: open the review page first.")
         seat.last_seen = self.clock()
         return seat
-
-    def _drop_idle(self) -> None:
-        now = self.clock()
-        for key in [k for k, s in self._seats.items() if now - s.last_seen > self.seat_ttl_s]:
-            del self._seats[key]
 
     def _mode(self, mode: object) -> str:
         return mode if isinstance(mode, str) and mode in self.config.modes else self.config.modes[0]

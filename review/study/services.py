@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cachetools import TTLCache
 
 from review.store import Store, StoreError, StoreUnavailable
 from review.study.served import ServedImages
@@ -127,9 +129,11 @@ class Services:
     allocation: AllocationFn | None = None  # adaptive allocation for the review desk; None: every preset
     stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM: no new jobs
     admin_ttl_s: float = 8 * 3600.0  # how long an unlocked page (Gradio session) stays an admin page
-    _admins: dict[str, float] = field(default_factory=dict)  # session -> unlocked at (time.monotonic)
+    _admins: TTLCache = field(init=False)  # unlocked sessions; each expires admin_ttl_s after its unlock
+    _admins_lock: threading.Lock = field(default_factory=threading.Lock, init=False)  # cachetools: not thread-safe
 
     def __post_init__(self) -> None:
+        self._admins = TTLCache(math.inf, ttl=self.admin_ttl_s)
         s = self.config.study
         if self.admin_limiter is None:
             self.admin_limiter = RateLimiter(s.admin_burst, s.admin_per_s)
@@ -163,7 +167,8 @@ class Services:
             return False
         if hf_user is not None and hf_user.strip().lower() not in self.config.hf_admins:
             return False
-        self._admins[session] = time.monotonic()
+        with self._admins_lock:
+            self._admins[session] = True
         logger.info("admin page unlocked%s", f" by Hugging Face user {hf_user}" if hf_user else "")
         return True
 
@@ -171,8 +176,8 @@ class Services:
         """Whether ``session`` was unlocked less than ``admin_ttl_s`` ago."""
         if not isinstance(session, str) or not session:
             return False
-        unlocked = self._admins.get(session)
-        return unlocked is not None and time.monotonic() - unlocked < self.admin_ttl_s
+        with self._admins_lock:
+            return session in self._admins
 
     def leaderboard_allowed(self, session: object) -> bool:
         """The leaderboard answers everyone once the study opens it (``leaderboard_public``), else admin pages."""
