@@ -42,12 +42,12 @@ MEASURE = """() => {
 
 def _wait_for_pair(page) -> str:
     page.wait_for_function("""() => {
-        const box = document.querySelector('#review-trial textarea, #review-trial input');
+        const box = document.querySelector('#review-card .review-card');
         const imgs = [...document.querySelectorAll('#review-left img, #review-right img')];
-        return box && box.value && imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);
+        return box && box.dataset.trial && imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);
     }""", timeout=20000)
     page.wait_for_selector("#vote-left:not([disabled])", timeout=5000)
-    return page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+    return page.eval_on_selector("#review-card .review-card", "e => e.dataset.trial")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
             page.wait_for_selector("#vote-a:not([disabled])", timeout=10000)
             page.wait_for_function("() => [...document.querySelectorAll('#review-left img, #review-x img, "
                                    "#review-right img')].filter(i => i.complete && i.naturalWidth).length === 3")
-            abx = page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+            abx = page.eval_on_selector("#review-card .review-card", "e => e.dataset.trial")
             page.screenshot(path=str(ARTIFACTS / "review-phone-abx.png"))
             boxes = [page.eval_on_selector(f"#review-{side} img", "e => { const r = e.getBoundingClientRect(); "
                                            "return [r.x, r.y, r.width, r.height]; }") for side in ("left", "x", "right")]
@@ -115,8 +115,8 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
                                                 "e.getBoundingClientRect().bottom)")
             assert len(buttons) == 2 and max(buttons) <= 667, buttons
             page.get_by_label("Which is better").check()
-            page.wait_for_function("t => document.querySelector('#review-trial textarea, #review-trial input')"
-                                   ".value === t", arg=first, timeout=10000)
+            page.wait_for_function("t => document.querySelector('#review-card .review-card').dataset.trial === t",
+                                   arg=first, timeout=10000)
             assert abx != first
             for number in (1, 2):
                 page.click("#vote-left")

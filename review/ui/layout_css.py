@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from review.ui.leaderboard_html import LEADERBOARD_CSS
 
-REVIEW_CSS = """#review-card { padding: 0 !important; }
+REVIEW_CSS = """#review-card, #review-card .html-container { padding: 0 !important; }
 .review-card p { margin: 0.2em 0; }
 #review-progress, #review-reveal { font-size: 1.1em; }
-#review-reveal:empty { display: none; }
+.review-card p:empty { margin: 0; }
 .review-figure { margin: 0; text-align: center; }
 .review-figure figcaption { font-weight: 600; margin-bottom: 0.2em; }
 .review-figure a { display: block; padding: 0; margin: 0; }
