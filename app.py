@@ -243,6 +243,7 @@ def stop_on_sigterm(services: Services, grace_s: float) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; every flag defaults to its environment variable."""
     env = os.environ.get
     root = storage_root()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -292,6 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Open the store, wire the services, build the app and serve it until SIGTERM or Ctrl-C."""
     global ENGINES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)

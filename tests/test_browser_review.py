@@ -107,9 +107,11 @@ class Recorder:
     def _response(self, response) -> None:
         kind = response.headers.get("content-type", "")
         if "text/html" in kind or ("json" in kind and "/gradio_api/" not in response.url):
+            from playwright.sync_api import Error as PlaywrightError
+
             try:
                 self.documents.append((response.url, kind, response.text()))
-            except Exception:  # a body the browser already dropped (navigation)
+            except PlaywrightError:  # a body the browser already dropped (navigation)
                 pass
 
     def bodies(self, since_clear: bool = True) -> list[tuple[str, str, str]]:
