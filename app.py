@@ -47,8 +47,6 @@ from review.study.identity import parse_allow_list
 from review.study.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
 from review.study.settings import ENV, SettingError, StudySettings
 from review.study.trials import StudyConfig
-from review.ui.app import build_demo
-from review.ui.serving import Server
 from review.ui.single_process import AppLockError, hold_app_lock
 
 logger = logging.getLogger("app")
@@ -350,6 +348,9 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
     if not store.list_pairs() and not args.no_demo:
         threading.Thread(target=make_demo_pairs, args=(services, tiny), name="demo-pairs", daemon=True).start()
+    from review.ui.app import build_demo  # Gradio: imported once the flags are read (``--help`` stays quick)
+    from review.ui.serving import Server
+
     warm_up()
     server = Server(build_demo(services), services, args.host, args.port)
     stop_on_sigterm(services, args.stop_grace_s)

@@ -295,15 +295,15 @@ def test_app_py_takes_flags_and_environment_and_serves_the_page(tmp_path):
     env = {**os.environ, "REVIEW_DB": str(tmp_path / "env.db"), "REVIEW_DATA": str(tmp_path / "data"),
            "REVIEW_DEMO": "0", "REVIEW_GOLD_RATE": "0.25", "COLUMNS": "400"}
     env.pop("REVIEW_WEIGHTS", None)
-    help_text = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, env=env, capture_output=True,
-                               text=True, timeout=60, check=True).stdout
-    for flag in ("--weights", "--db", "--data", "--host", "--port", "--gold-rate", str(tmp_path / "env.db"),
-                 "0.25", "127.0.0.1", "7860"):
-        assert flag in help_text
     port = free_port()
     server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    try:  # --help runs while the server starts (two processes, two cores)
+        help_text = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, env=env, capture_output=True,
+                                   text=True, timeout=60, check=True).stdout
+        for flag in ("--weights", "--db", "--data", "--host", "--port", "--gold-rate", str(tmp_path / "env.db"),
+                     "0.25", "127.0.0.1", "7860"):
+            assert flag in help_text
         deadline, page = time.monotonic() + 60, None
         while time.monotonic() < deadline and page is None:
             try:
