@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -93,5 +94,11 @@ def test_the_served_app_applies_the_limits_through_uvicorns_config(tmp_path):
             started = time.monotonic()
             assert slow.recv(100) == b"" and time.monotonic() - started < 3
         assert httpx.get(server.url).status_code == 200  # the page still serves
+        # nothing of Gradio or uvicorn was replaced, and no undocumented setting was made
+        from gradio import state_holder
+
+        assert state_holder.SessionState.__init__.__module__ == "gradio.state_holder"
+        assert uvicorn.Config.__init__.__module__ == "uvicorn.config"
+        assert not [k for k in os.environ if k.startswith("GRADIO_ANALYTICS_") and k != "GRADIO_ANALYTICS_ENABLED"]
     finally:
         server.close()
