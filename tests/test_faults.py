@@ -328,16 +328,16 @@ def test_the_app_says_why_a_vote_was_not_saved_reports_health_and_serves_again(t
         blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         blocker.execute("BEGIN IMMEDIATE")  # another program takes the write lock
         try:
-            ok, error = api.vote("sess-a", data[1], "left")
+            ok, error = api.vote("sess-a", data["trial"], "left")
             assert not ok and "busy" in error and "Your vote was not saved" in error
-            assert services.store.get_vote(data[1]) is None
+            assert services.store.get_vote(data["trial"]) is None
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        ok, answer = api.vote("sess-a", data[1], "left")  # the page keeps the vote and sends it again
-        assert ok and services.store.get_vote(data[1])["choice"] == "left"
+        ok, answer = api.vote("sess-a", data["trial"], "left")  # the page keeps the vote and sends it again
+        assert ok and services.store.get_vote(data["trial"])["choice"] == "left"
         path.unlink()  # the file is removed under the running app
-        ok, error = api.vote("sess-a", answer[2], "right")
+        ok, error = api.vote("sess-a", answer["trial"], "right")
         assert not ok and "removed or replaced" in error and "Your vote was not saved" in error
         health = httpx.get(f"{base}healthz")
         assert health.status_code == 503 and health.json()["state"] == "replaced"

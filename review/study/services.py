@@ -39,10 +39,12 @@ class DataDirs:
 
     @classmethod
     def under(cls, root: str | Path) -> DataDirs:
+        """The folders under ``root`` (not created)."""
         root = Path(root)
         return cls(root=root, images=root / "images", faces=root / "faces", exports=root / "exports")
 
     def make(self) -> DataDirs:
+        """Create the folders; returns self."""
         for folder in (self.root, self.images, self.faces, self.exports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
@@ -85,17 +87,21 @@ class StatusBoard:
         self._text, self._busy = "", False
 
     def set(self, text: str, *, busy: bool) -> None:
+        """Set the line (``busy``: the page keeps polling)."""
         with self._lock:
             self._text, self._busy = text, busy
         logger.info("status: %s", text)
 
     def get(self) -> tuple[str, bool]:
+        """(text, busy)."""
         with self._lock:
             return self._text, self._busy
 
 
 @dataclass(frozen=True)
 class AppConfig:
+    """The app's configuration: the study, the admin password, proxy trust, Hugging Face lists, limits."""
+
     study: StudyConfig = field(default_factory=StudyConfig)
     admin_password: str | None = None  # REVIEW_ADMIN_PASSWORD; None -> Generate disabled, exports redacted
     banner: str = ""  # shown on top (the tiny-stack warning)
@@ -116,6 +122,8 @@ class AppConfig:
 
 @dataclass
 class Services:
+    """Everything the tabs use: store, folders, configuration, job runner, leaderboard, status, admin check."""
+
     store: Store
     dirs: DataDirs
     config: AppConfig = field(default_factory=AppConfig)
