@@ -150,8 +150,8 @@ def test_denoise_helper_reproduces_the_pipeline(tiny_pipe):
     emb = np.random.RandomState(0).randn(512).astype(np.float32) * 20
     hint = PIL.Image.new("RGB", (64, 64))
     patcher.clear_cache()
-    want = pipe("a portrait", emb, hint, width=64, height=64, num_inference_steps=2,
-                generator=torch.Generator().manual_seed(3)).latents
+    want = pipe("a portrait", image=hint, face_embedding=emb, width=64, height=64, num_inference_steps=2,
+                generator=torch.Generator().manual_seed(3), output_type="latent").images
     inputs = build_step_inputs(pipe, 64, 64, 2, prompt="a portrait", face_embedding=emb, keypoint_image=hint, seed=3)
     patcher.clear_cache()
     got = denoise(pipe, inputs)

@@ -118,9 +118,9 @@ def test_non_square_output_gets_an_undistorted_keypoint_hint(tiny_engine, face_p
     seen = {}
     original = tiny_engine.pipe.__class__.__call__
 
-    def spy(pipe, prompt, embedding, hint, **kw):
-        seen["hint"] = hint
-        return original(pipe, prompt, embedding, hint, **kw)
+    def spy(pipe, prompt, **kw):
+        seen["hint"] = kw["image"]
+        return original(pipe, prompt, **kw)
 
     monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
     result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", steps=1, width=160,

@@ -47,7 +47,7 @@ class ReferenceProcessor(torch.nn.Module):
 
 
 def run(pipe, seed=1, steps=3, **kwargs):
-    return pipe("a portrait", EMB, HINT, width=128, height=128, num_inference_steps=steps,
+    return pipe("a portrait", image=HINT, face_embedding=EMB, width=128, height=128, num_inference_steps=steps,
                 generator=torch.Generator().manual_seed(seed), **kwargs)
 
 
@@ -84,7 +84,7 @@ def test_same_seed_same_image_and_smaller_preset_differs(tiny_pipe):
     pipe, patcher, _ = tiny_pipe
     patcher.apply(frozenset(patcher.face))
     a, b = run(pipe), run(pipe)
-    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
     patcher.apply(resolve_preset("fast").layers)
     fast = run(pipe)
     patcher.apply(frozenset(patcher.face))

@@ -10,7 +10,9 @@ from PIL import Image
 
 from instantid import GenerationRequest
 from instantid.bench.stats import flag_outliers, format_goals, goals, runs_agreement, warm_up
-from instantid.graphs import EagerStandInBackend, GraphStepRunner, resolve_graph_mode, timing_mode
+from instantid.graph_capture import EagerStandInBackend
+from instantid.graphs import GraphStepRunner
+from instantid.runners import resolve_graph_mode, timing_mode
 from instantid.step import build_step_inputs, run_denoising
 
 
