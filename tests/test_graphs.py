@@ -201,7 +201,7 @@ def test_runs_agreement_and_goal_lines():
 def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_engine, capsys):
     import argparse
 
-    from instantid.bench.runner import run_graphs_check
+    from instantid.bench.cli import run_graphs_check
 
     tiny_engine.graph_runner = GraphStepRunner(tiny_engine.pipe, tiny_engine.patcher,
                                                EagerStandInBackend(tiny_engine.pipe, fail_with=RuntimeError("no graph")))
@@ -213,7 +213,7 @@ def test_the_bench_graphs_check_reports_a_failed_capture_and_goes_eager(tiny_eng
     assert args.mode == "eager" and tiny_engine.graph_runner is None
 
 
-@pytest.mark.parametrize("module", ["instantid.bench.runner", "instantid.cli.generate", "review.cli.generate"])
+@pytest.mark.parametrize("module", ["instantid.bench.cli", "instantid.cli.generate", "review.cli.generate"])
 def test_help_texts_render(module):
     import importlib
 
