@@ -24,8 +24,9 @@ def attach_face_adapter(pipe: InstantIDPipeline, state: dict, source: str) -> Fa
     validate_adapter(state, layers, layer_widths(unet, layers), unet.config.cross_attention_dim, source)
     # InstantID feeds face embeddings, not CLIP image features: no image encoder or feature extractor. The UNet's
     # own loader (what pipe.load_ip_adapter calls after making those) builds the processors without
-    # warning about the missing encoder or building a CLIPImageProcessor nothing uses.
-    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=True)
+    # warning about the missing encoder or building a CLIPImageProcessor nothing uses. diffusers has no public
+    # name for this step: load_ip_adapter is the only public entry and always does the two things above.
+    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=True)  # noqa: SLF001 - see the comment above
     pipe.resampler = unet.encoder_hid_proj.image_projection_layers[0]
     unet.encoder_hid_proj = None  # the pipeline passes (text, [face tokens]) itself
     unet.register_to_config(encoder_hid_dim_type=None)

@@ -54,7 +54,8 @@ def split_context(
 def tensor_version(tensor: torch.Tensor) -> int:
     """The tensor's in-place version counter; inference tensors (``torch.inference_mode``) have none and count as
     version -1, so the K/V cache keys on the tensor object alone there (the engine clears it per generation)."""
-    return -1 if tensor.is_inference() else tensor._version
+    # the version counter has no public accessor; an in-place edit of the face tokens must invalidate the cache
+    return -1 if tensor.is_inference() else tensor._version  # noqa: SLF001 - see the line above
 
 
 class TextOnlyAttnProcessor(AttnProcessor2_0):
@@ -65,6 +66,7 @@ class TextOnlyAttnProcessor(AttnProcessor2_0):
         self.num_tokens = num_tokens
 
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None, *args, **kwargs):
+        """diffusers' attention over the text tokens only."""
         if encoder_hidden_states is not None:
             encoder_hidden_states, _ = split_context(encoder_hidden_states, self.num_tokens)
         return super().__call__(attn, hidden_states, encoder_hidden_states, *args, **kwargs)
@@ -92,9 +94,11 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
 
     @property
     def ip_scale(self) -> float:
+        """The face-branch scale (diffusers keeps one per adapter; InstantID has one)."""
         return float(self.scale[0])
 
     def clear_cache(self) -> None:
+        """Forget the cached face K/V (a new generation, new weights or a new device)."""
         self._kv_source, self._kv, self._kv_version = None, None, -1
 
     def face_kv(self, face: torch.Tensor, batch: int, heads: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,10 +106,9 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
 
         The cache is keyed on the tensor object, so it hits with the tuple context the pipeline passes; the
         ``cat(text, face)`` form slices a new tensor every call and is computed each time (still exact)."""
-        cached = (self.state.cache_kv and self._kv is not None and self._kv_source is face
-                  and self._kv_version == tensor_version(face))
-        if cached:
-            return self._kv
+        cached = self.cached_kv(face) if self.state.cache_kv else None
+        if cached is not None:
+            return cached
         key, value = self.project_kv(face, batch, heads)
         if self.state.cache_kv:
             self._kv_source, self._kv_version, self._kv = face, tensor_version(face), (key, value)
@@ -119,6 +122,13 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
         value = value.view(batch, -1, heads, head_dim).transpose(1, 2)
         return key, value
 
+    def cached_kv(self, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The K/V cached for ``face`` (this tensor object, unchanged since), or None: the buffers a captured graph
+        reads (:class:`~instantid.graphs.GraphStepRunner`)."""
+        if self._kv is None or self._kv_source is not face or self._kv_version != tensor_version(face):
+            return None
+        return self._kv
+
     def pin_kv(self, face: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Make ``kv`` the cached K/V of ``face`` as it is now (the CPU stand-in for a graph's baked-in buffers)."""
         self._kv_source, self._kv_version, self._kv = face, tensor_version(face), kv
@@ -126,6 +136,7 @@ class FaceAttnProcessor(IPAdapterAttnProcessor2_0):
     def __call__(self, attn: Attention, hidden_states: torch.Tensor, encoder_hidden_states=None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args, **kwargs) -> torch.Tensor:
+        """``to_out(attn(q, text K/V) + scale * attn(q, face K/V))``; the face part only when this step runs it."""
         text, face = split_context(encoder_hidden_states, self.num_tokens[0])
         residual = hidden_states
         if attn.spatial_norm is not None:  # as diffusers' processors do (SDXL has none)

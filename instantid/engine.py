@@ -21,7 +21,7 @@ import torch
 
 from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
-from .graphs import EagerStepRunner, GraphStepRunner, StepRunner, resolve_graph_mode, timing_mode
+from .graphs import GraphStepRunner
 from .layers import layer_map_for
 from .limits import check_request
 from .loading import (
@@ -34,8 +34,9 @@ from .loading import (
     read_adapter,
 )
 from .patching import FacePatcher
-from .pipeline import DenoiseOutput, InstantIDPipeline
+from .pipeline import InstantIDPipeline, InstantIDPipelineOutput
 from .presets import Preset, PresetError, preset_window, resolve_preset, select_layers
+from .runners import EagerStepRunner, StepRunner, resolve_graph_mode, timing_mode
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,8 @@ class GenerationRequest:
 
 @dataclass
 class GenerationResult:
+    """One generated image with its timing, its preset's layers and the face that conditioned it."""
+
     image: PIL.Image.Image  # RGB output
     step_times_s: list[float]  # per denoising step
     total_s: float  # whole generation including text encoding and decoding
@@ -134,6 +137,8 @@ class Engine:
 
     def generate(self, request: GenerationRequest, preset: Preset | str = "full",
                  progress: Callable[[int, int], None] | None = None) -> GenerationResult:
+        """Check the request, find the face, patch the preset's layers and run the pipeline; ``progress(done, total)``
+        is called after each denoising step. Raises RequestError, PresetError, NoFaceError or GenerationError."""
         start = time.perf_counter()
         check_request(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
                       steps=request.steps, width=request.width, height=request.height, ip_weight=request.ip_weight,
@@ -159,27 +164,28 @@ class Engine:
             runner = self.step_runner()
             out, switch_s = self._run(request, preset, layers, face, hint, progress, runner)
             mode, reason = timing_mode(runner), getattr(runner, "fallback_reason", None)
-        check_output(out.latents, out.image)
+        image = out.images[0]
+        check_output(out.latents, image)
         order = [layer.name for layer in self.layers if layer.name in layers]
         if mode != "graphs" and reason:
             warnings.append(reason)
-        return GenerationResult(image=out.image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
+        return GenerationResult(image=image, step_times_s=out.step_times_s, total_s=time.perf_counter() - start,
                                 preset=preset.name, layer_count=len(layers), layers=tuple(order),
                                 face=face, switch_s=switch_s, warnings=warnings, timing_mode=mode)
 
     def _run(self, request: GenerationRequest, preset: Preset, layers: frozenset[str], face: Face,
              hint: PIL.Image.Image, progress: Callable[[int, int], None] | None,
-             runner: StepRunner) -> tuple[DenoiseOutput, float]:
+             runner: StepRunner) -> tuple[InstantIDPipelineOutput, float]:
         self.patcher.set_scale(request.ip_weight)
         runner.graph_steps = runner.eager_steps = 0  # this generation's count (timing_mode)
         switch_s = self.patcher.apply(layers)
         try:
             out = self.pipe(
-                request.prompt, face.embedding, hint, negative_prompt=request.negative_prompt,
+                request.prompt, image=hint, face_embedding=face.embedding, negative_prompt=request.negative_prompt,
                 width=request.width, height=request.height, num_inference_steps=request.steps,
                 guidance_scale=request.guidance_scale, controlnet_conditioning_scale=request.cn_scale,
-                face_window=(preset.start, preset.end),
-                generator=torch.Generator("cpu").manual_seed(request.seed), step_callback=progress,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+                callback_on_step_end=progress_callback(progress), face_window=(preset.start, preset.end),
                 step_runner=runner)
         except torch.OutOfMemoryError as exc:
             raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
@@ -188,12 +194,25 @@ class Engine:
         return out, switch_s
 
     def describe(self) -> dict:
+        """The stack, device, dtype, versions and layer count (the benchmark's and the app's metadata)."""
         import diffusers
 
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
         return {"stack": self.name, "device": str(self.device), "dtype": str(self.dtype).removeprefix("torch."),
                 "torch": torch.__version__, "diffusers": diffusers.__version__, "gpu_name": gpu,
                 "layers": len(self.layers), "known_map": self.known_map is not None}
+
+
+def progress_callback(progress: Callable[[int, int], None] | None) -> Callable[..., dict] | None:
+    """``progress(done, total)`` as diffusers' ``callback_on_step_end`` (changes no tensor)."""
+    if progress is None:
+        return None
+
+    def on_step_end(pipe: InstantIDPipeline, step: int, timestep: torch.Tensor, tensors: dict) -> dict:
+        progress(step + 1, pipe.num_timesteps)
+        return {}
+
+    return on_step_end
 
 
 def check_output(latents: torch.Tensor, image: PIL.Image.Image) -> None:

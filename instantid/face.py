@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import struct
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 logger = logging.getLogger(__name__)
+
+# what reading a malformed EXIF block can still raise (PIL only warns on most corruption and reads on): a
+# non-integer or unhashable orientation, a bad offset or count, a truncated value. Such a photo is used as stored.
+EXIF_ERRORS = (OSError, SyntaxError, ValueError, TypeError, KeyError, IndexError, ZeroDivisionError, struct.error)
 
 DEFAULT_MODEL = "antelopev2"  # the pack InstantID was trained with (SCRFD-10G detector + glintr100 ArcFace)
 DEFAULT_ROOT = "~/.insightface"  # insightface's own default root; packs live in <root>/models/<name>
@@ -58,6 +63,8 @@ class FaceModelError(FaceError, FileNotFoundError):
 
 @dataclass
 class Face:
+    """One detected face: box, five keypoints and the identity embedding."""
+
     bbox: np.ndarray  # [4] x1, y1, x2, y2 (float, image pixels)
     kps: np.ndarray  # [5, 2] eyes, nose, mouth corners (x, y)
     embedding: np.ndarray  # [512] raw insightface `embedding` (NOT normed_embedding)
@@ -65,6 +72,7 @@ class Face:
 
     @property
     def area(self) -> float:
+        """The box's area in pixels (the largest face conditions the image)."""
         x1, y1, x2, y2 = (float(v) for v in np.asarray(self.bbox).reshape(-1)[:4])
         return max(0.0, x2 - x1) * max(0.0, y2 - y1)
 
@@ -97,7 +105,7 @@ def load_image(source: ImageSource) -> Image.Image:
             source.load()
             try:
                 upright = ImageOps.exif_transpose(source) or source
-            except Exception as exc:  # malformed EXIF must not make a readable photo unusable
+            except EXIF_ERRORS as exc:  # malformed EXIF must not make a readable photo unusable
                 logger.warning("ignoring unreadable EXIF orientation: %s", exc)
                 upright = source
             return to_rgb(upright, _describe(source), [])

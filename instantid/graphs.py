@@ -1,19 +1,14 @@
-"""Step runners: how one denoising step's noise prediction is computed, eagerly or as a captured CUDA graph.
+"""CUDA-graph denoising steps: :class:`GraphStepRunner` replays one captured step per :class:`GraphKey`.
 
-:func:`~instantid.step.run_denoising` (the pipeline's loop) and the benchmark call ``runner.predict(...)`` per step.
-
-* :class:`EagerStepRunner` runs :func:`~instantid.step.denoise_step` (the reference).
-* :class:`GraphStepRunner` copies each generation's inputs into **static buffers** (``bind``), scales the model
-  input outside the graph (the scheduler looks up its step index on the host) and replays one captured graph of
-  IdentityNet + UNet + CFG per :class:`GraphKey` (patched layers, face branch on/off for step windows, K/V
-  caching, size, batch, dtype and the scales baked into kernels). Each graph is captured on first use after
-  warm-up calls on a side stream (PyTorch's rule for ``torch.cuda.graph``), kept in an LRU cache and reused.
-  The face K/V of cached layers are projected once per generation **into the buffers the graph reads**
-  (``_refresh_kv``), so a new face needs no recapture and preset switching copies no weights. The scheduler
-  update stays outside the graph.
-* The capture itself is a backend: :class:`CudaGraphBackend` on CUDA; :class:`EagerStandInBackend` on CPU
-  replays by calling the eager step on the same static buffers with the K/V pinned to the refreshed buffers, so
-  keys, buffers, K/V refresh and the fallback are tested without a GPU (tests/test_graphs.py).
+:func:`~instantid.step.run_denoising` calls ``runner.predict(...)`` per step; this runner (the eager one is
+:class:`~instantid.runners.EagerStepRunner`) copies each generation's inputs into **static buffers** (``bind``),
+scales the model input outside the graph (the scheduler looks up its step index on the host) and replays one
+captured graph of IdentityNet + UNet + CFG per :class:`GraphKey` (patched layers, face branch on/off for step
+windows, K/V caching, size, batch, dtype and the scales baked into kernels). Each graph is captured on first use
+(:mod:`instantid.graph_capture`: CUDA, or the CPU stand-in the tests use), kept in an LRU cache and reused. The
+face K/V of cached layers are projected once per generation **into the buffers the graph reads** (the entry's
+refresh graph), so a new face needs no recapture and preset switching copies no weights. The scheduler update
+stays outside the graph.
 
 A capture that fails (an op that synchronises, an unsupported kernel) turns graphs off for the runner with the
 reason logged (traceback included) and ``fallback_reason`` set; the step then runs eagerly.
@@ -27,62 +22,16 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 
-from .step import StepInputs, denoise_step, predict_noise, scaled_model_input
+from .graph_capture import CudaGraphBackend, EagerStandInBackend
+from .runners import EagerStepRunner
+from .step import StepInputs, predict_noise, scaled_model_input
 
 logger = logging.getLogger(__name__)
 
-GRAPH_MODES = ("auto", "on", "off")  # --cuda-graphs: auto = on for CUDA, off elsewhere
-WARMUP_CALLS = 2  # eager calls on a side stream before capture (cuDNN/cuBLAS autotuning, lazy init, K/V cache)
 MAX_GRAPHS = 16  # graphs kept per runner (LRU); each holds one step's activation memory (graph_memory)
-
-
-class StepRunner(Protocol):
-    """Computes the CFG noise prediction of one denoising step."""
-
-    mode: str  # "eager" or "graphs"
-
-    def bind(self, inputs: StepInputs) -> None:
-        """Take a generation's inputs (before its first step)."""
-
-    def predict(self, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor, *, step: int,
-                active: bool) -> torch.Tensor:
-        """The noise prediction for ``latents`` at ``t``; ``active``: the face branch runs in this step."""
-
-
-def resolve_graph_mode(mode: str, device: torch.device) -> bool:
-    """Whether ``--cuda-graphs MODE`` captures graphs on ``device`` (auto: on for CUDA); "on" off CUDA is refused."""
-    if mode not in GRAPH_MODES:
-        raise ValueError(f"cuda_graphs must be one of {', '.join(GRAPH_MODES)}, got {mode!r}")
-    if mode == "on" and device.type != "cuda":
-        raise ValueError(f"--cuda-graphs on needs a CUDA device; this engine runs on {device} (use auto or off)")
-    return mode == "on" or (mode == "auto" and device.type == "cuda")
-
-
-class EagerStepRunner:
-    """The reference: each step runs op by op (``denoise_step``)."""
-
-    mode = "eager"
-
-    def __init__(self, pipe) -> None:
-        self.pipe = pipe
-        self.graph_steps = 0  # never: kept so callers can read every runner alike
-        self.eager_steps = 0
-
-    def bind(self, inputs: StepInputs) -> None:
-        """Nothing to copy: the eager step reads ``inputs`` directly."""
-
-    def predict(self, inputs: StepInputs, latents: torch.Tensor, t: torch.Tensor, *, step: int,
-                active: bool) -> torch.Tensor:
-        """Set the face-branch state and run the step."""
-        state = self.pipe.face_state
-        if state is not None:
-            state.step, state.active = step, active
-        self.eager_steps += 1
-        return denoise_step(self.pipe, inputs, t, latents)
 
 
 @dataclass(frozen=True)
@@ -121,61 +70,6 @@ class GraphEntry:
     epoch: int = -1  # the static epoch the K/V buffers hold
     capture_s: float = 0.0  # warm-up + capture seconds
     memory: dict[str, float] = field(default_factory=dict)  # allocated_mb / reserved_mb the capture added
-
-
-class CudaGraphBackend:
-    """``torch.cuda.CUDAGraph`` capture (warm-up on a side stream first) and replay."""
-
-    stand_in = False
-
-    def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
-                warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
-        """Warm up ``fn`` on a side stream, then capture one call; returns (graph, its static output)."""
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(warmup):
-                fn()
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: another thread's CUDA work (the app's) does not invalidate this capture
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            output = fn()
-        torch.cuda.synchronize(device)
-        return graph, output
-
-    def replay(self, handle: object) -> None:
-        """Launch the captured kernels on the current stream."""
-        handle.replay()  # type: ignore[attr-defined]
-
-
-class EagerStandInBackend:
-    """CPU stand-in for capture/replay with the same static-buffer contract: "capture" warms up, then keeps the
-    function and a static output buffer; "replay" calls it again and copies into that buffer. The runner pins
-    each cached layer's K/V to the entry's buffers first, so the eager step reads what the graph would."""
-
-    stand_in = True
-
-    def __init__(self, pipe, fail_with: BaseException | None = None) -> None:
-        self.pipe = pipe
-        self.fail_with = fail_with  # tests: simulate a capture failure
-
-    def capture(self, fn: Callable[[], torch.Tensor | None], device: torch.device,
-                warmup: int = WARMUP_CALLS) -> tuple[object, torch.Tensor | None]:
-        """No warm-up (an eager call needs none; the "capture" call fills the K/V caches as the CUDA warm-up
-        does), then keep ``fn`` and a static output buffer."""
-        if self.fail_with is not None:
-            raise self.fail_with
-        output = fn()
-        output = None if output is None else output.clone()
-        return (fn, output), output
-
-    def replay(self, handle: object) -> None:
-        """Call the kept function; its result goes into the static output."""
-        fn, output = handle  # type: ignore[misc]
-        result = fn()
-        if output is not None:
-            output.copy_(result)
 
 
 class GraphStepRunner:
@@ -318,9 +212,7 @@ class GraphStepRunner:
                 graph, output = self.backend.capture(
                     lambda: predict_noise(self.pipe, static.inputs, static.sample, static.t), device)
         except Exception as exc:  # noqa: BLE001 - any capture failure: run eagerly, say why
-            self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
-            self.fallback_traceback = traceback.format_exc()
-            logger.warning("%s\n%s", self.fallback_reason, self.fallback_traceback)
+            self._fall_back(exc)
             patcher.clear_cache()
             if cuda:
                 torch.cuda.synchronize(device)
@@ -330,15 +222,13 @@ class GraphStepRunner:
         entry = GraphEntry(graph=graph, output=output, static=static, key=key, epoch=static.epoch,
                            capture_s=time.perf_counter() - started)
         face = static.inputs.face_tokens
-        entry.kv = [(proc, proc._kv[0], proc._kv[1]) for proc in patcher.face.values()
-                    if key.cache_kv and proc._kv is not None and proc._kv_source is face]
+        cached = ((proc, proc.cached_kv(face)) for proc in patcher.face.values()) if key.cache_kv else ()
+        entry.kv = [(proc, *kv) for proc, kv in cached if kv is not None]
         if entry.kv:
             try:  # 70 layers x (2 projections + 2 copies) as one replay instead of ~400 launches per generation
                 entry.refresh, _ = self.backend.capture(self._refresh_fn(entry), device, warmup=1)
             except Exception as exc:  # noqa: BLE001 - same rule as the step graph
-                self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
-                self.fallback_traceback = traceback.format_exc()
-                logger.warning("%s\n%s", self.fallback_reason, self.fallback_traceback)
+                self._fall_back(exc)
                 return None
         entry.capture_s = time.perf_counter() - started
         if cuda:
@@ -349,6 +239,12 @@ class GraphStepRunner:
         logger.info("captured a step graph in %.2f s (%d face layers, active=%s, %s)", entry.capture_s,
                     len(key.processors[0]), key.active, entry.memory or "cpu stand-in")
         return entry
+
+    def _fall_back(self, exc: Exception) -> None:
+        """Graphs off for this runner from now on, with the reason and traceback kept and logged."""
+        self.fallback_reason = f"CUDA graph capture failed ({type(exc).__name__}: {exc}); running eagerly"
+        self.fallback_traceback = traceback.format_exc()
+        logger.warning("%s\n%s", self.fallback_reason, self.fallback_traceback)
 
     def reset_counts(self) -> None:
         """Start counting graph / eager steps for a new generation."""
@@ -361,13 +257,5 @@ class GraphStepRunner:
                 for k, e in self.graphs.items()]
 
 
-def timing_mode(runner) -> str:
-    """"graphs" when every step of the generation replayed a graph, "eager" when none did, else "mixed"."""
-    graphs, eager = getattr(runner, "graph_steps", 0), getattr(runner, "eager_steps", 0)
-    if graphs and not eager:
-        return "graphs"
-    return "mixed" if graphs else "eager"
 
-
-__all__ = ["GRAPH_MODES", "CudaGraphBackend", "EagerStandInBackend", "EagerStepRunner", "GraphKey",
-           "GraphStepRunner", "StepRunner", "resolve_graph_mode", "timing_mode"]
+__all__ = ["MAX_GRAPHS", "GraphEntry", "GraphKey", "GraphStepRunner", "StaticInputs"]

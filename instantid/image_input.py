@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from .face import ImageReadError
+from .face import EXIF_ERRORS, ImageReadError
 from .limits import LIMITS
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def _decode(image: Image.Image, name: str, max_pixels: int, max_side: int) -> tu
         image = ImageOps.exif_transpose(image) or image
         if orientation in range(2, 9):
             notes.append(f"rotated upright according to its EXIF orientation ({orientation})")
-    except Exception as exc:  # a malformed EXIF block must not make a readable photo unusable
+    except EXIF_ERRORS as exc:  # a malformed EXIF block must not make a readable photo unusable
         logger.info("ignoring unreadable EXIF in %s: %s", name, exc)
         notes.append("the EXIF orientation could not be read; the image is used as stored")
     return to_rgb(image, name, notes), notes

@@ -46,6 +46,7 @@ class FacePatcher:
 
     @property
     def layer_names(self) -> tuple[str, ...]:
+        """Every face-attention layer this patcher can patch, in UNet order."""
         return tuple(self.face)
 
     def signature(self) -> tuple:
@@ -103,6 +104,7 @@ class FacePatcher:
         return time.perf_counter() - start
 
     def clear_cache(self) -> None:
+        """Forget every face processor's cached K/V."""
         for proc in self.face.values():
             proc.clear_cache()
 

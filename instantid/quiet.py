@@ -30,6 +30,7 @@ class KnownNoticeFilter(logging.Filter):
         self.marker = marker
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Drop the record when it carries the known notice."""
         return self.marker not in record.getMessage()
 
 

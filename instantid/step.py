@@ -45,14 +45,11 @@ class StepInputs:
 
 def _text_context(pipe, prompt: str | None, width: int, height: int, device: torch.device, dtype: torch.dtype,
                   gen: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pipeline step 3 when a prompt and text encoders are there; otherwise random [2,77,D] / [2,1280]."""
+    """Pipeline step 3 (``pipe.text_conditioning``) when a prompt and text encoders are there; otherwise random
+    [2,77,D] / [2,1280] tensors and the size conditioning."""
     if prompt is not None and getattr(pipe, "text_encoder_2", None) is not None:
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(prompt, None, device, 1, True, None, None)
-        time_ids = pipe._get_add_time_ids((height, width), (0, 0), (height, width), dtype=embeds.dtype,
-                                          text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
-        text = torch.cat([negative, embeds])
-        pooled = torch.cat([negative_pooled, pooled])
-        time_ids = torch.cat([time_ids, time_ids])
+        text, added = pipe.text_conditioning(prompt, None, width, height, True)
+        pooled, time_ids = added["text_embeds"], added["time_ids"]
     else:
         dim = pipe.unet.config.cross_attention_dim
         text = torch.randn(2, TEXT_TOKENS, dim, generator=gen)
@@ -123,15 +120,21 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]  # (step, timestep, latents) -> latents
+
+
 @torch.no_grad()
 def run_denoising(pipe, inputs: StepInputs, runner=None, *, window: tuple[float, float] = (0.0, 1.0),
-                  state: FaceBranchState | None = None, timed: bool = False,
-                  step_callback: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[float]]:
-    """THE denoising loop (the pipeline's step 6 and :func:`denoise`): for each timestep the face branch follows
-    ``window`` (:func:`~instantid.presets.in_window`), ``runner`` (a :class:`~instantid.graphs.StepRunner`;
-    default eager) predicts the noise and the scheduler steps. Returns the final latents and, with ``timed``,
-    each step's seconds (device-synchronised)."""
-    from .graphs import EagerStepRunner
+                  state: FaceBranchState | None = None, timed: bool = False, on_step_end: StepHook | None = None,
+                  interrupted: Callable[[], bool] | None = None) -> tuple[torch.Tensor, list[float]]:
+    """THE denoising loop (the pipeline's step 6, :func:`denoise`, the benchmark's checks and telemetry).
+
+    For each timestep the face branch follows ``window`` (:func:`~instantid.presets.in_window`), ``runner`` (a
+    :class:`~instantid.runners.StepRunner`; default eager) predicts the noise and the scheduler steps; then
+    ``on_step_end(step, t, latents)`` may replace the latents (the pipeline's ``callback_on_step_end``) and
+    ``interrupted()`` may end the loop early (diffusers' ``pipe.interrupt``). Returns the final latents and, with
+    ``timed``, each step's seconds (device-synchronised; the hook is not timed)."""
+    from .runners import EagerStepRunner  # runners import this module
 
     runner = runner or EagerStepRunner(pipe)
     state = state or pipe.face_state or FaceBranchState()
@@ -142,19 +145,25 @@ def run_denoising(pipe, inputs: StepInputs, runner=None, *, window: tuple[float,
         runner.prepare({in_window(window, i, len(timesteps)) for i in range(len(timesteps))})
     try:
         for i, t in enumerate(timesteps):
-            if timed:
-                synchronize(latents.device)
-                t0 = time.perf_counter()
+            if interrupted is not None and interrupted():
+                break
+            t0 = _start_timer(latents.device) if timed else 0.0
             noise = runner.predict(inputs, latents, t, step=i, active=in_window(window, i, len(timesteps)))
             latents = pipe.scheduler.step(noise, t, latents, return_dict=False)[0]
             if timed:
                 synchronize(latents.device)
                 step_times.append(time.perf_counter() - t0)
-            if step_callback is not None:
-                step_callback(i + 1, len(timesteps))
+            if on_step_end is not None:
+                latents = on_step_end(i, t, latents)
     finally:
         state.active = True
     return latents, step_times
+
+
+def _start_timer(device: torch.device) -> float:
+    """Synchronise, then read the clock: a step's start."""
+    synchronize(device)
+    return time.perf_counter()
 
 
 @torch.no_grad()

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TinyConfig:
+    """Sizes and seed of the offline random stack."""
+
     seed: int = 0  # all random weights come from this seed
     resampler_width: int = 128  # InstantID uses 1280 (20 heads x 64); heads = width // 64
     block_out_channels: tuple[int, int, int] = (32, 64, 128)  # SDXL: (320, 640, 1280)
@@ -41,6 +43,7 @@ def tiny_tokenizer(pad_token: str = "<|endoftext|>"):
 
 
 def tiny_unet(config: TinyConfig = TinyConfig()):
+    """A small UNet with SDXL's exact cross-attention topology (70 attn2 layers), random weights."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(

@@ -8,7 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# one torch/OpenMP thread: the tiny stack is dispatch-bound, and two threads on a shared 2-core machine spin against
+# each other (tests/test_face_attention.py + tests/test_engine.py: 183 s with 2 threads, 25 s with 1, load ~2)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 

@@ -277,7 +277,7 @@ def face_request() -> GenerationRequest:
 
 
 def output(latents: torch.Tensor, image: Image.Image) -> SimpleNamespace:
-    return SimpleNamespace(latents=latents, image=image, step_times_s=[0.0])
+    return SimpleNamespace(latents=latents, images=[image], step_times_s=[0.0])
 
 
 @pytest.mark.parametrize(("latents", "image", "message"), [

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import logging
 
 import numpy as np
 import pytest
@@ -22,16 +20,16 @@ def face_photo():
 
 
 def request(photo, **kw):
-    return GenerationRequest(face_image=photo, prompt="a portrait of an astronaut", steps=3, width=128, height=128,
+    return GenerationRequest(face_image=photo, prompt="a portrait of an astronaut", steps=2, width=64, height=64,
                              **kw)
 
 
 def test_tiny_engine_generates_deterministically(tiny_engine, face_photo):
     a = tiny_engine.generate(request(face_photo, seed=4), "full")
     b = tiny_engine.generate(request(face_photo, seed=4), "full")
-    assert a.layer_count == 70 and a.image.size == (128, 128) and a.image.mode == "RGB"
+    assert a.layer_count == 70 and a.image.size == (64, 64) and a.image.mode == "RGB"
     assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
-    assert len(a.step_times_s) == 3 and a.total_s >= sum(a.step_times_s)
+    assert len(a.step_times_s) == 2 and a.total_s >= sum(a.step_times_s)
     assert a.face.embedding.shape == (512,)
 
 
@@ -55,32 +53,43 @@ def test_describe_names_device_and_versions(tiny_engine):
     assert info["torch"] and info["diffusers"] and info["layers"] == 70
 
 
-def test_cli_generate_writes_the_image_and_prints_step_times(tmp_path, face_photo):
+def test_cli_generate_writes_the_image_and_prints_step_times(tmp_path, face_photo, monkeypatch, capsys):
+    """``python -m instantid generate`` through its dispatcher, in-process (the real process, its stdout and its
+    stderr: tests/test_cli_quiet.py)."""
+    from instantid.__main__ import main
+
     face_photo.save(tmp_path / "face.png")
-    env = {**os.environ, "INSTANTID_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "instantid", "generate", "--stack", "tiny", "--face", str(tmp_path / "face.png"),
-         "--prompt", "a portrait", "--preset", "fast", "--seed", "3", "--steps", "2", "--size", "128x128",
-         "--out", str(tmp_path / "out.png"), "--json"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    monkeypatch.setenv("INSTANTID_CACHE", str(tmp_path / "cache"))
+    try:
+        code = main(["generate", "--stack", "tiny", "--face", str(tmp_path / "face.png"), "--prompt", "a portrait",
+                     "--preset", "fast", "--seed", "3", "--steps", "2", "--size", "64x64", "--out",
+                     str(tmp_path / "out.png"), "--json"])
+    finally:
+        logging.captureWarnings(False)  # the dispatcher routes warnings to logging for its process
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    report = json.loads(out.out.strip().splitlines()[-1])
     assert report["preset"] == "fast" and report["layer_count"] == 20 and len(report["step_times_s"]) == 2
-    assert Image.open(tmp_path / "out.png").size == (128, 128)
+    assert Image.open(tmp_path / "out.png").size == (64, 64)
 
 
-def test_cli_generate_reports_an_unreadable_face(tmp_path):
+def test_cli_generate_reports_an_unreadable_face(tmp_path, capsys):
+    from instantid.__main__ import main
+
     (tmp_path / "face.png").write_bytes(b"not an image")
-    proc = subprocess.run(
-        [sys.executable, "-m", "instantid", "generate", "--face", str(tmp_path / "face.png"), "--prompt", "x",
-         "--out", str(tmp_path / "o.png")], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "face.png" in proc.stderr
+    try:
+        code = main(["generate", "--face", str(tmp_path / "face.png"), "--prompt", "x", "--out",
+                     str(tmp_path / "o.png")])
+    finally:
+        logging.captureWarnings(False)
+    assert code == 2 and "face.png" in capsys.readouterr().err
 
 
 def test_over_long_prompt_is_reported_as_truncated(tiny_engine, face_photo):
     long = "a very detailed portrait " * 30
     assert tiny_engine.prompt_tokens(long) > 77
-    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, steps=1, width=128,
-                                                    height=128), "none")
+    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, steps=1, width=64,
+                                                    height=64), "none")
     assert any("truncated" in w for w in result.warnings)
 
 
@@ -108,8 +117,8 @@ def test_unknown_topology_refuses_selective_presets_and_runs_full(tmp_path):
     engine = Engine("odd", pipe, patcher, face_analyzer=None)
     face = Face(bbox=np_.array([0, 0, 64, 64.0]), kps=np_.full((5, 2), 32.0),
                 embedding=np_.ones(512, dtype=np_.float32), det_score=0.9)
-    result = engine.generate(GenerationRequest(face_image=None, face=face, prompt="x", steps=1, width=128,
-                                               height=128), "fast")
+    result = engine.generate(GenerationRequest(face_image=None, face=face, prompt="x", steps=1, width=64,
+                                               height=64), "fast")
     assert result.layer_count == len(layers) == 23  # down 2+6, mid 3, up 9+3
     assert any("matches no known layer map" in w for w in result.warnings)
 
@@ -118,9 +127,9 @@ def test_non_square_output_gets_an_undistorted_keypoint_hint(tiny_engine, face_p
     seen = {}
     original = tiny_engine.pipe.__class__.__call__
 
-    def spy(pipe, prompt, embedding, hint, **kw):
-        seen["hint"] = hint
-        return original(pipe, prompt, embedding, hint, **kw)
+    def spy(pipe, prompt, **kw):
+        seen["hint"] = kw["image"]
+        return original(pipe, prompt, **kw)
 
     monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
     result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", steps=1, width=160,

@@ -347,3 +347,17 @@ def test_fit_kps_keeps_geometry_when_the_output_aspect_differs():
     fitted = fit_kps(kps, (100, 200), (200, 200))  # scale 2 (cover), centred vertically: offset y -100
     np.testing.assert_allclose(fitted, [[100.0, 100.0], [0.0, -100.0], [200.0, 300.0]])
     assert np.allclose(fit_kps(kps, (100, 200), (100, 200)), kps)
+
+
+def test_a_malformed_exif_orientation_leaves_the_photo_readable_as_stored(tmp_path: Path) -> None:
+    import struct
+
+    from instantid.image_input import read_reference_image
+
+    # one IFD entry: Orientation (0x0112) stored as the ASCII text "six" instead of a SHORT
+    exif = b"Exif\0\0II*\0" + struct.pack("<IHHHI4sI", 8, 1, 0x0112, 2, 4, b"six\0", 0)
+    path = tmp_path / "odd-exif.jpg"
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(path, exif=exif, quality=95)
+    image, notes = read_reference_image(path)[:2]
+    assert image.size == (40, 20) and image.mode == "RGB"
+    assert any("EXIF orientation could not be read" in note for note in notes)

@@ -35,6 +35,8 @@ MODES = ("eager", "graphs", "both")  # --mode
 
 @dataclass(frozen=True)
 class Arm:
+    """One benchmark arm: which layers carry the face branch, when, and how the step runs."""
+
     name: str  # preset spec, "full#2" or "full-nocache"
     layers: frozenset[str]  # patched layer names
     cache_kv: bool = True  # FaceBranchState.cache_kv during the arm
@@ -49,6 +51,8 @@ class Arm:
 
 @dataclass
 class ArmRun:
+    """What one arm-repetition measured."""
+
     step_ms: list[float]  # each step of one arm-repetition
     switch_ms: float  # patcher.apply time before it
     switch_mem_mb: float | None  # memory held after patcher.apply minus before (see held_mb)
@@ -143,7 +147,8 @@ def held_mb(device: torch.device) -> float | None:
 def graph_runner(engine: Engine):
     """The engine's graph runner (made on first use): real CUDA graphs on CUDA, the eager stand-in elsewhere
     (CPU and meta tests: same buffers and keys, no capture)."""
-    from instantid.graphs import EagerStandInBackend, GraphStepRunner
+    from instantid.graph_capture import EagerStandInBackend
+    from instantid.graphs import GraphStepRunner
 
     if engine.graph_runner is None:
         backend = None if engine.device.type == "cuda" else EagerStandInBackend(engine.pipe)

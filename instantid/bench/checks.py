@@ -42,7 +42,7 @@ def check_graphs(engine: Engine, runner, width: int, height: int, steps: int = 3
             self.into.append(out.float().clone())
             return out
 
-    from instantid.graphs import EagerStepRunner
+    from instantid.runners import EagerStepRunner
 
     try:
         patcher.clear_cache()

@@ -1,4 +1,4 @@
-"""``python -m instantid.bench``: time denoising steps (IdentityNet + UNet, CFG batch 2) per layer preset.
+"""The step benchmark (``python -m instantid.bench``): time denoising steps (IdentityNet + UNet, CFG batch 2) per preset.
 
 All presets run in one process on the same step inputs, interleaved: every repetition runs every arm once, in the
 orders of a Williams design (every arm in every position and right after every other arm equally often, over
@@ -10,28 +10,25 @@ generation. GPU step times come from CUDA events, CPU ones from ``perf_counter``
 
 ``--telemetry`` instead records each layer's face/text output ratio over one ``--steps``-step run and saves it
 (``--out``); ``--telemetry-file`` loads such a file so ``auto-K`` presets resolve. The arms, their order and how one
-is timed live in ``instantid/bench/arms.py``; statistics and the table in ``instantid/bench/report.py``. See docs/benchmark.md.
+is timed live in ``instantid/bench/arms.py``; statistics and the table in ``instantid/bench/report.py``; the command
+line in ``instantid/bench/cli.py``. See docs/benchmark.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import platform
-import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from instantid.bench.arms import (
     AA_ARM,
     GRAPHS_SUFFIX,
-    MODES,
     NOCACHE_ARM,
     STOCK_ARM,
     STOCK_SUFFIX,
@@ -45,15 +42,13 @@ from instantid.bench.arms import (
     run_repetition,
     williams_orders,
 )
-from instantid.bench.checks import check_graphs, count_step_flops
-from instantid.bench.report import _ratio, acceptance, format_table, patch_overhead, r_squared, summarize
+from instantid.bench.checks import count_step_flops
+from instantid.bench.report import _ratio, acceptance, patch_overhead, r_squared, summarize
 from instantid.bench.stats import (
     FLOOR,
     K_MAD,
     MIN_KEPT,
     PEAK_TFLOPS,
-    STEADY_K,
-    STEADY_TOL,
     WARMUP_MAX_S,
     flag_outliers,
     goals,
@@ -61,12 +56,13 @@ from instantid.bench.stats import (
     warm_up,
 )
 from instantid.engine import Engine
-from instantid.step import build_step_inputs
+from instantid.step import StepInputs, build_step_inputs
 
 logger = logging.getLogger(__name__)
 
 
 def run_meta(engine: Engine, args: argparse.Namespace, width: int, height: int) -> dict:
+    """The run's description: the engine, the arguments, the machine, the timer and the memory measure."""
     meta = engine.describe()
     cuda = engine.device.type == "cuda"
     meta.update(width=width, height=height, steps=args.steps, reps=args.reps, warmup=args.warmup, seed=args.seed,
@@ -79,6 +75,7 @@ def run_meta(engine: Engine, args: argparse.Namespace, width: int, height: int) 
 
 
 def _rep_means(arm_runs: dict[str, list[ArmRun]]) -> dict[str, list[float]]:
+    """Each arm-repetition's mean step time."""
     return {name: [sum(r.step_ms) / len(r.step_ms) for r in runs] for name, runs in arm_runs.items()}
 
 
@@ -142,232 +139,133 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
     arms = make_arms(engine, specs, mode)
     inputs = build_step_inputs(engine.pipe, width, height, max(steps, 1), seed=seed)
     step_flops = count_step_flops(engine, width, height, seed) if flops else None
-    warm = None
-    if steady is not None:
-        orders = williams_orders(len(arms))
-        done = [0]
-
-        def one_repetition() -> float:
-            done[0] += 1
-            reps_ = run_repetition(engine, inputs, arms, steps, orders[-done[0] % len(orders)])
-            return sum(sum(r.step_ms) / len(r.step_ms) for r in reps_.values())
-
-        limits = dict(steady)
-        if deadline is not None:  # leave at least 70 % of what is left to the measured runs
-            limits["max_s"] = min(limits.get("max_s", WARMUP_MAX_S), 0.3 * max(deadline - time.monotonic(), 0))
-        warm = warm_up(one_repetition, min_reps=max(warmup, 1), **limits)
-        logger.info("warm-up: %d repetitions in %.1f s, steady=%s", warm["reps"], warm["seconds"], warm["steady"])
-    all_runs, per_run, outliers = [], [], []
+    warm = None if steady is None else _warm_up_until_steady(engine, inputs, arms, steps, warmup, steady, deadline)
     suffix = GRAPHS_SUFFIX if mode != "eager" else ""
-    for r in range(runs):
-        run_deadline = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (runs - r)
-        arm_runs = run_arms(engine, inputs, arms, steps, reps, 0 if steady is not None or r else warmup,
-                            run_deadline)
-        rep_ms = _rep_means(arm_runs)
-        kept, flags = flag_outliers(rep_ms)
-        outliers += [{**f, "run": r} for f in flags]
-        kept_ms = {name: [values[i] for i in kept] for name, values in rep_ms.items()}
-        all_runs.append((arm_runs, kept, kept_ms))
-        per_run.append({"run": r, "reps_done": len(rep_ms["full" + suffix]), "kept": len(kept),
-                        **(_run_ratio(kept_ms, suffix, seed + r) or {})})
-        logger.info("run %d/%d: %s", r + 1, runs, per_run[-1])
-    pooled = {a.name: [x for _, _, kept_ms in all_runs for x in kept_ms[a.name]] for a in arms}
+    all_runs, per_run, outliers = _measured_runs(engine, inputs, arms, steps, reps,
+                                                 0 if steady is not None else warmup, runs, deadline, suffix, seed)
+    pooled = {a.name: [x for _, kept_ms in all_runs for x in kept_ms[a.name]] for a in arms}
     summary, checks = _summarize_modes(pooled, arms, seed)
-    dtype_bytes = torch.empty((), dtype=engine.dtype).element_size()
     for arm in arms:
-        row = summary[arm.name]
-        arm_all = [run for arm_runs, _, _ in all_runs for run in arm_runs[arm.name]]
-        row["layers"] = len(arm.layers)
-        row["layer_names"] = sorted(arm.layers)
-        row["cache_kv"], row["graphs"], row["stock"] = arm.cache_kv, arm.graphs, arm.stock
-        row["switch_ms"] = float(sorted(r.switch_ms for r in arm_all)[len(arm_all) // 2])
-        row["peak_mem_mb"] = max(r.peak_mem_mb for r in arm_all)
-        held = [r.switch_mem_mb for r in arm_all if r.switch_mem_mb is not None]
-        row["switch_mem_mb"] = max(held, key=abs) if held else None  # the largest change any switch made
-        # relative to full as it runs (K/V projected once per `steps`-step arm-repetition): none 0, full 1,
-        # full-nocache > 1 (it projects K/V every step)
-        row["window"] = list(arm.window)
-        work = arm_work_share(arm, engine, width, height, steps, dtype_bytes) if engine.known_map else None
-        row["flops_share"] = work["flops_share"] if work else None
-        row["bytes_share"] = work["bytes_share"] if work else None
-        if step_flops is not None and row["flops_share"] is not None:
-            arm_flops = step_flops["none"] + row["flops_share"] * (step_flops["full"] - step_flops["none"])
-            row["step_tflop"] = arm_flops / 1e12
-            row["tflops"] = arm_flops / (row["median_ms"] / 1e3) / 1e12
-            row["pct_of_peak"] = row["tflops"] / PEAK_TFLOPS
-    for graphs, key in ((False, "proportionality_r2"), (True, "proportionality_r2_graphs")):
-        # goal 4 needs each arm's work-model share, attached just above (the per-mode acceptance ran before it)
-        points = [(summary[a.name]["bytes_share"], summary[a.name].get("time_share")) for a in arms
-                  if a.graphs == graphs and not a.stock and a.name.removesuffix(GRAPHS_SUFFIX) not in (AA_ARM, NOCACHE_ARM)
-                  and summary[a.name]["bytes_share"] is not None and summary[a.name].get("time_share") is not None]
-        if points:
-            checks[key] = r_squared([x for x, _ in points], [y for _, y in points])
+        _fill_arm_row(summary[arm.name], arm, [r for arm_runs, _ in all_runs for r in arm_runs[arm.name]], engine,
+                      width, height, steps, step_flops)
+    checks.update(_proportionality(summary, arms))
     primary = "full" + suffix
-    aa_ratio, aa_ci = summary[AA_ARM + suffix]["ratio_to_full"], summary[AA_ARM + suffix]["ratio_ci"]
-    ns = args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed)
-    meta = run_meta(engine, ns, width, height)
+    meta = run_meta(engine, args or argparse.Namespace(steps=steps, reps=reps, warmup=warmup, seed=seed), width,
+                    height)
     meta.update(model_mb=model_mb(engine), mode=mode, runs=runs, reps_done=len(pooled[primary]))
     meta["stopped_early"] = any(p["reps_done"] < reps for p in per_run)  # the time budget ran out
     meta["graph_backend"] = None if mode == "eager" else type(graph_runner(engine).backend).__name__
     meta["work_share"] = (f"flops_share / bytes_share: face-branch work per UNet call / full's (all layers, face K/V "
                           f"projected once per {steps}-step arm-repetition); full-nocache projects K/V every step")
-    eager_ms = {a.name: pooled[a.name] for a in arms if not a.graphs}
-    overhead = patch_overhead(eager_ms, STOCK_ARM, (NOCACHE_ARM, "full"), seed=seed)
+    overhead = patch_overhead({a.name: pooled[a.name] for a in arms if not a.graphs}, STOCK_ARM,
+                              (NOCACHE_ARM, "full"), seed=seed)
     if overhead is not None:
         checks["patch_overhead"] = overhead
-    result = {"meta": meta, "aa_ratio": aa_ratio, "aa_ci": aa_ci, "acceptance": checks,
+    result = {"meta": meta, "aa_ratio": summary[AA_ARM + suffix]["ratio_to_full"],
+              "aa_ci": summary[AA_ARM + suffix]["ratio_ci"], "acceptance": checks,
               "order": [a.name for a in arms], "presets": summary, "warmup": warm, "outliers": outliers,
               "outlier_rule": f"per arm, |rep - median| > max({K_MAD:g} x 1.4826 x MAD, {FLOOR:.0%} of the median): "
                               f"the repetition is left out of every arm's ratios (kept if < {MIN_KEPT} would remain)",
               "runs": per_run, "step_flops": step_flops, "peak_tflops": PEAK_TFLOPS}
     ratios = [p["full_over_none"] for p in per_run if "full_over_none" in p]
     result["runs_agreement"] = runs_agreement(ratios, [p["ci"] for p in per_run if "full_over_none" in p])
-    if mode == "both":
-        result["graphs_speedup"] = {}
-        for arm in arms:
-            if arm.graphs:
-                base = arm.name.removesuffix(GRAPHS_SUFFIX)
-                ratio, ci = _ratio(pooled[base], pooled[arm.name], seed + 300)
-                result["graphs_speedup"][base] = {"ratio": ratio, "ci": ci}  # t_eager / t_graphs
-    if STOCK_ARM in pooled:
-        ratio, ci = _ratio(pooled[STOCK_ARM], pooled[primary], seed + 400)
-        result["ours_vs_stock"] = {"ratio": ratio, "ci": ci, "ours": primary, "stock": STOCK_ARM}
-    if mode != "eager":
-        result["graphs"] = graph_runner(engine).graph_memory()
-        result["graphs_fallback"] = graph_runner(engine).fallback_reason
+    result.update(_mode_comparisons(engine, arms, pooled, mode, primary, seed))
     result["goals"] = goals(result)
     return result
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width % 8 or height % 8 or width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
-    return width, height
+def _warm_up_until_steady(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, warmup: int,
+                          steady: dict, deadline: float | None) -> dict:
+    """Whole repetitions (Williams orders from the last) until the step time is steady (``warm_up``)."""
+    orders = williams_orders(len(arms))
+    done = [0]
+
+    def one_repetition() -> float:
+        done[0] += 1
+        reps_ = run_repetition(engine, inputs, arms, steps, orders[-done[0] % len(orders)])
+        return sum(sum(r.step_ms) / len(r.step_ms) for r in reps_.values())
+
+    limits = dict(steady)
+    if deadline is not None:  # leave at least 70 % of what is left to the measured runs
+        limits["max_s"] = min(limits.get("max_s", WARMUP_MAX_S), 0.3 * max(deadline - time.monotonic(), 0))
+    warm = warm_up(one_repetition, min_reps=max(warmup, 1), **limits)
+    logger.info("warm-up: %d repetitions in %.1f s, steady=%s", warm["reps"], warm["seconds"], warm["steady"])
+    return warm
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m instantid.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stack", default="tiny", help="tiny | sdxl-shape (CUDA) | InstantID weights folder or repo id")
-    p.add_argument("--base", default=None, help="SDXL base for a weights stack (default $INSTANTID_BASE or the hub)")
-    p.add_argument("--presets", default="full,balanced,fast,output_only,none",
-                   help="comma-separated specs; also full-nocache, full-stock (diffusers' own processors on every "
-                        "layer: the patch overhead) and auto-K (with --telemetry-file)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="timed denoising steps per arm and repetition (default 10; tiny: 2)")
-    p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
-    p.add_argument("--reps", type=int, default=5, help="measured repetitions (>= 5)")
-    p.add_argument("--warmup", type=int, default=1, help="repetitions run first and dropped")
-    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=("fp16", "bf16", "fp32"),
-                   help="default: fp16 on CUDA, fp32 on CPU")
-    p.add_argument("--seed", type=int, default=0, help="weights, inputs and bootstrap seed")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; tiny on CPU: 1, steadier on a shared CPU)")
-    p.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
-    p.add_argument("--out", type=Path, default=None, help="also write the JSON result (or telemetry) here")
-    p.add_argument("--telemetry", action="store_true", help="record per-layer face/text ratios instead of timing")
-    p.add_argument("--telemetry-file", type=Path, default=None, help="telemetry JSON that auto-K presets use")
-    p.add_argument("--mode", default="eager", choices=MODES,
-                   help="eager steps, captured CUDA-graph steps (arms named PRESET[g]), or both side by side")
-    p.add_argument("--runs", type=int, default=1,
-                   help="repeat the whole interleaved benchmark (one process) and report each run's ratios")
-    p.add_argument("--warmup-s", type=float, default=None, metavar="SECONDS",
-                   help="warm up until steady instead of --warmup repetitions: at least SECONDS of repetitions "
-                        f"and the last {STEADY_K} within {STEADY_TOL * 100:g} %% (at most {WARMUP_MAX_S:g} s)")
-    p.add_argument("--warmup-max-s", type=float, default=WARMUP_MAX_S, metavar="SECONDS",
-                   help="with --warmup-s: stop warming up after SECONDS even if not steady (reported)")
-    p.add_argument("--check-graphs", type=int, default=3, metavar="STEPS",
-                   help="with graphs: first compare STEPS eager and graph-replayed steps (max abs latent "
-                        "difference); a failed capture is printed and the benchmark runs eager only (0: skip)")
-    p.add_argument("--flops", action=argparse.BooleanOptionalAction, default=None,
-                   help="count one step's FLOPs for the achieved TFLOP/s column (default: on except tiny)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
-                   help="wall-clock budget from start (stack build included): start no repetition that would end "
-                        "after it; fewer repetitions are reported (meta.reps_done) instead of none")
-    return p
+def _measured_runs(engine: Engine, inputs: StepInputs, arms: Sequence[Arm], steps: int, reps: int, warmup: int,
+                   runs: int, deadline: float | None, suffix: str,
+                   seed: int) -> tuple[list[tuple[dict[str, list[ArmRun]], dict[str, list[float]]]], list, list]:
+    """``runs`` interleaved runs (the first drops ``warmup`` repetitions): per run its arm-repetitions and kept
+    repetition means, its ratios, and the outliers left out."""
+    all_runs, per_run, outliers = [], [], []
+    for r in range(runs):
+        run_deadline = None if deadline is None else time.monotonic() + (deadline - time.monotonic()) / (runs - r)
+        arm_runs = run_arms(engine, inputs, arms, steps, reps, 0 if r else warmup, run_deadline)
+        rep_ms = _rep_means(arm_runs)
+        kept, flags = flag_outliers(rep_ms)
+        outliers += [{**f, "run": r} for f in flags]
+        kept_ms = {name: [values[i] for i in kept] for name, values in rep_ms.items()}
+        all_runs.append((arm_runs, kept_ms))
+        per_run.append({"run": r, "reps_done": len(rep_ms["full" + suffix]), "kept": len(kept),
+                        **(_run_ratio(kept_ms, suffix, seed + r) or {})})
+        logger.info("run %d/%d: %s", r + 1, runs, per_run[-1])
+    return all_runs, per_run, outliers
 
 
-def main_telemetry(engine: Engine, args: argparse.Namespace, width: int, height: int) -> int:
-    from instantid.telemetry import contributions_from_telemetry, record_telemetry, save_telemetry
-
-    raw = record_telemetry(engine, steps=args.steps, width=width, height=height, seed=args.seed)
-    meta = run_meta(engine, args, width, height)
-    out = args.out or Path("bench-results") / f"telemetry-{Path(engine.name).name}.json"
-    save_telemetry(out, raw, meta)
-    ranked = sorted(contributions_from_telemetry(raw).items(), key=lambda kv: -kv[1])
-    print(f"telemetry: {len(ranked)} layers x {args.steps} steps -> {out}")
-    for name, ratio in ranked[:10]:
-        print(f"  {ratio:9.4f}  {name}")
-    return 0
-
-
-def run_graphs_check(engine: Engine, args: argparse.Namespace, width: int, height: int) -> dict:
-    """Graphs vs eager on a few steps before the benchmark; on failure print why and fall back to eager arms."""
-    print(f"graphs check: {args.check_graphs} steps at {width}x{height}, eager vs graph replay ...", flush=True)
-    check = check_graphs(engine, graph_runner(engine), width, height, args.check_graphs, args.seed)
-    if check["ok"]:
-        print(f"graphs check: max abs latent difference {check['max_abs_latent_diff']:.3g} "
-              f"(bitwise equal: {check['bitwise_equal']}), per-step noise "
-              f"{[f'{d:.3g}' for d in check['max_abs_noise_diff_per_step']]}, first run with capture "
-              f"{check['first_run_s_with_capture']} s, graphs {check['graphs']}", flush=True)
-    else:
-        print(f"graphs check FAILED: {check['error']}\n{check.get('traceback') or ''}", file=sys.stderr, flush=True)
-        print("graphs check: running the benchmark with eager arms only", flush=True)
-        args.mode = "eager"
-        engine.graph_runner = None
-    return check
+def _fill_arm_row(row: dict, arm: Arm, arm_all: list[ArmRun], engine: Engine, width: int, height: int, steps: int,
+                  step_flops: dict[str, float] | None) -> None:
+    """An arm's layers, switch and memory figures, work-model shares and (with FLOPs) achieved TFLOP/s."""
+    row["layers"] = len(arm.layers)
+    row["layer_names"] = sorted(arm.layers)
+    row["cache_kv"], row["graphs"], row["stock"] = arm.cache_kv, arm.graphs, arm.stock
+    row["switch_ms"] = float(sorted(r.switch_ms for r in arm_all)[len(arm_all) // 2])
+    row["peak_mem_mb"] = max(r.peak_mem_mb for r in arm_all)
+    held = [r.switch_mem_mb for r in arm_all if r.switch_mem_mb is not None]
+    row["switch_mem_mb"] = max(held, key=abs) if held else None  # the largest change any switch made
+    # relative to full as it runs (K/V projected once per `steps`-step arm-repetition): none 0, full 1,
+    # full-nocache > 1 (it projects K/V every step)
+    row["window"] = list(arm.window)
+    dtype_bytes = torch.empty((), dtype=engine.dtype).element_size()
+    work = arm_work_share(arm, engine, width, height, steps, dtype_bytes) if engine.known_map else None
+    row["flops_share"] = work["flops_share"] if work else None
+    row["bytes_share"] = work["bytes_share"] if work else None
+    if step_flops is not None and row["flops_share"] is not None:
+        arm_flops = step_flops["none"] + row["flops_share"] * (step_flops["full"] - step_flops["none"])
+        row["step_tflop"] = arm_flops / 1e12
+        row["tflops"] = arm_flops / (row["median_ms"] / 1e3) / 1e12
+        row["pct_of_peak"] = row["tflops"] / PEAK_TFLOPS
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    started = time.monotonic()
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("instantid").setLevel(logging.INFO)  # progress: repetitions, captures, runs (stderr)
-    if args.reps < 5 and not args.telemetry:
-        raise SystemExit("--reps must be at least 5 (the acceptance goals use the median of >= 5 pairs)")
-    tiny = args.stack == "tiny"
-    if args.steps is None:
-        args.steps = 2 if tiny else 10  # tiny defaults keep a default run well under a minute on a 2-core CPU
-    if args.threads is None and tiny and args.device in (None, "cpu") and not torch.cuda.is_available():
-        args.threads = 1
-    if args.steps < 1:
-        raise SystemExit("--steps must be at least 1")
-    if args.runs < 1:
-        raise SystemExit("--runs must be at least 1")
-    from instantid.bench.stack import load_bench_stack
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    width, height = args.size or ((128, 128) if args.stack == "tiny" else (1024, 1024))
-    engine = load_bench_stack(args.stack, args.device, args.dtype, base=args.base, seed=args.seed)
-    try:
-        if args.telemetry_file is not None:
-            engine.load_telemetry(args.telemetry_file)
-        if args.telemetry:
-            return main_telemetry(engine, args, width, height)
-        deadline = None if args.time_budget is None else started + args.time_budget
-        check = None
-        if args.mode != "eager" and args.check_graphs > 0:
-            check = run_graphs_check(engine, args, width, height)
-        steady = None if args.warmup_s is None else {"min_s": args.warmup_s, "max_s": args.warmup_max_s}
-        result = benchmark(engine, args.presets.split(","), width=width, height=height, steps=args.steps,
-                           reps=args.reps, warmup=args.warmup, seed=args.seed, args=args, deadline=deadline,
-                           mode=args.mode, runs=args.runs, steady=steady,
-                           flops=args.flops if args.flops is not None else not tiny)
-        result["graphs_check"] = check
-    except ValueError as exc:  # PresetError, unreadable telemetry
-        raise SystemExit(f"error: {exc}") from None
-    text = json.dumps(result, indent=2)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    print(text if args.json else format_table(result))
-    return 0
+def _proportionality(summary: dict, arms: Sequence[Arm]) -> dict[str, float]:
+    """Goal 4 per mode: R^2 of each preset's time share against its work-model bytes share (attached by
+    :func:`_fill_arm_row`, after the per-mode acceptance ran)."""
+    checks = {}
+    for graphs, key in ((False, "proportionality_r2"), (True, "proportionality_r2_graphs")):
+        points = [(summary[a.name]["bytes_share"], summary[a.name].get("time_share")) for a in arms
+                  if a.graphs == graphs and not a.stock
+                  and a.name.removesuffix(GRAPHS_SUFFIX) not in (AA_ARM, NOCACHE_ARM)
+                  and summary[a.name]["bytes_share"] is not None and summary[a.name].get("time_share") is not None]
+        if points:
+            checks[key] = r_squared([x for x, _ in points], [y for _, y in points])
+    return checks
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _mode_comparisons(engine: Engine, arms: Sequence[Arm], pooled: dict[str, list[float]], mode: str,
+                      primary: str, seed: int) -> dict:
+    """Graphs vs eager per preset (``both``), ours vs diffusers' stock processors, and the captured graphs."""
+    out: dict = {}
+    if mode == "both":
+        out["graphs_speedup"] = {}
+        for arm in arms:
+            if arm.graphs:
+                base = arm.name.removesuffix(GRAPHS_SUFFIX)
+                ratio, ci = _ratio(pooled[base], pooled[arm.name], seed + 300)
+                out["graphs_speedup"][base] = {"ratio": ratio, "ci": ci}  # t_eager / t_graphs
+    if STOCK_ARM in pooled:
+        ratio, ci = _ratio(pooled[STOCK_ARM], pooled[primary], seed + 400)
+        out["ours_vs_stock"] = {"ratio": ratio, "ci": ci, "ours": primary, "stock": STOCK_ARM}
+    if mode != "eager":
+        out["graphs"] = graph_runner(engine).graph_memory()
+        out["graphs_fallback"] = graph_runner(engine).fallback_reason
+    return out

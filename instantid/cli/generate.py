@@ -50,6 +50,7 @@ def out_problems(out: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``python -m instantid generate``."""
     parser = argparse.ArgumentParser(prog="python -m instantid generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="tiny", help="'tiny' (offline random weights) or an InstantID folder/repo id")
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_generate(argv: Sequence[str]) -> int:
+    """Check the arguments and the face, generate one image, save it and print its timing; returns the status."""
     args = build_parser().parse_args(list(argv))
     from instantid.face import FaceError, load_image  # the face is read before torch and diffusers load
     from instantid.limits import request_problems
