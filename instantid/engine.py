@@ -23,7 +23,6 @@ from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
 from .graphs import EagerStepRunner, GraphStepRunner, StepRunner, resolve_graph_mode, timing_mode
 from .layers import layer_map_for
-from .limits import check_request
 from .loading import (
     WeightsError,
     cast_modules,
@@ -36,6 +35,7 @@ from .loading import (
 from .patching import FacePatcher
 from .pipeline import DenoiseOutput, InstantIDPipeline
 from .presets import Preset, PresetError, preset_window, resolve_preset, select_layers
+from .settings import GenerationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -47,22 +47,9 @@ class GenerationError(RuntimeError):
 
 
 @dataclass
-class GenerationRequest:
-    face_image: PIL.Image.Image | None  # reference photo; its largest face is used
-    prompt: str
-    negative_prompt: str = ""  # empty: SDXL's zero negative embedding
-    seed: int = 0  # initial latents come from a CPU generator with this seed (same on every device)
-    steps: int = 30  # denoising steps
-    width: int = 1024  # multiple of 8
-    height: int = 1024  # multiple of 8
-    ip_weight: float = 0.8  # face-branch scale (InstantID demo default)
-    cn_scale: float = 0.8  # IdentityNet strength (InstantID demo default)
-    guidance_scale: float = 5.0  # classifier-free guidance
-    face: Face | None = None  # an already analysed face; skips detection when given
-
-
-@dataclass
 class GenerationResult:
+    """One generated image with its per-step timings, the preset's layers and the face used."""
+
     image: PIL.Image.Image  # RGB output
     step_times_s: list[float]  # per denoising step
     total_s: float  # whole generation including text encoding and decoding
@@ -134,11 +121,10 @@ class Engine:
 
     def generate(self, request: GenerationRequest, preset: Preset | str = "full",
                  progress: Callable[[int, int], None] | None = None) -> GenerationResult:
+        """Generate ``request`` with ``preset``'s layers patched; ``progress(step, steps)`` after each step."""
         start = time.perf_counter()
-        check_request(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-                      steps=request.steps, width=request.width, height=request.height, ip_weight=request.ip_weight,
-                      cn_scale=request.cn_scale, guidance_scale=request.guidance_scale)  # RequestError (ValueError)
-        preset, layers, warnings = self.resolve(preset, request.ip_weight)
+        settings = request.settings  # checked when the request was made (instantid/settings.py)
+        preset, layers, warnings = self.resolve(preset, settings.ip_weight)
         face = request.face
         if face is None:
             if request.face_image is None:
@@ -153,8 +139,9 @@ class Engine:
         limit = self.pipe.tokenizer.model_max_length
         if tokens > limit:
             warnings.append(f"prompt is {tokens} tokens; CLIP reads the first {limit}, the rest was truncated")
-        source = request.face_image.size if request.face_image is not None else (request.width, request.height)
-        hint = draw_kps((request.width, request.height), fit_kps(face.kps, source, (request.width, request.height)))
+        size = (settings.width, settings.height)
+        source = request.face_image.size if request.face_image is not None else size
+        hint = draw_kps(size, fit_kps(face.kps, source, size))
         with self._lock:  # one generation at a time: processors, face state and scheduler are shared
             runner = self.step_runner()
             out, switch_s = self._run(request, preset, layers, face, hint, progress, runner)
@@ -170,24 +157,26 @@ class Engine:
     def _run(self, request: GenerationRequest, preset: Preset, layers: frozenset[str], face: Face,
              hint: PIL.Image.Image, progress: Callable[[int, int], None] | None,
              runner: StepRunner) -> tuple[DenoiseOutput, float]:
-        self.patcher.set_scale(request.ip_weight)
+        settings = request.settings
+        self.patcher.set_scale(settings.ip_weight)
         runner.graph_steps = runner.eager_steps = 0  # this generation's count (timing_mode)
         switch_s = self.patcher.apply(layers)
         try:
             out = self.pipe(
-                request.prompt, face.embedding, hint, negative_prompt=request.negative_prompt,
-                width=request.width, height=request.height, num_inference_steps=request.steps,
-                guidance_scale=request.guidance_scale, controlnet_conditioning_scale=request.cn_scale,
+                request.prompt, face.embedding, hint, negative_prompt=settings.negative_prompt,
+                width=settings.width, height=settings.height, num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale, controlnet_conditioning_scale=settings.cn_scale,
                 face_window=(preset.start, preset.end),
                 generator=torch.Generator("cpu").manual_seed(request.seed), step_callback=progress,
                 step_runner=runner)
         except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
+            raise GenerationError(f"out of memory at {settings.size}: {exc}") from exc
         finally:
             self.patcher.clear_cache()
         return out, switch_s
 
     def describe(self) -> dict:
+        """The stack, device, dtype, library versions and GPU name (recorded with every generation)."""
         import diffusers
 
         gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None
