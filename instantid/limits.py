@@ -62,7 +62,7 @@ def _number(value: Any, what: str, low: float, high: float, whole: bool, problem
             return
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{what} must be a finite number, got {value}")
-    elif whole and not float(value).is_integer():
+    elif whole and not (isinstance(value, int) or float(value).is_integer()):  # (a huge int has no float)
         problems.append(f"{what} must be a whole number, got {value}")
     elif not low <= value <= high:
         shown = (lambda v: f"{int(v)}") if whole else (lambda v: f"{v:g}")

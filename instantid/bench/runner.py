@@ -61,6 +61,7 @@ from instantid.bench.stats import (
     warm_up,
 )
 from instantid.engine import Engine
+from instantid.settings import size_argument
 from instantid.step import build_step_inputs
 
 logger = logging.getLogger(__name__)
@@ -239,16 +240,6 @@ def benchmark(engine: Engine, specs: Sequence[str], *, width: int, height: int, 
     return result
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width % 8 or height % 8 or width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
-    return width, height
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m instantid.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--stack", default="tiny", help="tiny | sdxl-shape (CUDA) | InstantID weights folder or repo id")
@@ -258,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer: the patch overhead) and auto-K (with --telemetry-file)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed denoising steps per arm and repetition (default 10; tiny: 2)")
-    p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
+    p.add_argument("--size", type=size_argument, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
     p.add_argument("--reps", type=int, default=5, help="measured repetitions (>= 5)")
     p.add_argument("--warmup", type=int, default=1, help="repetitions run first and dropped")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")

@@ -26,22 +26,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from instantid import GenerationSettings, RequestError, parse_size
 from review.generation.conditions import (
     Condition,
-    ConditionSettings,
     InputError,
     expand_conditions,
     face_files,
     load_matrix,
     parse_presets,
-    parse_size,
     read_prompts,
 )
 from review.generation.inputs import parse_seeds
 from review.generation.uploads import read_upload
 
 if TYPE_CHECKING:
+    from instantid import Engine
     from review.generation.jobs import PairRunner
+    from review.generation.sharding import Shard
+    from review.store import Store
 
 from review.cli.common import error, setup_logging
 
@@ -49,9 +51,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "var/study.db"  # var/ is git-ignored
 TINY_STEPS, TINY_SIZE, TINY_SCALE = 4, "128x128", 0.125  # tiny-stack defaults (steps, --size, --size-scale)
+DEFAULTS = GenerationSettings()  # the flags' defaults are the settings' own
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (settings defaults as ``GenerationSettings``'s)."""
     parser = argparse.ArgumentParser(prog="python -m review generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -69,14 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--matrix", default=None, help="'usecases' or a matrix JSON file; replaces --faces/--prompts/--size/...")
     add("--presets", default="balanced,fast", help="selective presets, comma separated (default balanced,fast)")
     add("--seeds", default=None, help="seeds: 1,2,3 or ranges 1-4 (default 1; with --matrix the file's)")
-    add("--steps", type=int, default=None, help=f"denoising steps (default 30; {TINY_STEPS} on tiny)")
-    add("--size", default=None, help=f"WxH, multiples of 8 (default 1024x1024; {TINY_SIZE} on tiny)")
+    add("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULTS.steps}; {TINY_STEPS} on tiny)")
+    add("--size", default=None, help=f"WxH, multiples of 8 (default {DEFAULTS.size}; {TINY_SIZE} on tiny)")
     add("--size-scale", type=float, default=None, help=f"--matrix only: scale its sizes (default 1; {TINY_SCALE} "
                                                        "on tiny)")
-    add("--ip-weight", type=float, default=ConditionSettings.ip_weight, help="face-branch scale (default 0.8)")
-    add("--cn-scale", type=float, default=ConditionSettings.cn_scale, help="IdentityNet strength (default 0.8)")
-    add("--guidance", type=float, default=ConditionSettings.guidance_scale, help="guidance scale (default 5.0)")
-    add("--negative-prompt", default="", help="negative prompt (default empty)")
+    add("--ip-weight", type=float, default=DEFAULTS.ip_weight, help=f"face-branch scale (default {DEFAULTS.ip_weight})")
+    add("--cn-scale", type=float, default=DEFAULTS.cn_scale, help=f"IdentityNet strength (default {DEFAULTS.cn_scale})")
+    add("--guidance", type=float, default=DEFAULTS.guidance_scale,
+        help=f"guidance scale (default {DEFAULTS.guidance_scale})")
+    add("--negative-prompt", default=DEFAULTS.negative_prompt, help="negative prompt (default empty)")
     add("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
     add("--quiet", action="store_true", help="no progress bar")
     add("-v", "--verbose", action="store_true", help="log each generation")
@@ -89,10 +94,11 @@ def _given(value: int | None, default: int | None) -> int | None:
 
 
 def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
-    """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
+    """The conditions the arguments name (InputError or RequestError for bad input); nothing is read but file
+    names and prompts."""
     tiny = args.stack == "tiny"
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # the app's seed rules
-    # every condition is checked against instantid's limits when it is made (Condition.__post_init__)
+    # the settings and every condition are checked against instantid's limits when they are made
     if args.matrix is not None:
         clashing = [f"--{name.replace('_', '-')}" for name in ("faces", "prompts", "size")
                     if getattr(args, name) is not None]
@@ -105,14 +111,15 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
         raise InputError("give --faces and --prompts (or --matrix usecases)")
     if args.size_scale is not None:
         raise InputError("--size-scale applies to --matrix only; use --size")
-    width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
-    settings = ConditionSettings(
-        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else 30), width=width,
-        height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
+    width, height = parse_size(args.size or (TINY_SIZE if tiny else DEFAULTS.size))
+    settings = GenerationSettings(
+        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else DEFAULTS.steps),
+        width=width, height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
 
 def main_generate(argv: Sequence[str]) -> int:
+    """Generate the pairs the arguments name into the study; the exit code as the module docstring says."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     from instantid import FaceError, PresetError, WeightsError
@@ -120,7 +127,7 @@ def main_generate(argv: Sequence[str]) -> int:
     try:
         conditions = conditions_from_args(args)
         presets = parse_presets(args.presets)
-    except (InputError, FaceError) as exc:
+    except (InputError, RequestError, FaceError) as exc:
         return error(str(exc))
     bad: dict[Path, str] = {}
     for face in dict.fromkeys(c.face for c in conditions):  # unreadable files: found before the engine loads
@@ -186,38 +193,63 @@ class Outcome:
     run_id: str = ""
 
 
+def _load_engine(args: argparse.Namespace, part: Shard, mine: Outcome,
+                 input_errors: tuple[type[Exception], ...]) -> Engine | None:
+    """This process's engine, or None (no share of the conditions, or it failed to load: ``mine.code`` says)."""
+    from instantid import load_engine
+
+    if not part.conditions:  # more processes than conditions: the spare ones load nothing
+        return None
+    if args.device and part.device and args.device != part.device:
+        logger.warning("process %d uses --device %s, not its own %s", part.process_index, args.device, part.device)
+    try:
+        return load_engine(args.stack, base=args.base, device=args.device or part.device, dtype=args.dtype,
+                           face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
+    except (*input_errors, OSError, ValueError) as exc:
+        mine.code = error(f"cannot load the stack {args.stack!r}: {exc}")
+        return None
+
+
+def _open_store(db: Path, mine: Outcome) -> Store | None:
+    """The study database for writing, or None (``mine.code`` says why)."""
+    from review.store import Store, StoreError
+
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return Store(db)
+    except (StoreError, OSError) as exc:
+        mine.code = error(str(exc))
+        return None
+
+
+def _check_on_engine(runner: PairRunner, conditions: list[Condition], presets: list[str], bad: dict[Path, str],
+                     input_errors: tuple[type[Exception], ...]) -> tuple[list[Condition], list[str]]:
+    """The conditions whose face the engine finds usable (the others named in ``bad``) and the presets as the
+    engine resolves them; ``input_errors`` when a preset does not resolve on its UNet."""
+    from review.generation.inputs import check_faces
+
+    for face in dict.fromkeys(c.face for c in conditions):
+        try:
+            check_faces(runner.engine, runner.check_face(face).image)  # no face / too small: named below
+        except (*input_errors, InputError) as exc:
+            bad[face] = f"{exc}"
+    faces = {c.face for c in conditions}
+    conditions = _drop_bad_faces(conditions, {f: r for f, r in bad.items() if f in faces})
+    return conditions, runner.check_presets(presets, {c.settings.ip_weight for c in conditions})
+
+
 def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
          input_errors: tuple[type[Exception], ...], bad: dict[Path, str]) -> int:
     """Generate this process's share (all of it without a launcher); the main process prints the summary once
     every process is done. Every process reaches ``gather`` exactly once, whatever happens to its share."""
-    from instantid import load_engine
-    from review.generation.inputs import check_faces
     from review.generation.jobs import PairRunner, summarize
     from review.generation.sharding import barrier, gather, shard
-    from review.store import Store, StoreError
 
     part = shard(conditions, device=args.device)
     mine = Outcome(conditions=len(part.conditions))
-    engine = None
-    if part.conditions:  # more processes than conditions: the spare ones load nothing
-        device = args.device or part.device
-        if args.device and part.device and args.device != part.device:
-            logger.warning("process %d uses --device %s, not its own %s", part.process_index, args.device,
-                           part.device)
-        try:
-            engine = load_engine(args.stack, base=args.base, device=device, dtype=args.dtype,
-                                 face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
-        except (*input_errors, OSError, ValueError) as exc:
-            mine.code = error(f"cannot load the stack {args.stack!r}: {exc}")
-    if engine is None:
-        barrier()
-        gather(mine)
-        return mine.code
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        store = Store(db)
-    except (StoreError, OSError) as exc:
-        mine.code = error(str(exc))
+    engine = _load_engine(args, part, mine, input_errors)
+    store = _open_store(db, mine) if engine is not None else None
+    if engine is None or store is None:
         barrier()
         gather(mine)
         return mine.code
@@ -226,13 +258,7 @@ def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[st
                             versions={"process_index": part.process_index, "num_processes": part.num_processes})
         mine.device, mine.dtype, mine.run_id = runner.device, runner.dtype, runner.run_id
         try:
-            for face in dict.fromkeys(c.face for c in conditions):
-                try:
-                    check_faces(engine, runner.check_face(face).image)  # no face / too small: named below
-                except (*input_errors, InputError) as exc:
-                    bad[face] = f"{exc}"
-            conditions = _drop_bad_faces(conditions, {f: r for f, r in bad.items() if f in {c.face for c in conditions}})
-            presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
+            conditions, presets = _check_on_engine(runner, conditions, presets, bad, input_errors)
         except input_errors as exc:
             mine.code = error(str(exc))
         else:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from instantid import GenerationSettings  # torch-free: the one definition of the settings columns
+
 from . import queries as q
 from .connection import (
     Connection,
@@ -40,7 +42,8 @@ from .opening import StoreOpenError, check_database, check_path, open_error
 
 __all__ = [
     "LATEST", "MIGRATIONS", "ConnectionConfig", "DuplicateVote", "Store", "StoreBusy", "StoreError",
-    "StoreIntegrityError", "StoreOpenError", "StoreUnavailable", "condition_key", "utc_now",
+    "StoreIntegrityError", "StoreOpenError", "StoreUnavailable", "condition_inputs", "condition_key",
+    "utc_now",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,15 +55,17 @@ SECRET_PREFIX = "secret:"  # settings keys never returned by get_settings nor wr
 _GENERATION_JSON = ("layers", "step_times", "versions")
 
 
-def condition_key(face_sha256: str, *, prompt: str, negative_prompt: str, seed: int, steps: int, width: int,
-                  height: int, ip_weight: float, cn_scale: float, guidance_scale: float, stack: str) -> str:
-    """sha256 of every generation input (the face by content hash, so keys are stable across databases)."""
-    inputs = {
-        "face_sha256": face_sha256, "prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed),
-        "steps": int(steps), "width": int(width), "height": int(height), "ip_weight": float(ip_weight),
-        "cn_scale": float(cn_scale), "guidance_scale": float(guidance_scale), "stack": stack,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+def condition_inputs(*, prompt: str, seed: int, stack: str, **settings: Any) -> Row:
+    """A condition's generation inputs as stored: the prompt, the seed, ``instantid.GenerationSettings``' fields
+    (its own field list and types, never re-listed here; TypeError for a missing or unknown one) and the stack."""
+    return {"prompt": prompt, "seed": int(seed), **GenerationSettings.typed(settings), "stack": stack}
+
+
+def condition_key(face_sha256: str, **inputs: Any) -> str:
+    """sha256 of every generation input (``condition_inputs``' keywords; the face by content hash, so keys are
+    stable across databases)."""
+    keyed = {"face_sha256": face_sha256, **condition_inputs(**inputs)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
 def _decode_generation(row: Row | None) -> Row | None:
@@ -177,14 +182,10 @@ class Store:
     def get_face_by_sha(self, sha256: str) -> Row | None:
         return self._get("faces", "sha256 = ?", [sha256])
 
-    def upsert_condition(self, *, face_id: int, prompt: str, negative_prompt: str, seed: int, steps: int,
-                         width: int, height: int, ip_weight: float, cn_scale: float, guidance_scale: float,
-                         stack: str) -> Row:
-        """The condition with these inputs (key = condition_key(face sha, inputs)); inserted when new."""
-        inputs: Row = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed),
-                       "steps": int(steps), "width": int(width), "height": int(height),
-                       "ip_weight": float(ip_weight), "cn_scale": float(cn_scale),
-                       "guidance_scale": float(guidance_scale), "stack": stack}
+    def upsert_condition(self, *, face_id: int, **inputs: Any) -> Row:
+        """The condition with these inputs (``condition_inputs``' keywords; key = ``condition_key(face sha,
+        inputs)``); inserted when new."""
+        inputs = condition_inputs(**inputs)
 
         def write(db: Database) -> str:
             face = db.execute("SELECT sha256 FROM faces WHERE id = ?", [face_id]).fetchone()

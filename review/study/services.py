@@ -12,14 +12,17 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from review.store import Store, StoreError, StoreUnavailable
 from review.study.served import ServedImages
 from review.study.trials import RateLimiter, StudyConfig, VoteRefused
+
+if TYPE_CHECKING:
+    from review.generation.inputs import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +40,12 @@ class DataDirs:
 
     @classmethod
     def under(cls, root: str | Path) -> DataDirs:
+        """The folders under ``root`` (nothing is created)."""
         root = Path(root)
         return cls(root=root, images=root / "images", faces=root / "faces", exports=root / "exports")
 
     def make(self) -> DataDirs:
+        """Create the folders (existing ones are kept) and return self."""
         for folder in (self.root, self.images, self.faces, self.exports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
@@ -48,19 +53,10 @@ class DataDirs:
 
 @dataclass(frozen=True)
 class GenerateJob:
-    """One admin request from the Generate tab: every seed x every preset against the full arm."""
+    """One admin request from the Generate tab: the uploaded face at every seed x preset of a checked submission."""
 
-    face_path: str  # uploaded reference photo
-    prompt: str
-    presets: tuple[str, ...]  # selective presets (names or specs); the full arm is always generated
-    seeds: tuple[int, ...]
-    negative_prompt: str = ""
-    steps: int = 30  # denoising steps
-    width: int = 1024  # multiples of 8
-    height: int = 1024
-    ip_weight: float = 0.8
-    cn_scale: float = 0.8
-    guidance_scale: float = 5.0
+    face_path: str  # the decoded upload, saved as PNG (removed after the job)
+    submission: Submission  # prompt, presets, seeds and GenerationSettings, checked (review.generation.inputs)
     notes: tuple[str, ...] = ()  # what was fixed in the upload or settings (shown with the result)
 
 
@@ -83,17 +79,21 @@ class StatusBoard:
         self._text, self._busy = "", False
 
     def set(self, text: str, *, busy: bool) -> None:
+        """Show ``text`` (``busy``: work is in progress)."""
         with self._lock:
             self._text, self._busy = text, busy
         logger.info("status: %s", text)
 
     def get(self) -> tuple[str, bool]:
+        """The line shown now and whether work is in progress."""
         with self._lock:
             return self._text, self._busy
 
 
 @dataclass(frozen=True)
 class AppConfig:
+    """The app's configuration: study settings, admin access, proxy trust and the Generate tab's caps."""
+
     study: StudyConfig = field(default_factory=StudyConfig)
     admin_password: str | None = None  # REVIEW_ADMIN_PASSWORD; None -> Generate disabled, exports redacted
     banner: str = ""  # shown on top (the tiny-stack warning)
@@ -114,6 +114,8 @@ class AppConfig:
 
 @dataclass
 class Services:
+    """Everything the tabs' handlers use: the store, folders, configuration, jobs, the leaderboard, admin pages."""
+
     store: Store
     dirs: DataDirs
     config: AppConfig = field(default_factory=AppConfig)
@@ -209,15 +211,3 @@ def storage_message(exc: StoreError, consequence: str) -> str:
     else:
         what = "The study database refused the change"
     return f"{what}. {consequence}"
-
-
-def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
-    """Checked presets plus comma-separated custom specs; 'full' is the baseline arm, never a selective preset."""
-    specs = [str(p).strip() for p in (chosen or [])]
-    specs += [s.strip() for s in str(custom or "").split(",")]
-    specs = [s for s in dict.fromkeys(specs) if s and s != "full"]
-    if not specs:
-        raise VoteRefused("Pick at least one selective preset.")
-    if any(len(s) > 200 for s in specs):
-        raise VoteRefused("Preset specs are limited to 200 characters.")
-    return tuple(specs)
