@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 MIN_FACE_PX = LIMITS.min_face_px  # a face whose bbox is shorter than this on a side is refused
 _SEED_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
-_NUMBERS = ("steps", "width", "height", "ip_weight", "cn_scale", "guidance_scale")  # form values read as numbers
+_TEXTS = {n for n, v in GenerationSettings().as_dict().items() if isinstance(v, str)}  # the settings read as text
 
 
 # --- settings ------------------------------------------------------------------------------------------------
@@ -148,6 +148,7 @@ def _preset_problems(specs: list[str], ip_weight: float, limits: Limits, engine:
     if len(specs) > limits.max_presets:
         return [f"{len(specs)} presets chosen; at most {limits.max_presets} per run"]
     problems: list[str] = []
+    unresolved = False
     for spec in specs:
         try:
             if len(spec) > limits.max_preset_chars:
@@ -160,7 +161,8 @@ def _preset_problems(specs: list[str], ip_weight: float, limits: Limits, engine:
                 resolve_preset(spec, ip_weight=ip_weight)
         except PresetError as exc:
             problems.append(f"preset {_show(spec)}: {exc.problem}")
-    if any(p.startswith("preset ") for p in problems):
+            unresolved = True
+    if unresolved:
         problems.append(ACCEPTED_FORMS)
     return problems
 
@@ -190,9 +192,9 @@ def validate_settings(prompt: object, negative_prompt: object, presets: object, 
     """
     limits = limits or Limits()
     text = _form_text(prompt)
-    values = {"negative_prompt": _form_text(negative_prompt), "steps": steps, "width": width, "height": height,
-              "ip_weight": ip_weight, "cn_scale": cn_scale, "guidance_scale": guidance_scale}
-    values.update({name: _form_number(values[name]) for name in _NUMBERS})
+    form = {"negative_prompt": negative_prompt, "steps": steps, "width": width, "height": height,
+            "ip_weight": ip_weight, "cn_scale": cn_scale, "guidance_scale": guidance_scale}
+    values = {name: (_form_text if name in _TEXTS else _form_number)(value) for name, value in form.items()}
     problems = request_problems(prompt=text, settings=values, limits=limits)
     notes: list[str] = []
 
