@@ -49,8 +49,6 @@ from review.study.identity import parse_allow_list
 from review.study.services import TINY_BANNER, AppConfig, DataDirs, GenerateJob, JobStopped, Services
 from review.study.settings import ENV, SettingError, StudySettings
 from review.study.trials import StudyConfig
-from review.ui.app import build_demo, launch_options
-from review.ui.edge import install_server_limits
 from review.ui.single_process import AppLockError, hold_app_lock
 
 logger = logging.getLogger("app")
@@ -229,7 +227,7 @@ def warm_up() -> None:
 
 def stop_on_sigterm(services: Services, grace_s: float) -> None:
     """SIGTERM: refuse new jobs, let the running generation stop after its current image (at most ``grace_s``),
-    then close the server (a KeyboardInterrupt in the main thread, which Gradio's launch turns into a close)."""
+    then close the server (a KeyboardInterrupt in the main thread, which ``main`` turns into a close)."""
 
     def on_sigterm(signum: int, frame: Any) -> None:
         if services.stopping.is_set():
@@ -246,7 +244,7 @@ def stop_on_sigterm(services: Services, grace_s: float) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The app's flags, with the environment's values as defaults (flags win)."""
+    """The command line; every flag defaults to its environment variable."""
     env = os.environ.get
     root = storage_root()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -257,10 +255,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="SQLite file (REVIEW_DB; under /data/review when /data exists)")
     parser.add_argument("--data", default=env("REVIEW_DATA", str(root / "data")),
                         help="image folder root (REVIEW_DATA; under /data/review when /data exists)")
-    parser.add_argument("--host", default=env("REVIEW_HOST", "0.0.0.0" if ON_SPACES else "127.0.0.1"),
-                        help="interface to listen on (REVIEW_HOST; 0.0.0.0 on Spaces)")
-    parser.add_argument("--port", type=int, default=int(env("REVIEW_PORT", env("PORT", "7860"))),
-                        help="port (REVIEW_PORT or PORT)")
+    parser.add_argument("--host", default=env("REVIEW_HOST") or env("GRADIO_SERVER_NAME")
+                        or ("0.0.0.0" if ON_SPACES else "127.0.0.1"),
+                        help="interface to listen on (REVIEW_HOST, else GRADIO_SERVER_NAME; 0.0.0.0 on Spaces)")
+    parser.add_argument("--port", type=int,
+                        default=int(env("REVIEW_PORT") or env("GRADIO_SERVER_PORT") or env("PORT") or "7860"),
+                        help="port (REVIEW_PORT, else GRADIO_SERVER_PORT, else PORT)")
     parser.add_argument("--gold-rate", type=float, default=float(env("REVIEW_GOLD_RATE", "0.2")),
                         help="share of conditions reserved for gold checks, 0 for none (REVIEW_GOLD_RATE)")
     parser.add_argument("--gold-per-session", type=int, default=int(env("REVIEW_GOLD_PER_SESSION", "4")),
@@ -294,7 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Open the store, wire the engine and the tabs, and serve the app until it is stopped."""
+    """Open the store, wire the services, build the app and serve it until SIGTERM or Ctrl-C."""
     global ENGINES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
@@ -351,13 +351,20 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning("REVIEW_ADMIN_PASSWORD is not set: the Generate tab is disabled")
     if not store.list_pairs() and not args.no_demo:
         threading.Thread(target=make_demo_pairs, args=(services, tiny), name="demo-pairs", daemon=True).start()
-    demo = build_demo(services)
+    from review.ui.app import build_demo  # Gradio: imported once the flags are read (``--help`` stays quick)
+    from review.ui.serving import Server
+
     warm_up()
-    install_server_limits()
+    server = Server(build_demo(services), services, args.host, args.port)
     stop_on_sigterm(services, args.stop_grace_s)
     logger.info("serving on http://%s:%d (db %s, data %s, stack %s)", args.host, args.port, args.db, dirs.root,
                 engines.stack)
-    demo.launch(server_name=args.host, server_port=args.port, **launch_options(services))
+    try:
+        server.start().wait()
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM once a running generation stopped (stop_on_sigterm)
+        logger.info("closing the server")
+    finally:
+        server.close()
 
 
 if __name__ == "__main__":

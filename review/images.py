@@ -38,6 +38,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class StoredImage(NamedTuple):
+    """One image file written into the study's image folder."""
     file: str  # opaque name inside the folder
     sha256: str  # of the file's bytes
     width: int

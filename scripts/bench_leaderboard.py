@@ -78,6 +78,7 @@ def simulate(n_votes: int, n_conditions: int, n_reviewers: int, seed: int = 0) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Time the leaderboard statistics on simulated votes and print the result."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--votes", type=int, default=100_000)
     ap.add_argument("--conditions", type=int, default=400)

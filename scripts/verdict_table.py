@@ -28,6 +28,7 @@ def _cell(r: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Simulate every cell of the verdict table and print it as markdown."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--studies", type=int, default=1000)
     ap.add_argument("--json", default=None, help="also write every cell's full result here")

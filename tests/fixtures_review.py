@@ -69,14 +69,12 @@ def free_port() -> int:
 
 @contextmanager
 def launched(services: Services) -> Iterator[str]:
-    """The app on 127.0.0.1:<free port>; yields its base URL."""
-    from review.ui.app import build_demo, launch_options
+    """The app on 127.0.0.1:<free port>, served as app.py serves it; yields its base URL."""
+    from review.ui.app import build_demo
+    from review.ui.serving import Server
 
-    demo = build_demo(services)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **launch_options(services))
+    server = Server(build_demo(services), services, "127.0.0.1", free_port()).start()
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield server.url
     finally:
-        demo.close()
+        server.close()

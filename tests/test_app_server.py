@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Api:
     """Gradio's protocols by hand, as the page speaks them: a queued event is POST queue/join and then queue/data
-    (SSE) read until the event completes; a ``queue=False`` event (the review tab's) is one POST to run/predict."""
+    (SSE) read until the event completes; a ``queue=False`` event (the review tab's) is one POST to run/predict.
+    The review page's state is one value, the trial card (``review/ui/review_card.py``)."""
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -39,10 +40,12 @@ class Api:
         deps = [d for d in config["dependencies"] if d.get("backend_fn")]
         self.fn = {d["api_name"]: d["id"] for d in deps}
         self.direct = {d["id"] for d in deps if d.get("queue") is False}
+        names = {c["id"]: (c.get("props") or {}).get("elem_id") or c["type"] for c in config["components"]}
+        self.outputs = {d["api_name"]: [names[o] for o in d["outputs"]] for d in deps}
 
-    def call(self, api_name: str, data: list[Any], session: str) -> tuple[bool, Any]:
-        """(success, output data or error message)."""
-        body = {"data": data, "fn_index": self.fn[api_name], "session_hash": session, "event_data": None,
+    def call(self, api_name: str, data: list[Any], session: str, event: Any = None) -> tuple[bool, Any]:
+        """(success, output data or error message); ``event``: the event's data (the card's vote)."""
+        body = {"data": data, "fn_index": self.fn[api_name], "session_hash": session, "event_data": event,
                 "trigger_id": None}
         if body["fn_index"] in self.direct:
             response = self.http.post("gradio_api/run/predict", json=body)
@@ -64,21 +67,35 @@ class Api:
                     return False, output.get("error") or str(output)
         raise AssertionError(f"no completion for {api_name}")
 
-    def open(self, session: str, reviewer: str = "", mode: str = "preference", invite: str = "") -> list[Any]:
+    def named(self, api_name: str, data: list[Any]) -> dict[str, Any]:
+        """An output list as {elem_id (or component type): value}."""
+        return dict(zip(self.outputs[api_name], data, strict=True))
+
+    def open_page(self, session: str, reviewer: str = "", mode: str = "preference", invite: str = "") -> dict:
+        """The page load's outputs by name: ``browserstate`` (the reviewer token), ``review-card``, ..."""
         ok, data = self.call("open_page", [reviewer, mode, invite], session)
         assert ok, data
-        return data
+        return self.named("open_page", data)
+
+    def open(self, session: str, reviewer: str = "", mode: str = "preference", invite: str = "") -> dict:
+        """The trial card of a page load."""
+        return self.open_page(session, reviewer, mode, invite)["review-card"]
+
+    def next(self, session: str, mode: str = "preference") -> tuple[bool, Any]:
+        """'Next pair' / a mode change: (success, the card or the error)."""
+        ok, data = self.call("next_pair", [mode], session)
+        return ok, (self.named("next_pair", data)["review-card"] if ok else data)
 
     def vote(self, session: str, trial_id: Any, choice: Any, mode: str = "preference",
              shown_ms: Any = -1) -> tuple[bool, Any]:
-        """The vote; its answer is [reveal, progress, staged trial id, face, left, x, right, staged progress]."""
-        return self.call("vote", [trial_id, choice, mode, shown_ms], session)
+        """The vote, sent as the card sends it; (success, the next card or the error message)."""
+        ok, data = self.call("vote", [mode], session, {"trial": trial_id, "choice": choice, "shown_ms": shown_ms})
+        return ok, (self.named("vote", data)["review-card"] if ok else data)
 
 
-def image_urls(data: list[Any]) -> list[str]:
-    """The left, X and right image URLs in an open_page/next_pair output ({"src", "label"}, relative to the page)."""
-    values = [d.get("value") if isinstance(d, dict) and "__type__" in d else d for d in data[3:6]]
-    return [v["src"] for v in values if isinstance(v, dict) and v.get("src")]
+def image_urls(card: dict) -> list[str]:
+    """The compared images' URLs in a trial card (left, X, right; relative to the page)."""
+    return [image["src"] for image in card["images"]]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +120,7 @@ def test_every_event_is_private(app):
 def test_a_vote_for_another_sessions_trial_is_refused(app):
     api, services, _ = app
     mine, theirs = session(), session()
-    trial_id = api.open(mine)[1]
+    trial_id = api.open(mine)["trial"]
     api.open(theirs)
     ok, error = api.vote(theirs, trial_id, "left")
     assert not ok and "not given to this session" in error
@@ -117,7 +134,7 @@ def test_a_vote_for_another_sessions_trial_is_refused(app):
 def test_a_second_vote_on_one_trial_is_refused(app):
     api, services, _ = app
     me = session()
-    trial_id = api.open(me)[1]
+    trial_id = api.open(me)["trial"]
     ok, _ = api.vote(me, trial_id, "right")
     assert ok
     ok, error = api.vote(me, trial_id, "left")
@@ -129,17 +146,18 @@ def test_the_vote_brings_the_next_trial_and_latency_is_the_servers_own(tmp_path)
     services = make_services(tmp_path, seeds=(0,), presets=("fast", "balanced"), study=StudyConfig(gold_rate=0.0))
     with launched(services) as base:
         api, me = Api(base), session()
-        first = api.open(me)[1]
+        first = api.open(me)
         time.sleep(0.3)
-        ok, data = api.vote(me, first, "left", shown_ms=5)  # the page claims 5 ms on screen (the server saw 300)
-        assert ok and data[2] and data[2] != first and data[4]["src"] and data[6]["src"]
-        assert data[3] == {"src": None, "label": "", "keep": True}  # the same reference face: the page keeps it
-        assert services.store.get_vote(first)["latency_ms"] >= 300  # the server's clock, not the page's
-        ok, again = api.call("next_pair", ["preference"], me)  # the staged trial is the session's open trial
-        assert ok and again[1] == data[2]
-        ok, done = api.vote(me, data[2], "right", shown_ms=10**9)  # ignored too
-        assert ok and services.store.get_vote(data[2])["latency_ms"] < 10_000
-        assert done[2] == "" and "thank you" in done[7]  # nothing left: no trial staged, the page says why
+        ok, card = api.vote(me, first["trial"], "left", shown_ms=5)  # the page claims 5 ms (the server saw 300)
+        assert ok and card["trial"] and card["trial"] != first["trial"] and len(image_urls(card)) == 2
+        assert card["face"] == first["face"] and card["reveal"] == "" and card["staged"] is None
+        assert services.store.get_vote(first["trial"])["latency_ms"] >= 300  # the server's clock, not the page's
+        ok, again = api.next(me)  # the card's trial is the session's open trial
+        assert ok and again["trial"] == card["trial"]
+        ok, done = api.vote(me, card["trial"], "right", shown_ms=10**9)  # ignored too
+        assert ok and services.store.get_vote(card["trial"])["latency_ms"] < 10_000
+        assert done["trial"] == "" and "thank you" in done["progress"]  # nothing left: the page says why
+        assert not done["more"] and done["answers"] == [] and done["images"] == []  # and offers no dead end
 
 
 def test_a_stored_vote_is_acknowledged_when_preparing_the_next_pair_fails(tmp_path, monkeypatch):
@@ -156,17 +174,17 @@ def test_a_stored_vote_is_acknowledged_when_preparing_the_next_pair_fails(tmp_pa
     monkeypatch.setattr(ReviewDesk, "_new_trial", fails_after_the_first)
     with launched(services) as base:
         api, me = Api(base), session()
-        trial = api.open(me)[1]
-        ok, data = api.vote(me, trial, "same")
+        trial = api.open(me)["trial"]
+        ok, card = api.vote(me, trial, "same")
         assert ok and services.store.get_vote(trial)["choice"] == "same"  # acknowledged because stored
-        assert data[2] == "" and "could not be prepared" in data[7]
+        assert card["trial"] == "" and "could not be prepared" in card["progress"] and card["more"]
 
 
 @pytest.mark.parametrize("choice", ["a", "middle", "", 3, None, ["left"]])
 def test_a_choice_outside_the_mode_is_refused(app, choice):
     api, services, _ = app
     me = session()
-    trial_id = api.open(me)[1]
+    trial_id = api.open(me)["trial"]
     ok, error = api.vote(me, trial_id, choice)
     assert not ok and "Choice must be one of left, right, same" in error
     assert services.store.get_vote(trial_id) is None
@@ -260,7 +278,7 @@ def test_generate_is_disabled_without_a_configured_password(tmp_path):
                              session())
         assert not ok and "disabled" in error
         voter, idle = session(), session()
-        voted = api.open(voter)[1]
+        voted = api.open(voter)["trial"]
         assert api.vote(voter, voted, "same")[0]
         api.open(idle)  # an open, unanswered trial: its key must not be exported
         ok, data = api.call("prepare", [""], session())  # public export: answered trials only
@@ -277,15 +295,15 @@ def test_app_py_takes_flags_and_environment_and_serves_the_page(tmp_path):
     env = {**os.environ, "REVIEW_DB": str(tmp_path / "env.db"), "REVIEW_DATA": str(tmp_path / "data"),
            "REVIEW_DEMO": "0", "REVIEW_GOLD_RATE": "0.25", "COLUMNS": "400"}
     env.pop("REVIEW_WEIGHTS", None)
-    help_text = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, env=env, capture_output=True,
-                               text=True, timeout=60, check=True).stdout
-    for flag in ("--weights", "--db", "--data", "--host", "--port", "--gold-rate", str(tmp_path / "env.db"),
-                 "0.25", "127.0.0.1", "7860"):
-        assert flag in help_text
     port = free_port()
     server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    try:  # --help runs while the server starts (two processes, two cores)
+        help_text = subprocess.run([sys.executable, "app.py", "--help"], cwd=ROOT, env=env, capture_output=True,
+                                   text=True, timeout=60, check=True).stdout
+        for flag in ("--weights", "--db", "--data", "--host", "--port", "--gold-rate", str(tmp_path / "env.db"),
+                     "0.25", "127.0.0.1", "7860"):
+            assert flag in help_text
         deadline, page = time.monotonic() + 60, None
         while time.monotonic() < deadline and page is None:
             try:

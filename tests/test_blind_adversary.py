@@ -65,7 +65,7 @@ def png_features(data: bytes) -> dict[str, Any]:
             "pixels": hashlib.sha256(pixels).hexdigest(), "length": len(data), "idat_length": len(joined)}
 
 
-REVEAL_LEFT = re.compile(r"Left: \*\*(full|selective)\*\*")
+REVEAL_LEFT = re.compile(r"Left: (?:\*\*)?(full|selective)")  # the card shows the reveal as plain text
 REVEAL_ABX = re.compile(r"A: (full|selective), B: (full|selective)")
 REVEAL_GOLD = re.compile(r"(?i)check pair")
 
@@ -154,27 +154,24 @@ class Coalition:
                     self.arm_of[k] = arm
 
 
-def _urls(values: list[Any]) -> list[str | None]:
-    """left, x, right image URLs of an open_page output (values 3..5) or a staged trial (values 4..6)."""
-    return [v.get("src") if isinstance(v, dict) else None for v in values]
+def _urls(card: dict[str, Any]) -> list[str | None]:
+    """left, x, right image URLs of a trial card (None where the card has no such image)."""
+    by_side = {image["side"]: image["src"] for image in card["images"]}
+    return [by_side.get(side) for side in ("left", "x", "right")]
 
 
 def run_study(base: str, services: Any, seed: int = 0) -> dict[str, Any]:
     api = Api(base)
-    config = api.http.get("config").json()
-    opener = next(d for d in config["dependencies"] if d.get("api_name") == "open_page")
     rng = random.Random(seed)
     coalition = Coalition()
     reviewers = []
     for i in range(REVIEWERS):
         mode = "abx" if i % 3 == 2 else "preference"
         session = f"adversary{i:03d}{rng.getrandbits(32):08x}"
-        data = ["", mode] + [""] * (len(opener["inputs"]) - 2)
         started = time.perf_counter()
-        ok, page = api.call("open_page", data, session)
-        assert ok, page
-        left, x, right = _urls(page[3:6])
-        reviewers.append({"session": session, "mode": mode, "trial": page[1], "urls": (left, right, x),
+        card = api.open(session, mode=mode)
+        left, x, right = _urls(card)
+        reviewers.append({"session": session, "mode": mode, "trial": card["trial"], "urls": (left, right, x),
                           "serve_ms": (time.perf_counter() - started) * 1000})
     records = []
     active = list(reviewers)
@@ -193,15 +190,16 @@ def run_study(base: str, services: Any, seed: int = 0) -> dict[str, Any]:
             coalition.saw(who, all_images, reviewer["serve_ms"])
             choice = rng.choice(["a", "b"] if mode == "abx" else ["left", "right", "same"])
             started = time.perf_counter()
-            ok, answer = api.call("vote", [reviewer["trial"], choice, mode, -1], who)
+            ok, answer = api.vote(who, reviewer["trial"], choice, mode)
             assert ok, answer
             elapsed = (time.perf_counter() - started) * 1000
             trial = services.store.get_trial(reviewer["trial"])  # the truth, read only to score
             records.append({"gold": bool(trial["is_gold"]), "mode": mode, "side": side, "gold_pred": gold,
                             "full": None if trial["is_gold"] else ("left" if trial["left_arm"] == "full" else "right")})
-            coalition.learn(who, answer[0], all_images, mode)
-            left, x_next, right = _urls(answer[4:7])
-            reviewer.update(trial=answer[2], urls=(left, right, x_next), serve_ms=elapsed)
+            shown = answer["staged"] if answer["next"] else answer  # reveal=each: the next trial is staged
+            coalition.learn(who, answer["reveal"], all_images, mode)
+            left, x_next, right = _urls(shown)
+            reviewer.update(trial=shown["trial"], urls=(left, right, x_next), serve_ms=elapsed)
     return score(records)
 
 

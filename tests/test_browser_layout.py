@@ -42,12 +42,12 @@ MEASURE = """() => {
 
 def _wait_for_pair(page) -> str:
     page.wait_for_function("""() => {
-        const box = document.querySelector('#review-trial textarea, #review-trial input');
+        const box = document.querySelector('#review-card .review-card');
         const imgs = [...document.querySelectorAll('#review-left img, #review-right img')];
-        return box && box.value && imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);
+        return box && box.dataset.trial && imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);
     }""", timeout=20000)
     page.wait_for_selector("#vote-left:not([disabled])", timeout=5000)
-    return page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+    return page.eval_on_selector("#review-card .review-card", "e => e.dataset.trial")
 
 
 @pytest.fixture(scope="module")
@@ -60,21 +60,32 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture(scope="module")
+def shown_app(tmp_path_factory):
+    """One app for the layout checks that only look (no votes): 512-pixel pairs, a public leaderboard."""
+    from review.stats.board import board_view
+
+    services = make_services(tmp_path_factory.mktemp("study"), size=512,
+                             study=StudyConfig(gold_rate=0.0, leaderboard_public=True))
+    services.board = lambda include: board_view(services.store, include_failing=include, n_boot=50,
+                                                n_boot_cluster=20, n_boot_bt=10)
+    with launched(services) as base:
+        yield base
+
+
 @pytest.mark.parametrize("device", list(VIEWPORTS))
-def test_compared_images_are_largest_side_by_side_and_answers_on_screen(browser, tmp_path, device):
+def test_compared_images_are_largest_side_by_side_and_answers_on_screen(browser, shown_app, device):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     width, height = VIEWPORTS[device]
-    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0), size=512)
-    with launched(services) as base:
-        page = browser.new_page(viewport={"width": width, "height": height})
-        try:
-            page.goto(base)
-            _wait_for_pair(page)
-            page.wait_for_timeout(300)  # images laid out
-            facts = page.evaluate(MEASURE)
-            page.screenshot(path=str(ARTIFACTS / f"review-{device}-{width}x{height}.png"))
-        finally:
-            page.close()
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        page.goto(shown_app)
+        _wait_for_pair(page)
+        page.wait_for_timeout(300)  # images laid out
+        facts = page.evaluate(MEASURE)
+        page.screenshot(path=str(ARTIFACTS / f"review-{device}-{width}x{height}.png"))
+    finally:
+        page.close()
     (ARTIFACTS / f"review-{device}.json").write_text(json.dumps(facts, indent=1))
     left, right, face = facts["left"], facts["right"], facts["face"]
     assert abs(left["y"] - right["y"]) < 2 and right["x"] >= left["x"] + left["w"] - 1  # side by side
@@ -105,7 +116,7 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
             page.wait_for_selector("#vote-a:not([disabled])", timeout=10000)
             page.wait_for_function("() => [...document.querySelectorAll('#review-left img, #review-x img, "
                                    "#review-right img')].filter(i => i.complete && i.naturalWidth).length === 3")
-            abx = page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+            abx = page.eval_on_selector("#review-card .review-card", "e => e.dataset.trial")
             page.screenshot(path=str(ARTIFACTS / "review-phone-abx.png"))
             boxes = [page.eval_on_selector(f"#review-{side} img", "e => { const r = e.getBoundingClientRect(); "
                                            "return [r.x, r.y, r.width, r.height]; }") for side in ("left", "x", "right")]
@@ -115,8 +126,8 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
                                                 "e.getBoundingClientRect().bottom)")
             assert len(buttons) == 2 and max(buttons) <= 667, buttons
             page.get_by_label("Which is better").check()
-            page.wait_for_function("t => document.querySelector('#review-trial textarea, #review-trial input')"
-                                   ".value === t", arg=first, timeout=10000)
+            page.wait_for_function("t => document.querySelector('#review-card .review-card').dataset.trial === t",
+                                   arg=first, timeout=10000)
             assert abx != first
             for number in (1, 2):
                 page.click("#vote-left")
@@ -141,29 +152,23 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
 
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))
-def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, tmp_path, device):
+def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, shown_app, device):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     width, height = VIEWPORTS[device]
-    from review.stats.board import board_view
-
-    services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, leaderboard_public=True))
-    services.board = lambda include: board_view(services.store, include_failing=include, n_boot=50,
-                                                n_boot_cluster=20, n_boot_bt=10)
-    with launched(services) as base:
-        page = browser.new_page(viewport={"width": width, "height": height})
-        try:
-            page.goto(base)
-            page.get_by_role("tab", name="Leaderboard").click()
-            page.wait_for_function("() => document.querySelectorAll('#leaderboard-key tbody tr').length > 0 && document.querySelector('#leaderboard-key tbody').innerText.includes('balanced')",
-                                   timeout=30000)
-            page.wait_for_timeout(300)
-            page.screenshot(path=str(ARTIFACTS / f"leaderboard-{device}-{width}x{height}.png"))
-            headers = page.eval_on_selector_all("#leaderboard-key thead th", "els => els.map(e => e.textContent)")
-            overflow = page.evaluate("""() => [...document.querySelectorAll('#leaderboard-key *')]
-                .filter(e => e.clientWidth > 1 && e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
-                .map(e => [e.className, e.scrollWidth, e.clientWidth])""")
-            page_width = page.evaluate("() => document.documentElement.scrollWidth")
-        finally:
-            page.close()
+    page = browser.new_page(viewport={"width": width, "height": height})
+    try:
+        page.goto(shown_app)
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.wait_for_function("() => document.querySelectorAll('#leaderboard-key tbody tr').length > 0 && document.querySelector('#leaderboard-key tbody').innerText.includes('balanced')",
+                               timeout=30000)
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(ARTIFACTS / f"leaderboard-{device}-{width}x{height}.png"))
+        headers = page.eval_on_selector_all("#leaderboard-key thead th", "els => els.map(e => e.textContent)")
+        overflow = page.evaluate("""() => [...document.querySelectorAll('#leaderboard-key *')]
+            .filter(e => e.clientWidth > 1 && e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX !== 'visible')
+            .map(e => [e.className, e.scrollWidth, e.clientWidth])""")
+        page_width = page.evaluate("() => document.documentElement.scrollWidth")
+    finally:
+        page.close()
     assert headers and headers[0].strip().lower().startswith("preset")
     assert page_width <= width and overflow == [], overflow

@@ -107,9 +107,11 @@ class Recorder:
     def _response(self, response) -> None:
         kind = response.headers.get("content-type", "")
         if "text/html" in kind or ("json" in kind and "/gradio_api/" not in response.url):
+            from playwright.sync_api import Error as PlaywrightError
+
             try:
                 self.documents.append((response.url, kind, response.text()))
-            except Exception:  # a body the browser already dropped (navigation)
+            except PlaywrightError:  # a body the browser already dropped (navigation)
                 pass
 
     def bodies(self, since_clear: bool = True) -> list[tuple[str, str, str]]:
@@ -148,16 +150,16 @@ class Recorder:
 
 
 def trial_value(page) -> str:
-    return page.eval_on_selector("#review-trial textarea, #review-trial input", "e => e.value")
+    return page.eval_on_selector("#review-card .review-card", "e => e.dataset.trial")
 
 
 def wait_for_trial(page, previous: str) -> str:
     page.wait_for_function(
         """prev => {
-            const box = document.querySelector('#review-trial textarea, #review-trial input');
+            const box = document.querySelector('#review-card .review-card');
             const imgs = [...document.querySelectorAll('#review-left img, #review-right img')];
             const vote = document.querySelector('#vote-left, #vote-a');
-            return box && box.value && box.value !== prev && imgs.length === 2
+            return box && box.dataset.trial && box.dataset.trial !== prev && imgs.length === 2
                 && imgs.every(i => i.complete && i.naturalWidth > 0);
         }""", arg=previous, timeout=15000)
     page.wait_for_selector("#vote-left:not([disabled]), #vote-a:not([disabled])", timeout=5000)

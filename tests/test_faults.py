@@ -133,7 +133,7 @@ def test_read_only_storage_is_refused_readably_still_read_and_recovers(tmpfs):
 
 
 def test_a_write_refused_as_read_only_becomes_a_readable_error(study):
-    from review.store.connection import storage_error
+    from review.store.errors import storage_error
 
     _, path = study
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
@@ -182,7 +182,7 @@ def test_readers_do_not_wait_behind_a_held_write_lock_and_the_writer_waits_a_bou
         def write() -> None:
             try:
                 vote(store, trial(store, 1))
-            except BaseException as exc:  # expected: StoreBusy
+            except StoreUnavailable as exc:  # expected: StoreBusy
                 errors.append(exc)
 
         writer = threading.Thread(target=write)
@@ -220,6 +220,9 @@ def _schema(path: Path) -> list[tuple]:
     ("foreign_other", "another application's database"),
     ("fake_migrations", "schema_migrations says v2 but tables"),
     ("odd_migrations", "schema_migrations table is not a study's"),
+    ("fake_bookkeeping", "_sqlite_migrations says v1_core_tables was applied but tables"),
+    ("other_migration_set", "another application's database"),
+    ("odd_bookkeeping", "_sqlite_migrations table is not sqlite-utils'"),
 ])
 def test_a_damaged_or_foreign_database_is_refused_in_one_sentence_and_left_as_it_was(tmp_path, fault, message):
     path = tmp_path / "study.db"
@@ -244,9 +247,15 @@ def test_a_damaged_or_foreign_database_is_refused_in_one_sentence_and_left_as_it
                       "foreign_other": "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)",
                       "fake_migrations": "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
                                          "applied_at TEXT)",
-                      "odd_migrations": "CREATE TABLE schema_migrations (id TEXT)"}[fault])
+                      "odd_migrations": "CREATE TABLE schema_migrations (id TEXT)",
+                      "odd_bookkeeping": "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, note TEXT)",
+                      }.get(fault, "CREATE TABLE _sqlite_migrations (id INTEGER PRIMARY KEY, migration_set TEXT, "
+                                   "name TEXT, applied_at TEXT)"))
         if fault == "fake_migrations":
             conn.execute("INSERT INTO schema_migrations VALUES (2, 'x')")
+        if fault in ("fake_bookkeeping", "other_migration_set"):  # sqlite-utils' table: this study's set or another
+            migration_set = "instantid-review" if fault == "fake_bookkeeping" else "another-app"
+            conn.execute("INSERT INTO _sqlite_migrations VALUES (1, ?, 'v1_core_tables', 'x')", [migration_set])
         conn.commit()
         conn.close()
     before = path.read_bytes()
@@ -319,16 +328,16 @@ def test_the_app_says_why_a_vote_was_not_saved_reports_health_and_serves_again(t
         blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         blocker.execute("BEGIN IMMEDIATE")  # another program takes the write lock
         try:
-            ok, error = api.vote("sess-a", data[1], "left")
+            ok, error = api.vote("sess-a", data["trial"], "left")
             assert not ok and "busy" in error and "Your vote was not saved" in error
-            assert services.store.get_vote(data[1]) is None
+            assert services.store.get_vote(data["trial"]) is None
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
-        ok, answer = api.vote("sess-a", data[1], "left")  # the page keeps the vote and sends it again
-        assert ok and services.store.get_vote(data[1])["choice"] == "left"
+        ok, answer = api.vote("sess-a", data["trial"], "left")  # the page keeps the vote and sends it again
+        assert ok and services.store.get_vote(data["trial"])["choice"] == "left"
         path.unlink()  # the file is removed under the running app
-        ok, error = api.vote("sess-a", answer[2], "right")
+        ok, error = api.vote("sess-a", answer["trial"], "right")
         assert not ok and "removed or replaced" in error and "Your vote was not saved" in error
         health = httpx.get(f"{base}healthz")
         assert health.status_code == 503 and health.json()["state"] == "replaced"
@@ -338,7 +347,9 @@ def test_the_app_says_why_a_vote_was_not_saved_reports_health_and_serves_again(t
 
 
 def test_sigterm_mid_generation_stops_after_the_current_image_and_tells_the_admin(tmp_path):
-    """app.py with the tiny stack makes demo pairs on an empty database; SIGTERM arrives while it does."""
+    """app.py with the tiny stack makes demo pairs on an empty database; SIGTERM arrives while the job loads the
+    engine (it holds the generation lock by then), so the image in progress is the first: exactly one is stored
+    (arriving after the first image instead costs a second generation and proves nothing more)."""
     port = __import__("fixtures_review").free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "REVIEW_STOP_GRACE_S": "60", "GRADIO_ANALYTICS_ENABLED": "False"}
     db = tmp_path / "review.db"
@@ -352,7 +363,7 @@ def test_sigterm_mid_generation_stops_after_the_current_image_and_tells_the_admi
         assert proc.stdout is not None
         for line in proc.stdout:
             log.append(line)
-            if "Preparing demo pairs" in line and "images" in line:  # the first image of the job is done
+            if "loading the tiny engine" in line:  # inside the job, under the generation lock
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
                 pytest.fail("".join(log[-30:]))
@@ -365,9 +376,10 @@ def test_sigterm_mid_generation_stops_after_the_current_image_and_tells_the_admi
     text = "".join(log)
     assert proc.returncode is not None and "Traceback" not in text, text[-3000:]
     assert "SIGTERM: no new generation jobs" in text
-    assert "generation stopped after" in text, text[-3000:]
+    assert "generation stopped after 1 of 6 images" in text, text[-3000:]
     with Store(db) as store:  # what was stored is consistent; the app starts again on it
         assert store.integrity_check() == []
+        assert [g["preset"] for g in store.db["generations"].rows] == ["full"]  # the image in progress, no more
         generated = {g["condition_id"] for g in store.db["generations"].rows}
         assert generated <= {c["id"] for c in store.db["conditions"].rows}
         assert all(store.db["generations"].count_where("condition_id = ?", [c["id"]])

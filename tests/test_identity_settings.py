@@ -247,9 +247,10 @@ def test_invites_and_tampered_tokens_over_http(tmp_path: Path):
             ok, error = api.call("open_page", [reviewer, "preference", invite], secrets.token_hex(6))
             assert not ok and message in error
         assert counts(services.store) == before
-        page = api.open(secrets.token_hex(6), invite=token)
-        assert page[0].startswith(f"r1.{signer.tag}.i.") and page[1]
-        assert api.open(secrets.token_hex(6), reviewer=page[0])[0] == page[0]  # the kept token, no link needed
+        page = api.open_page(secrets.token_hex(6), invite=token)
+        kept = page["browserstate"]
+        assert kept.startswith(f"r1.{signer.tag}.i.") and page["review-card"]["trial"]
+        assert api.open_page(secrets.token_hex(6), reviewer=kept)["browserstate"] == kept  # no link needed
         ok, error = api.call("open_page", ["", "preference", token], secrets.token_hex(6))
         assert not ok and "already used" in error
 

@@ -9,7 +9,8 @@ import pytest
 from scipy import stats as sps
 
 from review.stats import basics as st
-from review.stats.leaderboard import MIN_PAIRS, TIE_RULE, leaderboard
+from review.stats.leaderboard import TIE_RULE, leaderboard
+from review.stats.pair_targets import MIN_PAIRS
 
 HONEST = [f"h{i}" for i in range(40)]
 N_COND = 40

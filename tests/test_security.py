@@ -56,12 +56,8 @@ def app(tmp_path_factory):
         return [{"pair_id": row["id"], "preset": plan.presets[0], "seed": plan.seeds[0]}]
 
     services.run_job = run_job
-    with pytest.MonkeyPatch.context() as env:
-        # uvicorn believes X-Forwarded-For from its FORWARDED_ALLOW_IPS peers (loopback by default); here the
-        # test client must look like a direct internet client, so no peer is trusted at the socket level
-        env.setenv("FORWARDED_ALLOW_IPS", "192.0.2.1")
-        with launched(services) as base:
-            yield base, services, jobs, root, secret
+    with launched(services) as base:  # uvicorn reads no proxy headers (review.ui.serving): one reader, ours
+        yield base, services, jobs, root, secret
 
 
 def client(base: str, address: str | None = None) -> Api:
@@ -92,30 +88,30 @@ def tree(folder: Path, skip: Path) -> dict[str, tuple[int, float]]:
 def test_votes_are_limited_per_reviewer_across_sessions_and_addresses(app):
     base, services, _, _, _ = app
     api, me = client(base), session()
-    data = api.open(me)
-    reviewer = data[0]
+    page = api.open_page(me)
+    reviewer, card = page["browserstate"], page["review-card"]
     for _ in range(2):
-        assert api.vote(me, data[1], "left")[0]
-        ok, data = api.call("next_pair", ["preference"], me)
+        assert api.vote(me, card["trial"], "left")[0]
+        ok, card = api.next(me)
         assert ok
-    ok, error = api.vote(me, data[1], "left")
+    ok, error = api.vote(me, card["trial"], "left")
     assert not ok and "Too many votes" in error
     other, again = client(base), session()  # the same reviewer id from another tab and address
-    trial = other.open(again, reviewer=reviewer)
-    assert trial[0] == reviewer
-    ok, error = other.vote(again, trial[1], "right")
+    page = other.open_page(again, reviewer=reviewer)
+    assert page["browserstate"] == reviewer
+    trial = page["review-card"]["trial"]
+    ok, error = other.vote(again, trial, "right")
     assert not ok and "Too many votes" in error
     stranger = client(base)  # another reviewer is not affected
-    mine = stranger.open(session())
-    assert mine[0] != reviewer
-    assert services.store.get_vote(data[1]) is None and services.store.get_vote(trial[1]) is None
+    assert stranger.open_page(session())["browserstate"] != reviewer
+    assert services.store.get_vote(card["trial"]) is None and services.store.get_vote(trial) is None
 
 
 def test_votes_keep_only_a_salted_hash_of_the_client_address(app):
     base, services, _, _, _ = app
     address, me = "10.8.0.1", session()
     api = client(base, address)
-    trial = api.open(me)[1]
+    trial = api.open(me)["trial"]
     assert api.vote(me, trial, "same")[0]
     stored = services.store.get_vote(trial)["client"]
     assert stored == services.client_tag(address) and re.fullmatch(r"[0-9a-f]{16}", stored)
@@ -165,6 +161,29 @@ def test_a_client_written_forwarded_for_entry_does_not_escape_the_limit_behind_a
     assert not results[-1][0] and "Too many requests" in results[-1][1]
 
 
+def test_uvicorns_proxy_headers_let_the_client_pick_its_address_unless_the_proxy_addresses_are_known():
+    """Why ``client_address`` and not uvicorn's ProxyHeadersMiddleware (docs/hardening.md): the Spaces proxy's
+    addresses are not published, and trusting every peer ("*") makes uvicorn take the left-most entry, which
+    the client wrote; counting trusted hops from the right needs no addresses."""
+    import asyncio
+
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    header, seen = b"6.6.6.6, 203.0.113.9", []  # the client forged 6.6.6.6; the proxy appended 203.0.113.9
+
+    async def app(scope, receive, send):
+        seen.append(scope["client"][0])
+
+    def uvicorn_client(trusted: str) -> str:
+        scope = {"type": "http", "client": ("10.1.2.3", 443), "headers": [(b"x-forwarded-for", header)]}
+        asyncio.run(ProxyHeadersMiddleware(app, trusted_hosts=trusted)(scope, None, None))
+        return seen[-1]
+
+    assert uvicorn_client("*") == "6.6.6.6"  # the client's own pick
+    assert uvicorn_client("10.0.0.0/8") == "203.0.113.9"  # right only with the proxy's network known
+    assert client_address(Headers(raw=[(b"x-forwarded-for", header)]), "10.1.2.3", True, 1) == "203.0.113.9"
+
+
 @pytest.mark.parametrize(("lines", "hops", "expected"), [
     (["203.0.113.9"], 1, "203.0.113.9"),
     (["6.6.6.6, 203.0.113.9"], 1, "203.0.113.9"),  # the client wrote the first entry, the proxy appended
@@ -188,12 +207,12 @@ def test_the_client_address_is_the_entry_the_trusted_proxy_wrote(lines, hops, ex
 def test_a_stored_vote_is_acknowledged_even_when_the_next_pair_is_refused(app):
     base, services, _, _, _ = app
     api, me = client(base), session()
-    trial = api.open(me)[1]
+    trial = api.open(me)["trial"]
     for _ in range(LIMITS.trial_burst - 1):  # other tabs behind the same address use up its new pairs
         api.open(session())
-    ok, data = api.vote(me, trial, "left")  # stored; the next pair is refused: said instead of a pair staged
+    ok, card = api.vote(me, trial, "left")  # stored; the next pair is refused: said instead of a pair
     assert ok and services.store.get_vote(trial)["choice"] == "left"
-    assert data[2] == "" and "Too many new pairs" in data[7]
+    assert card["trial"] == "" and "Too many new pairs" in card["progress"]
 
 
 # -- admin handlers ---------------------------------------------------------------------------------------------
@@ -278,17 +297,33 @@ def test_hostile_strings_in_every_parameter_are_refused_and_touch_nothing_outsid
                 continue
             for value in hostile(secret, services.dirs.root):
                 api.http.headers["x-forwarded-for"] = next(_addresses)
-                me, data = session(), defaults(dep, components, PASSWORD)
+                me, data, event = session(), defaults(dep, components, PASSWORD), None
                 if name == "vote":  # a live trial of a fresh reviewer, so the checks run past session and limits
-                    data[:2] = [api.open(me)[1], "left"]
+                    event = {"trial": api.open(me)["trial"], "choice": "left", "shown_ms": -1}
                 bad = {"path": value, "meta": {"_type": "gradio.FileData"}} if components[component]["type"] == "image" \
                     else value
                 data[slot] = [bad] if components[component]["props"].get("multiselect") else bad
-                ok, output = api.call(dep["api_name"], data, me)
+                ok, output = api.call(dep["api_name"], data, me, event)
                 tried += 1
                 assert token not in json.dumps(output), (name, slot, value)
                 if name in ("vote", "unlock", "generate", "prepare"):
                     assert not ok, (name, slot, value, output)
+    odd = {"trial": [None, 7, [], {"trial": "x"}], "choice": [None, 7, [], {"choice": "left"}],
+           "shown_ms": [True, [], {"ms": 1}]}  # shown_ms may be a number or absent (None)
+    for key in ("trial", "choice", "shown_ms"):  # the vote's event data: what the trial card sends
+        for value in [*hostile(secret, services.dirs.root), *odd[key]]:
+            api.http.headers["x-forwarded-for"] = next(_addresses)
+            me = session()
+            event = {"trial": api.open(me)["trial"], "choice": "left", "shown_ms": -1, key: value}
+            ok, output = api.call("vote", ["preference"], me, event)
+            tried += 1
+            assert not ok and token not in json.dumps(output), (key, value, output)
+    for event in (None, "left", [1, 2], 3):  # not a data object at all: refused in words
+        api.http.headers["x-forwarded-for"] = next(_addresses)
+        me = session()
+        api.open(me)
+        ok, output = api.call("vote", ["preference"], me, event)
+        assert not ok and "Unknown trial" in output, (event, output)
     for value in hostile(secret, services.dirs.root):  # the session hash is a request value too
         ok, output = api.call("open_page", ["", "preference", ""], value)
         assert token not in json.dumps(output)
@@ -327,7 +362,7 @@ def test_sql_text_is_stored_verbatim_and_changes_no_schema(app, tmp_path):
     schema, counts = db_state(services)
     me = SQL[0] + secrets.token_hex(4)  # the session hash itself
     opened = api.open(me)
-    assert services.store.get_trial(opened[1])["session"] == me
+    assert services.store.get_trial(opened["trial"])["session"] == me
     face = tmp_path / "face.png"
     Image.new("RGB", (32, 32)).save(face)
     uploaded = api.http.post("gradio_api/upload", files={"files": ("face.png", face.read_bytes(), "image/png")})
@@ -363,9 +398,9 @@ def test_exports_are_written_only_under_the_export_folder(app):
 ASSIGNMENT = re.compile(r"\b(full|selective|preset|layers?|" + "|".join(PRESETS) + r")\b", re.IGNORECASE)
 
 
-@pytest.fixture
-def gold_app(tmp_path):
-    services = make_services(tmp_path, password=PASSWORD, seeds=tuple(range(16)),
+@pytest.fixture(scope="module")
+def gold_app(tmp_path_factory):  # one app for the module: each test works in sessions of its own
+    services = make_services(tmp_path_factory.mktemp("gold"), password=PASSWORD, seeds=tuple(range(16)),
                              study=StudyConfig(gold_rate=0.3, trials_per_session=5, vote_burst=100, vote_per_s=100.0))
     with launched(services) as base:
         yield Api(base), services
@@ -394,7 +429,7 @@ def test_nothing_a_reviewer_gets_reveals_the_assignment_and_gold_twins_are_two_c
     for _ in range(5):
         assert not ASSIGNMENT.search(json.dumps(data)), data  # trial id, image URLs and names, texts, buttons
         urls += image_urls(data)  # left and right (the reference face is the same for every trial)
-        trial = services.store.get_trial(data[1])
+        trial = services.store.get_trial(data["trial"])
         if trial["is_gold"]:
             golds += 1
             left, right = image_urls(data)
@@ -402,11 +437,13 @@ def test_nothing_a_reviewer_gets_reveals_the_assignment_and_gold_twins_are_two_c
             difference = np.abs(left_pixels.astype(int) - right_pixels)
             assert left != right and (0 < difference.max() <= 2 if trial["gold_kind"] == "identical"
                                       else difference.mean() > 20)
-        ok, receipt = api.vote(me, data[1], "same")
-        assert ok and not ASSIGNMENT.search(json.dumps(receipt)) and not re.search(r"(?i)check|gold", receipt[0])
-        assert receipt[0] == "Thank you, your vote is in." or (receipt[2] == "" and "complete" not in receipt[0])
-        ok, data = api.call("next_pair", ["preference"], me)
-        assert ok and data[1] == receipt[2]
+        ok, receipt = api.vote(me, data["trial"], "same")
+        assert ok and not ASSIGNMENT.search(json.dumps(receipt)) and not re.search(r"(?i)check|gold", receipt["reveal"])
+        # the next pair comes at once (its card has no reveal); the session's end keeps the words, the same always
+        assert (receipt["trial"] and receipt["reveal"] == "") or \
+            (receipt["trial"] == "" and receipt["reveal"] == "Thank you, your vote is in.")
+        ok, data = api.next(me)
+        assert ok and data["trial"] == receipt["trial"]
     assert golds == 1 and len(set(urls)) == len(urls) == 10
 
 

@@ -79,7 +79,7 @@ def test_the_file_cache_is_bounded_and_reads_each_file_once(tmp_path: Path):
     assert served.get(names[0]) == first
     for name in names[1:]:
         assert served.get(name) is not None
-    assert served._file_bytes <= 2 * size + 10
+    assert served._files.currsize <= 2 * size + 10
     assert served.get(names[0]) is None  # pushed out of the cache, and the file is gone
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import sqlite3
 import threading
@@ -9,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from review.store import (
     LATEST,
@@ -84,18 +86,42 @@ def schema(db) -> list[tuple]:
     return sorted(db.execute("SELECT type, name, sql FROM sqlite_master").fetchall())
 
 
+NAMES = ["v1_core_tables", "v2_identity_latency_gold", "v3_blinding_identity_settings", "v4_timing_mode"]
+
+
+def bookkeeping(applied_at: dict[str, str] | None = None) -> list[dict]:
+    """The rows sqlite-utils' Migrations keeps for this study: one per migration, applied_at from the clock."""
+    dates = applied_at or {}
+    return [{"id": i, "migration_set": "instantid-review", "name": name, "applied_at": dates.get(name, T0)}
+            for i, name in enumerate(NAMES, start=1)]
+
+
+def legacy_study(path: Path, version: int = LATEST) -> None:
+    """A study file exactly as the code before sqlite_utils.Migrations left it: the same frozen migrations,
+    recorded in schema_migrations(version, applied_at), in WAL mode."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    db = Database(conn)
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
+    for v in range(1, version + 1):
+        db.execute("BEGIN IMMEDIATE")
+        MIGRATIONS[v - 1](db)
+        db["schema_migrations"].insert({"version": v, "applied_at": f"2024-0{v}-01T00:00:00.000+00:00"})
+        db.execute("COMMIT")
+    conn.close()
+
+
 # -- opening and migrations ------------------------------------------------------------------------------------
 def test_new_store_is_migrated_with_wal_and_foreign_keys(store: Store):
-    assert list(store.db["schema_migrations"].rows) == [
-        {"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
-    assert store.schema_version() == LATEST == len(MIGRATIONS) >= 3
+    assert list(store.db["_sqlite_migrations"].rows) == bookkeeping()
+    assert store.schema_version() == LATEST == len(MIGRATIONS) == len(NAMES)
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store.db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 2_000
     assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 256
     assert store.db.execute("PRAGMA journal_size_limit").fetchone()[0] == 2**20
     assert set(store.db.table_names()) == {"faces", "conditions", "images", "generations", "pairs", "reviewers",
-                                           "trials", "votes", "schema_migrations", "settings", "invites"}
+                                           "trials", "votes", "_sqlite_migrations", "settings", "invites"}
 
 
 def test_migrate_again_changes_nothing(tmp_path: Path, clock: TickClock):
@@ -106,8 +132,7 @@ def test_migrate_again_changes_nothing(tmp_path: Path, clock: TickClock):
     with Store(path, clock=clock) as second:
         assert second.migrate() == []
         assert schema(second.db) == before
-        assert list(second.db["schema_migrations"].rows) == [
-            {"version": v, "applied_at": T0} for v in range(1, LATEST + 1)]
+        assert list(second.db["_sqlite_migrations"].rows) == bookkeeping()
 
 
 def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock: TickClock):
@@ -137,8 +162,8 @@ def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock
     clock.now = "2025-02-02T00:00:00.000+00:00"
     with Store(path, clock=clock) as new:
         assert new.schema_version() == LATEST
-        assert list(new.db["schema_migrations"].rows) == [{"version": 1, "applied_at": T0}] + [
-            {"version": v, "applied_at": "2025-02-02T00:00:00.000+00:00"} for v in range(2, LATEST + 1)]
+        assert list(new.db["_sqlite_migrations"].rows) == bookkeeping(
+            {name: "2025-02-02T00:00:00.000+00:00" for name in NAMES[1:]})
         assert list(new.db["votes"].rows) == [
             {"id": 1, "trial_id": TRIAL, "reviewer_id": "rev1", "choice": "left", "outcome": "full",
              "correct": None, "client": None, "created_at": T0, "latency_ms": None}]
@@ -153,9 +178,59 @@ def test_v1_database_migrates_to_latest_and_keeps_its_rows(tmp_path: Path, clock
 def test_database_newer_than_the_code_is_refused(tmp_path: Path, clock: TickClock):
     path = tmp_path / "future.db"
     with Store(path, clock=clock) as s:
-        s.db["schema_migrations"].insert({"version": LATEST + 1, "applied_at": T0})
-    with pytest.raises(StoreError, match="newer than this code"):
+        s.db["_sqlite_migrations"].insert({"migration_set": "instantid-review", "name": "v5_from_the_future",
+                                           "applied_at": T0})
+    with pytest.raises(StoreError, match=f"has schema v{LATEST + 1} .*v5_from_the_future.*newer than this code"):
         Store(path, clock=clock)
+    with Store(path, read_only=True) as s:  # read-only commands see the version (and refuse it themselves)
+        assert s.schema_version() == LATEST + 1
+
+
+def test_legacy_database_newer_than_the_code_is_refused_and_left_as_it_was(tmp_path: Path, clock: TickClock):
+    path = tmp_path / "future.db"
+    legacy_study(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", [LATEST + 1, T0])
+    with pytest.raises(StoreError, match=f"has schema v{LATEST + 1}, newer than this code"):
+        Store(path, clock=clock)
+    with Store(path, read_only=True) as s:
+        assert s.schema_version() == LATEST + 1 and "_sqlite_migrations" not in s.db.table_names()
+
+
+def test_a_database_of_the_old_bookkeeping_opens_up_to_date_under_the_new_one(tmp_path: Path, clock: TickClock):
+    """Files made before sqlite_utils.Migrations: schema_migrations v1..v4 is adopted (dates kept), nothing is
+    re-applied, the old table goes, and the schema is exactly a new file's."""
+    path = tmp_path / "legacy.db"
+    legacy_study(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("INSERT INTO reviewers (id, created_at, last_seen) VALUES ('rev1', ?, ?)", [T0, T0])
+    with Store(path, read_only=True) as ro:  # read-only: the version is read from the old table, nothing written
+        assert ro.schema_version() == LATEST
+        assert "schema_migrations" in ro.db.table_names() and "_sqlite_migrations" not in ro.db.table_names()
+    clock.now = "2030-01-01T00:00:00.000+00:00"
+    with Store(path, clock=clock) as s:
+        assert s.schema_version() == LATEST and s.migrate() == []
+        assert list(s.db["_sqlite_migrations"].rows) == bookkeeping(
+            {name: f"2024-0{v}-01T00:00:00.000+00:00" for v, name in enumerate(NAMES, start=1)})
+        assert "schema_migrations" not in s.db.table_names()
+        assert s.get_reviewer("rev1") == {"id": "rev1", "created_at": T0, "last_seen": T0, "identity_kind": "legacy"}
+        assert s.integrity_check() == []
+        adopted = schema(s.db)
+    with Store(tmp_path / "fresh.db", clock=clock) as fresh:
+        assert adopted == schema(fresh.db)
+
+
+def test_a_v2_database_of_the_old_bookkeeping_is_adopted_and_migrated_in_one_step(tmp_path: Path, clock: TickClock):
+    path = tmp_path / "legacy-v2.db"
+    legacy_study(path, version=2)
+    with Store(path, clock=clock, migrate=False) as s:
+        assert s.schema_version() == 2
+        assert s.migrate(target=2) == []  # nothing to apply, but the old bookkeeping is adopted
+        assert [r["name"] for r in s.db["_sqlite_migrations"].rows] == NAMES[:2]
+        assert s.migrate() == [3, 4]
+        assert list(s.db["_sqlite_migrations"].rows) == bookkeeping(
+            {"v1_core_tables": "2024-01-01T00:00:00.000+00:00",
+             "v2_identity_latency_gold": "2024-02-01T00:00:00.000+00:00"})
 
 
 # -- literal rows ----------------------------------------------------------------------------------------------
@@ -409,7 +484,7 @@ def test_threads_share_one_store(store: Store):
             for trial_id in chunk:
                 store.record_vote(trial_id=trial_id, reviewer_id="rev1", choice="same", outcome="same")
                 store.vote_counts()
-        except BaseException as exc:  # pragma: no cover - reported below
+        except (StoreError, sqlite3.Error) as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=vote, args=(ids[i::8],)) for i in range(8)]
@@ -421,9 +496,12 @@ def test_threads_share_one_store(store: Store):
     assert store.db["votes"].count == 200
 
 
-def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClock):
+def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClock, caplog):
     path = tmp_path / "study.db"
     config = ConnectionConfig(busy_timeout_ms=50, retries=4, backoff_s=0.05)
+    # 4 x 50 ms of SQLite's own wait + backoff of at most 0.05+0.05, 0.1+0.05, 0.2+0.05 s; the defaults: 8.5 s
+    assert config.max_write_wait_s == pytest.approx(0.7) and ConnectionConfig().max_write_wait_s == pytest.approx(8.5)
+    caplog.set_level(logging.WARNING, logger="review.store.connection")
     with Store(path, clock=clock, config=config) as s:
         blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         blocker.execute("BEGIN IMMEDIATE")  # another process holding the write lock
@@ -433,9 +511,10 @@ def test_locked_database_is_retried_then_reported(tmp_path: Path, clock: TickClo
         release.join()
         blocker.execute("BEGIN IMMEDIATE")
         started = time.monotonic()
-        with pytest.raises(StoreBusy):
+        with pytest.raises(StoreBusy, match="held its write lock for more than 0.7 s"):
             s.get_or_create_reviewer("rev2")
         assert time.monotonic() - started < 5
+        assert caplog.messages == [f"{path} is busy (another writer holds the lock): retrying"] * 2  # once a write
         blocker.execute("ROLLBACK")
         blocker.close()
         assert [r["id"] for r in s.db["reviewers"].rows] == ["rev1"]
@@ -452,7 +531,7 @@ def _vote_worker(path: str, start: int, count: int, barrier) -> None:
 
 def _open_worker(path: str, barrier) -> None:
     barrier.wait()
-    Store(path).close()
+    Store(path, clock=lambda: T0).close()
 
 
 def test_two_processes_write_400_votes_into_one_file(tmp_path: Path):
@@ -475,8 +554,11 @@ def test_two_processes_write_400_votes_into_one_file(tmp_path: Path):
         assert s.integrity_check() == []
 
 
-def test_processes_opening_a_new_file_migrate_it_once(tmp_path: Path):
+@pytest.mark.parametrize("legacy_version", [None, 2])
+def test_processes_opening_a_new_or_old_file_migrate_it_once(tmp_path: Path, legacy_version: int | None):
     path = tmp_path / "new.db"
+    if legacy_version is not None:
+        legacy_study(path, legacy_version)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(3)
     workers = [ctx.Process(target=_open_worker, args=(str(path), barrier)) for _ in range(3)]
@@ -486,7 +568,10 @@ def test_processes_opening_a_new_file_migrate_it_once(tmp_path: Path):
         w.join(timeout=300)
     assert [w.exitcode for w in workers] == [0, 0, 0]
     with Store(path) as s:
-        assert [r["version"] for r in s.db["schema_migrations"].rows] == list(range(1, LATEST + 1))
+        dates = {} if legacy_version is None else {"v1_core_tables": "2024-01-01T00:00:00.000+00:00",
+                                                   "v2_identity_latency_gold": "2024-02-01T00:00:00.000+00:00"}
+        assert list(s.db["_sqlite_migrations"].rows) == bookkeeping(dates)
+        assert "schema_migrations" not in s.db.table_names()
 
 
 def test_images_and_metrics_feed_the_store_directly(store: Store, tmp_path: Path):

@@ -17,10 +17,10 @@ from review.images import png_has_metadata, read_image
 from review.study.design import SideSchedule, gold_count, gold_plan, reserved_conditions
 from review.study.identity import Reviewer, Signer
 from review.study.review_desk import ReviewDesk
+from review.study.token_bucket import TokenBucket
 from review.study.trials import (
     RateLimiter,
     StudyConfig,
-    TokenBucket,
     TrialLoad,
     VoteRefused,
     outcome_for,
@@ -212,15 +212,19 @@ def test_token_bucket_allows_a_burst_then_refills():
     clock.now = 1.9
     assert not bucket.take()
     clock.now = 2.0
-    assert bucket.take() and not bucket.take()
+    assert bucket.take() and not bucket.take()  # refilled continuously: a window limiter still refuses here
+    budget = TokenBucket(2, 0.0, clock)  # per_s=0: a fixed budget, never refilled
+    clock.now = 1e9
+    assert [budget.take() for _ in range(3)] == [True, True, False]
 
 
 def test_rate_limiter_keeps_keys_apart_and_bounded():
     clock = Clock()
     limiter = RateLimiter(1, 0.0, max_keys=2, clock=clock)
     assert limiter.allow("a") and limiter.allow("b") and not limiter.allow("a")
-    limiter.allow("c")  # evicts the least recently used key
-    assert len(limiter._buckets) == 2
+    limiter.allow("c")  # evicts the least recently used key: "b" ("a" was asked for after it)
+    assert len(limiter._buckets) == 2 and "b" not in limiter._buckets
+    assert not limiter.allow("a")  # "a" kept its spent bucket
     with pytest.raises(VoteRefused, match="slow down"):
         limiter.check("c")
 
@@ -391,6 +395,29 @@ def test_new_trials_are_rate_limited_per_address(tmp_path: Path):
     with pytest.raises(VoteRefused, match="Too many new pairs"):
         desk.open("s3", None, "preference", "10.0.0.9")
     assert desk.open("s4", None, "preference", "10.0.0.10").trial_id  # another address is not affected
+
+
+def test_an_idle_seat_expires_and_each_use_restarts_its_idle_time(tmp_path: Path):
+    now = [0.0]
+    services = make_services(tmp_path, study=StudyConfig(gold_rate=0.0))
+    desk = ReviewDesk(services, rng=random.Random(0), clock=lambda: now[0], seat_ttl_s=100.0)
+    desk.open("s", None, "preference", "a")
+    for now[0] in (60.0, 120.0, 180.0):  # used every 60 s: kept, though opened 180 s ago
+        assert desk.next("s", "preference", "a").trial_id
+    now[0] = 280.0  # idle for 100 s
+    with pytest.raises(VoteRefused, match="No review session"):
+        desk.next("s", "preference", "a")
+    assert desk.open("s", None, "preference", "a").trial_id  # a page load seats it again
+
+
+def test_an_admin_page_stays_unlocked_for_admin_ttl_s(tmp_path: Path):
+    import dataclasses
+    import time
+
+    services = dataclasses.replace(make_services(tmp_path), admin_ttl_s=0.3)
+    assert services.grant_admin("page-1") and services.is_admin("page-1") and not services.is_admin("page-2")
+    time.sleep(0.35)
+    assert not services.is_admin("page-1")
 
 
 def test_the_balancing_counts_kept_in_memory_match_the_store(tmp_path: Path):

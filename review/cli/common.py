@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 
 
 def setup_logging(verbose: bool) -> None:
+    """Log to stderr: INFO with --verbose, else WARNING."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 

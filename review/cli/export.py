@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: the leaderboard options plus the output folder, formats and Hub push."""
     parser = argparse.ArgumentParser(prog="python -m review export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_leaderboard_options(parser)
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_export(argv: Sequence[str]) -> int:
+    """Entry point of ``python -m review export``."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     from review.export.dataset import FORMATS, ExportError, export_dataset

@@ -25,6 +25,7 @@ MAX_INVITES = 10_000  # per call
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: the database and how many links."""
     parser = argparse.ArgumentParser(prog="python -m review invites", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="var/review.db", help="the study database")
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_invites(argv: Sequence[str]) -> int:
+    """Entry point of ``python -m review invites``."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     if not 1 <= args.n <= MAX_INVITES:

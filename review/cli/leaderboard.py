@@ -65,6 +65,7 @@ def leaderboard_kw(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: the leaderboard options and --json."""
     parser = argparse.ArgumentParser(prog="python -m review leaderboard", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_leaderboard_options(parser)
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main_leaderboard(argv: Sequence[str]) -> int:
+    """Entry point of ``python -m review leaderboard``."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     from review.stats.board import compute_leaderboard

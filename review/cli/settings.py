@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's parser: the database and KEY=VALUE assignments."""
     parser = argparse.ArgumentParser(prog="python -m review settings", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="var/review.db", help="the study database")
@@ -44,6 +45,7 @@ def parse_assignments(items: Sequence[str]) -> dict[str, str]:
 
 
 def main_settings(argv: Sequence[str]) -> int:
+    """Entry point of ``python -m review settings``."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     try:

@@ -76,6 +76,7 @@ class Pseudonymiser:
         self.known: dict[str, str] = {}
 
     def __call__(self, reviewer_id: Any) -> Any:
+        """The pseudonym of a reviewer id (other values pass through unchanged)."""
         if not isinstance(reviewer_id, str) or not reviewer_id:
             return reviewer_id
         if reviewer_id not in self.known:
@@ -83,6 +84,7 @@ class Pseudonymiser:
         return self.known[reviewer_id]
 
     def rows(self, rows: list[Row]) -> list[Row]:
+        """The rows with every reviewer column replaced by its pseudonym."""
         return [{k: self(v) if k in REVIEWER_COLUMNS else v for k, v in row.items()} for row in rows]
 
     def deep(self, value: Any) -> Any:
@@ -141,6 +143,7 @@ def write_csv(path: Path, headers: Sequence[str], rows: Sequence[Sequence[Any]])
 
 
 def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename); returns the path."""
     return _atomic_write(path, lambda h: (json.dump(data, h, indent=1, default=str, allow_nan=False),
                                           h.write("\n")))
 
@@ -162,6 +165,7 @@ def write_parquet(path: Path, rows: Sequence[Row], columns: Sequence[str]) -> Pa
 
 
 def columns_of(rows: Sequence[Row]) -> list[str]:
+    """Every key of the rows, in first-seen order."""
     return list(dict.fromkeys(key for row in rows for key in row))
 
 

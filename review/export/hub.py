@@ -31,7 +31,7 @@ def hub_token() -> str | None:
         from huggingface_hub import get_token
 
         return get_token()
-    except Exception:  # no hub library or no readable token file: no token
+    except (ImportError, OSError):  # no hub library or no readable token file: no token
         return None
 
 

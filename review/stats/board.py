@@ -70,7 +70,7 @@ def open_study(db: str | Path, *, writable: bool = False) -> Store:
     try:
         version = store.schema_version()
         if version == 0:
-            raise StudyDatabaseError(f"{path} is not a study database (no schema_migrations table)")
+            raise StudyDatabaseError(f"{path} is not a study database (no migrations recorded)")
         if version != LATEST:
             older = version < LATEST
             raise StudyDatabaseError(

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from operator import itemgetter
@@ -55,24 +54,16 @@ import numpy as np
 from review.stats import basics as st
 from review.stats import verdicts as vd
 from review.stats.bradley_terry import bradley_terry
+from review.stats.pair_targets import pair_block, sub_seed
 from review.stats.screening import screen, screening_units
 from review.stats.verdict_config import VerdictConfig
 
 logger = logging.getLogger(__name__)
 
-SSIM_TARGET = 0.95  # proposal: SSIM > 0.95 vs full
-IDENTITY_TARGET = 0.98  # proposal: face-recognition cosine > 0.98 vs full
 IDENTIFY_TARGET = 0.10  # proposal: < 10 % of people can identify the selective image
-MIN_PAIRS = 5  # fewer pairs than this -> pair-level targets are 'not enough data'
 TIE_RULE = "ties ('same') are excluded from the binomial test and reported as their own count"
 _VOTE_KEYS = ("reviewer_id", "preset", "condition_id", "mode", "is_gold", "choice", "outcome", "session", "x_arm",
               "left_arm", "correct")
-
-
-def _sub_seed(seed: int, *parts: str) -> int:
-    """A reproducible, distinct seed per (seed, preset, statistic)."""
-    words = [seed] + [zlib.crc32(p.encode()) for p in parts]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def _codes(values: Sequence[object]) -> tuple[np.ndarray, list[object]]:
@@ -84,73 +75,6 @@ def _codes(values: Sequence[object]) -> tuple[np.ndarray, list[object]]:
 def _is(codes: tuple[np.ndarray, list[object]], *wanted: object) -> np.ndarray:
     """Mask of the rows whose coded value is one of ``wanted``."""
     return np.isin(codes[0], [i for i, value in enumerate(codes[1]) if value in wanted])
-
-
-def _floats(rows: list[dict], key: str) -> np.ndarray:
-    return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
-
-
-def _verdict(lo: float | None, hi: float | None, threshold: float, *, above: bool, enough: bool = True) -> str:
-    """'met' when the CI lies on the wanted side of ``threshold``, 'not met' when on the other side."""
-    if not enough or lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
-        return "not enough data"
-    if above:
-        return "met" if lo > threshold else "not met" if hi <= threshold else "not enough data"
-    return "met" if hi < threshold else "not met" if lo >= threshold else "not enough data"
-
-
-def _mode(row: dict, arm: str) -> str:
-    """A pair arm's timing mode; rows from before the column were eager."""
-    return row.get(f"{arm}_timing_mode") or "eager"
-
-
-def _pair_block(preset: str, rows: list[dict], seed: int, n_boot: int) -> dict[str, object]:
-    """Pair-level statistics for one preset (independent of reviewers)."""
-    out: dict[str, object] = {"n_pairs": len(rows)}
-    full_t, sel_t = _floats(rows, "full_step_median_s"), _floats(rows, "sel_step_median_s")
-    same = np.array([r.get("full_run_id") is not None and r.get("full_run_id") == r.get("sel_run_id")
-                     and r.get("full_device") is not None and r.get("full_device") == r.get("sel_device")
-                     and _mode(r, "full") == _mode(r, "sel") for r in rows], dtype=bool)
-    ok = same & (full_t > 0) & (sel_t > 0)
-    # one device and one timing mode (graphs / eager) per ratio: pairs timed otherwise than the most common
-    # (device, mode) are excluded, never pooled
-    kinds = [(r.get("full_device"), _mode(r, "full")) for r, keep in zip(rows, ok, strict=True) if keep]
-    out["timing_device"], out["timing_mode"] = max(set(kinds), key=kinds.count) if kinds else (None, None)
-    ok &= np.array([(r.get("full_device"), _mode(r, "full")) == (out["timing_device"], out["timing_mode"])
-                    for r in rows], dtype=bool)
-    ratio = sel_t[ok] / full_t[ok]
-    out["n_timing_pairs"], out["n_timing_excluded"] = int(ok.sum()), int((~ok).sum())  # after the device rule
-    out["step_ratio"] = float(np.exp(np.log(ratio).mean())) if ratio.size else math.nan
-    out["step_ratio_ci"] = st.bootstrap_ci(ratio, "geomean", n_boot=n_boot, seed=_sub_seed(seed, preset, "ratio"))
-
-    ssim = _floats(rows, "ssim")
-    ssim = ssim[~np.isnan(ssim)]
-    out["n_ssim"] = int(ssim.size)
-    out["ssim_mean"] = float(ssim.mean()) if ssim.size else math.nan
-    out["ssim_ci"] = st.bootstrap_ci(ssim, "mean", n_boot=n_boot, seed=_sub_seed(seed, preset, "ssim"))
-    k = int((ssim > SSIM_TARGET).sum())
-    out["ssim_share_above"] = k / ssim.size if ssim.size else math.nan
-    out["ssim_share_above_ci"] = st.wilson_ci(k, ssim.size)
-
-    failed = np.array([bool(r.get("identity_failure")) for r in rows], dtype=bool)
-    out["identity_failures"] = int(failed.sum())
-    for key in ("id_cos_sel_full", "id_cos_sel_ref", "id_cos_full_ref"):
-        cos = _floats(rows, key)
-        cos = cos[~failed & ~np.isnan(cos)]
-        out[f"n_{key}"] = int(cos.size)
-        out[f"{key}_mean"] = float(cos.mean()) if cos.size else math.nan
-        out[f"{key}_ci"] = st.bootstrap_ci(cos, "mean", n_boot=n_boot, seed=_sub_seed(seed, preset, key))
-        denom, k = int(cos.size + failed.sum()), int((cos > IDENTITY_TARGET).sum())
-        out[f"{key}_share_above"] = k / denom if denom else math.nan
-        out[f"{key}_share_above_ci"] = st.wilson_ci(k, denom)
-    out["targets"] = {
-        "ssim_above_0.95": _verdict(*out["ssim_ci"], SSIM_TARGET, above=True, enough=ssim.size >= MIN_PAIRS),
-        # a pair whose face was lost fails identity: any failure makes the target 'not met'
-        "identity_above_0.98": "not met" if failed.any() else _verdict(
-            *out["id_cos_sel_full_ci"], IDENTITY_TARGET, above=True, enough=out["n_id_cos_sel_full"] >= MIN_PAIRS),
-        "faster_than_full": _verdict(*out["step_ratio_ci"], 1.0, above=False, enough=ratio.size >= MIN_PAIRS),
-    }
-    return out
 
 
 def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: int, n_boot_cluster: int,
@@ -170,7 +94,7 @@ def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: i
     nt = pref & (v["out_sel"] | v["out_full"])
     out["pref_selective_non_tie_cluster_ci"] = st.cluster_bootstrap_ci(
         v["out_sel"][nt], v["reviewer"][nt], v["condition"][nt], n_boot=n_boot_cluster,
-        seed=_sub_seed(seed, preset, "pref"))
+        seed=sub_seed(seed, preset, "pref"))
     out["pref_p_value"] = st.binom_p_two_sided(sel, n_nt)
 
     valid_abx = abx & (v["correct"] | v["wrong"])
@@ -179,7 +103,7 @@ def _vote_block(preset: str, v: dict[str, np.ndarray], mask: np.ndarray, seed: i
                 "abx_ci": st.wilson_ci(k, n), "abx_p_greater": st.binom_p_greater(k, n)})
     out["abx_cluster_ci"] = st.cluster_bootstrap_ci(
         v["correct"][valid_abx], v["reviewer"][valid_abx], v["condition"][valid_abx], n_boot=n_boot_cluster,
-        seed=_sub_seed(seed, preset, "abx"))
+        seed=sub_seed(seed, preset, "abx"))
     # the verdict statistics: reviewer-level, anytime-valid (review.stats.verdicts); the figures above are descriptive
     reviewer_abx = vd.abx_block(v["correct"][valid_abx], v["reviewer"][valid_abx], v["condition"][valid_abx],
                                 v["left"][valid_abx], v["x_is_a"][valid_abx], config)
@@ -234,7 +158,7 @@ def _bt(v: dict[str, np.ndarray], mask: np.ndarray, preset_names: list[object], 
     score_full = np.where(v["out_full"][pref], 1.0, np.where(v["out_same"][pref], 0.5, 0.0))
     items_b = [str(preset_names[i]) for i in v["preset"][pref]]
     out = bradley_terry(["full"] * len(items_b), items_b, score_full, anchor="full", items=items,
-                        n_boot=n_boot, seed=_sub_seed(seed, "bt"))
+                        n_boot=n_boot, seed=sub_seed(seed, "bt"))
     # every comparison here is full vs one preset: each strength is that preset's logit share of the votes
     # (ties half), so BT restates the preference shares and is never used as further evidence for a verdict
     out["all_against_anchor"] = True
@@ -289,7 +213,7 @@ def leaderboard(
     rows, rows_all = [], []
     for p in presets:
         base = {"preset": p, "layer_count": layer_counts.get(p)}
-        pair_part = _pair_block(p, by_preset.get(p, []), seed, n_boot)
+        pair_part = pair_block(p, by_preset.get(p, []), seed, n_boot)
         pmask = np.isin(v["preset"], [i for i, name in enumerate(preset_names) if str(name) == p])
         for target, mask in ((rows, screened & pmask), (rows_all, live & pmask)):
             if target is rows_all and not failing:  # nothing was dropped: same numbers

@@ -14,7 +14,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from review.stats.leaderboard import IDENTITY_TARGET, SSIM_TARGET
+from review.stats.pair_targets import IDENTITY_TARGET, SSIM_TARGET
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ def equivalence_text(eq: Row | None) -> str:
 
 
 def targets_text(targets: Row | None) -> str:
+    """The acceptance targets as one line of text (a dash when there are none)."""
     return "; ".join(f"{TARGET_LABELS.get(k, k)}: {v}" for k, v in (targets or {}).items()) or DASH
 
 

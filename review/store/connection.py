@@ -4,8 +4,9 @@ Design:
 - **one writer**: a ``sqlite3`` connection (``check_same_thread=False``, autocommit driver) wrapped by sqlite-utils;
   every write is an explicit ``BEGIN IMMEDIATE`` transaction under one in-process lock, so the write lock is taken
   up front (no read-to-write upgrade that could fail half-way). Another process holding the lock is waited for at
-  most ``busy_timeout_ms`` per attempt and ``retries`` attempts (the bound is ``ConnectionConfig.max_write_wait_s``);
-  while it waits ``busy_since`` is set (the health route says "busy, retrying") and then ``StoreBusy`` is raised;
+  most ``busy_timeout_ms`` per attempt and ``retries`` attempts (``review.store.config``: tenacity; the bound is
+  ``ConnectionConfig.max_write_wait_s``); while it waits ``busy_since`` is set (the health route says "busy,
+  retrying") and then ``StoreBusy`` is raised;
 - **per-thread readers** (files only): each thread reads through its own connection, so a read never waits for
   the writer's lock, in this process or another (WAL: readers see the last commit while a write is under way);
 - **never acknowledge what cannot be kept**: the file's (device, inode) is recorded at open and compared with the
@@ -13,7 +14,7 @@ Design:
   raises ``StoreUnavailable`` (kind ``replaced``) and the transaction is rolled back, so nothing is written into
   an unlinked file and acknowledged;
 - **errors a person can read**: SQLite's full / read-only / damaged / I/O errors become ``StoreUnavailable`` with a
-  ``kind`` and a ``reason`` in plain words;
+  ``kind`` and a ``reason`` in plain words (``review.store.errors``);
 - **bounded WAL**: ``wal_autocheckpoint`` = 256 pages and ``journal_size_limit`` = 1 MiB, so after each automatic
   checkpoint the WAL file is truncated back to at most 1 MiB (a reader holding an old snapshot can delay it);
 - ``read_only=True`` opens ``file:...?mode=ro`` (no WAL switch, no pragma that writes, ``query_only``).
@@ -23,109 +24,26 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sqlite_utils import Database
 
+from .config import ConnectionConfig, busy_retrying
+from .errors import StoreUnavailable, integrity_error, storage_error
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
+Row = dict[str, Any]
 WAL_AUTOCHECKPOINT_PAGES = 256  # checkpoint once the WAL holds this many pages (SQLite's default is 1000)
 JOURNAL_SIZE_LIMIT = 2**20  # the WAL is truncated back to this many bytes after a checkpoint
-# SQLite primary result codes (sqlite3.h)
-_FULL, _READONLY, _CORRUPT, _NOTADB, _IOERR, _CANTOPEN, _BUSY, _LOCKED = 13, 8, 11, 26, 10, 14, 5, 6
-
-
-class StoreError(Exception):
-    """Base class of the store's own errors."""
-
-
-class StoreIntegrityError(StoreError):
-    """A write broke a constraint (UNIQUE, FOREIGN KEY, CHECK, NOT NULL or an integrity trigger)."""
-
-
-class DuplicateVote(StoreIntegrityError):
-    """A vote for this trial is already stored (one vote per trial)."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be used now. ``kind``: full, read-only, damaged, replaced, busy or io; ``reason``: why,
-    in words for a person (no path); ``str()``: the path and the reason, for the admin and the log."""
-
-    def __init__(self, path: str, kind: str, reason: str) -> None:
-        self.path, self.kind, self.reason = path, kind, reason
-        super().__init__(f"the study database {path} cannot be used: {reason}")
-
-
-class StoreBusy(StoreUnavailable):
-    """The database stayed locked by another writer through every retry."""
-
-    def __init__(self, path: str, reason: str = "busy: another program holds its write lock") -> None:
-        super().__init__(path, "busy", reason)
-
-
-@dataclass(frozen=True)
-class ConnectionConfig:
-    busy_timeout_ms: int = 2_000  # how long SQLite itself waits for another writer's lock, per attempt
-    retries: int = 4  # whole-transaction attempts while SQLite still reports 'database is locked'
-    backoff_s: float = 0.05  # first retry delay; doubles per attempt (with jitter), capped by backoff_max_s
-    backoff_max_s: float = 1.0  # longest single wait between attempts
-    synchronous: str = "FULL"  # FULL: a committed vote survives power loss; NORMAL: faster, WAL stays consistent
-
-    def __post_init__(self) -> None:
-        if self.synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', not {self.synchronous!r}")
-
-    @property
-    def max_write_wait_s(self) -> float:
-        """The longest a write waits for another writer before StoreBusy (busy timeouts plus backoff)."""
-        waits = sum(min(self.backoff_max_s, self.backoff_s * 2 ** (a - 1)) * 1.5 for a in range(1, self.retries))
-        return self.retries * self.busy_timeout_ms / 1000 + waits
-
-
-def utc_now() -> str:
-    """The default clock: an ISO-8601 UTC timestamp with milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _is_busy(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_BUSY, _LOCKED)
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
-
-
-def _integrity_error(exc: sqlite3.IntegrityError) -> StoreIntegrityError:
-    text = str(exc)
-    if "UNIQUE constraint failed: votes.trial_id" in text:
-        return DuplicateVote("this trial already has a vote (one vote per trial)")
-    return StoreIntegrityError(text)
-
-
-def storage_error(path: str, exc: BaseException) -> StoreUnavailable | None:
-    """The readable StoreUnavailable for an SQLite or OS error, or None when it is not a storage fault."""
-    code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
-    text = str(exc).lower()
-    if code == _FULL or "disk is full" in text or getattr(exc, "errno", None) == 28:
-        return StoreUnavailable(path, "full", "the disk is full")
-    if code == _READONLY or "readonly" in text or "read-only" in text or getattr(exc, "errno", None) == 30:
-        return StoreUnavailable(path, "read-only", "its storage is read-only")
-    if code in (_CORRUPT, _NOTADB) or "malformed" in text or "not a database" in text:
-        return StoreUnavailable(path, "damaged", "the database file is damaged")
-    if code in (_IOERR, _CANTOPEN) or isinstance(exc, OSError):
-        return StoreUnavailable(path, "io", f"the storage reported an I/O error ({exc})")
-    return None
 
 
 def file_id(path: str) -> tuple[int, int] | None:
@@ -158,6 +76,7 @@ class Connection:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
+        self._retrying = busy_retrying(self.config, self.path, self._on_first_wait)
         self.db = Database(self._call(lambda: self._connect(create=not read_only)), execute_plugins=False)
         self.file_id = None if self.memory else file_id(self.path)
         with self.lock:
@@ -193,6 +112,7 @@ class Connection:
         self.db.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
 
     def close(self) -> None:
+        """Close the writer and every thread's reader."""
         with self.lock, self._readers_lock:
             for reader in self._readers:
                 reader.close()
@@ -231,7 +151,7 @@ class Connection:
         try:
             return fn()
         except sqlite3.IntegrityError as exc:
-            raise _integrity_error(exc) from exc
+            raise integrity_error(exc) from exc
         except (sqlite3.DatabaseError, OSError) as exc:
             readable = storage_error(self.path, exc)
             if readable is None:
@@ -239,26 +159,15 @@ class Connection:
             raise readable from exc
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def _sleep(self, attempt: int) -> None:
-        delay = min(self.config.backoff_max_s, self.config.backoff_s * 2 ** (attempt - 1))
-        time.sleep(delay * (0.5 + random.random()))
+    def _on_first_wait(self) -> None:
+        if self.busy_since is None:
+            self.busy_since = time.monotonic()
+            logger.warning("%s is busy (another writer holds the lock): retrying", self.path)
 
     def _retry(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried while another writer holds the lock (``review.store.config.busy_retrying``)."""
         try:
-            for attempt in range(1, self.config.retries + 1):
-                try:
-                    return fn()
-                except sqlite3.OperationalError as exc:
-                    if not _is_busy(exc):
-                        raise
-                    if attempt == self.config.retries:
-                        raise StoreBusy(self.path, f"busy: another program held its write lock for more than "
-                                        f"{self.config.max_write_wait_s:.1f} s") from exc
-                    if self.busy_since is None:
-                        self.busy_since = time.monotonic()
-                        logger.warning("%s is busy (another writer holds the lock): retrying", self.path)
-                    self._sleep(attempt)
-            raise AssertionError("unreachable")
+            return self._retrying(fn)
         finally:
             self.busy_since = None
 
@@ -318,6 +227,7 @@ class Connection:
         return self._read(run)
 
     def scalar(self, sql: str, params: Params | None = None) -> Any:
+        """The first column of the first row of a SELECT on this thread's reader (None when no row)."""
         row = self._read(lambda conn: conn.execute(sql, params or []).fetchone())
         return None if row is None else row[0]
 
@@ -325,3 +235,8 @@ class Connection:
         """A SELECT on the writer connection (under the lock): for checks that must see the writer's own file."""
         with self.lock:
             return self._call(lambda: list(self.db.query(sql, params)))
+
+    def first(self, sql: str, params: Params | None = None) -> Row | None:
+        """The first row of a SELECT on this thread's reader, or None."""
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None

@@ -1,8 +1,19 @@
-"""Schema migrations: an ordered list of functions; version N is ``MIGRATIONS[N - 1]``.
+"""Applying the schema: the frozen migrations of ``review.store.schema`` as one ``sqlite_utils.Migrations`` set.
 
-Rules: a released migration is never edited (add a new one instead); each runs inside the write transaction that
-also records it in ``schema_migrations(version, applied_at)``, so a failed migration leaves nothing behind, and
-``migrate()`` re-reads the version under the write lock, so several processes opening one file apply each step once.
+Bookkeeping: sqlite-utils' ``_sqlite_migrations`` table, one row per applied migration (set ``MIGRATION_SET``,
+the function's name, ``applied_at`` from the store's clock). Schema version N means "the first N migrations are
+applied" (``LATEST`` = all of them).
+
+Several processes may open one file at once: ``migrate()`` runs the whole check-and-apply inside one
+``BEGIN IMMEDIATE`` write transaction of the store's connection (sqlite-utils' ``Migrations.apply`` then nests each
+migration in a savepoint), so the pending list is read under SQLite's write lock and each migration is applied
+exactly once; a failure rolls back everything of that call, bookkeeping included. ``sqlite_utils.Migrations.apply``
+alone reads the pending list before taking the lock, which is why it is wrapped and not called bare.
+
+Study files made before this bookkeeping (``schema_migrations(version, applied_at)``, versions 1..4) are adopted
+in that same transaction: each version becomes the row of the migration with that number (its ``applied_at``
+kept) and the old table is dropped, so one bookkeeping remains. Code older than this change cannot open an adopted
+file (it finds no ``schema_migrations``); read-only opening of a not yet adopted file still reads its version.
 """
 
 from __future__ import annotations
@@ -10,257 +21,101 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from sqlite_utils import Database
+from sqlite_utils import Database, Migrations
 
-from .connection import Connection, StoreError
+from .connection import Connection
+from .errors import StoreError
+from .schema import LATEST, MIGRATIONS
 
 logger = logging.getLogger(__name__)
 
-HEX32 = "length({c}) = 32 AND NOT {c} GLOB '*[^0-9a-f]*'"
-PNG_NAME = "length({c}) = 36 AND substr({c}, 33) = '.png' AND NOT substr({c}, 1, 32) GLOB '*[^0-9a-f]*'"
-SHA256 = "length({c}) = 64 AND NOT {c} GLOB '*[^0-9a-f]*'"
-COSINE = "{c} IS NULL OR ({c} >= -1.0 AND {c} <= 1.0)"
+MIGRATION_SET = "instantid-review"  # this study's migration set in _sqlite_migrations (never renamed)
+BOOKKEEPING_TABLE = Migrations.migrations_table  # "_sqlite_migrations"
+LEGACY_TABLE = "schema_migrations"  # the bookkeeping before sqlite-utils' Migrations (adopted, then dropped)
+NAMES = tuple(migration.__name__ for migration in MIGRATIONS)  # version N is NAMES[N - 1]
+
+STUDY_MIGRATIONS = Migrations(MIGRATION_SET)
+for _migration in MIGRATIONS:
+    STUDY_MIGRATIONS()(_migration)
 
 
-def _ck(template: str, column: str) -> str:
-    return f"CHECK ({template.format(c=column)})"
+def applied_names(db: Database) -> list[str]:
+    """The names of this set's applied migrations, in the order applied (read-only)."""
+    return [applied.name for applied in STUDY_MIGRATIONS.applied(db)]
 
 
-def _run(db: Database, statements: list[str]) -> None:
-    for statement in statements:
-        db.execute(statement)
+def legacy_versions(db: Database) -> list[int]:
+    """The versions recorded by the old ``schema_migrations`` table (empty when there is none)."""
+    if not db[LEGACY_TABLE].exists():
+        return []
+    return [int(row[0]) for row in db.execute(f"SELECT version FROM {LEGACY_TABLE} ORDER BY version")]
 
 
-def v1_core_tables(db: Database) -> None:
-    """faces, conditions, images, generations, pairs, reviewers, trials, votes."""
-    _run(db, [
-        f"""CREATE TABLE faces (
-            id INTEGER PRIMARY KEY,
-            sha256 TEXT NOT NULL UNIQUE {_ck(SHA256, 'sha256')},
-            file TEXT NOT NULL,
-            label TEXT,
-            width INTEGER NOT NULL CHECK (width > 0),
-            height INTEGER NOT NULL CHECK (height > 0),
-            created_at TEXT NOT NULL)""",
-        f"""CREATE TABLE conditions (
-            id INTEGER PRIMARY KEY,
-            key TEXT NOT NULL UNIQUE {_ck(SHA256, 'key')},
-            face_id INTEGER NOT NULL REFERENCES faces(id),
-            prompt TEXT NOT NULL,
-            negative_prompt TEXT NOT NULL,
-            seed INTEGER NOT NULL,
-            steps INTEGER NOT NULL CHECK (steps > 0),
-            width INTEGER NOT NULL CHECK (width > 0 AND width % 8 = 0),
-            height INTEGER NOT NULL CHECK (height > 0 AND height % 8 = 0),
-            ip_weight REAL NOT NULL,
-            cn_scale REAL NOT NULL,
-            guidance_scale REAL NOT NULL,
-            stack TEXT NOT NULL CHECK (length(stack) > 0),
-            created_at TEXT NOT NULL)""",
-        f"""CREATE TABLE images (
-            id INTEGER PRIMARY KEY,
-            file TEXT NOT NULL UNIQUE {_ck(PNG_NAME, 'file')},
-            sha256 TEXT NOT NULL {_ck(SHA256, 'sha256')},
-            width INTEGER NOT NULL CHECK (width > 0),
-            height INTEGER NOT NULL CHECK (height > 0),
-            created_at TEXT NOT NULL)""",
-        """CREATE TABLE generations (
-            id INTEGER PRIMARY KEY,
-            condition_id INTEGER NOT NULL REFERENCES conditions(id),
-            preset TEXT NOT NULL CHECK (length(preset) > 0),
-            layers TEXT NOT NULL CHECK (json_valid(layers) AND json_type(layers) = 'array'),
-            layer_count INTEGER NOT NULL CHECK (layer_count >= 0),
-            image_id INTEGER NOT NULL UNIQUE REFERENCES images(id),
-            total_s REAL NOT NULL CHECK (total_s >= 0),
-            step_times TEXT NOT NULL CHECK (json_valid(step_times) AND json_type(step_times) = 'array'),
-            step_median_s REAL CHECK (step_median_s IS NULL OR step_median_s >= 0),
-            device TEXT NOT NULL,
-            dtype TEXT NOT NULL,
-            versions TEXT NOT NULL CHECK (json_valid(versions) AND json_type(versions) = 'object'),
-            run_id TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            UNIQUE (condition_id, preset))""",
-        """CREATE TABLE pairs (
-            id INTEGER PRIMARY KEY,
-            condition_id INTEGER NOT NULL REFERENCES conditions(id),
-            preset TEXT NOT NULL CHECK (length(preset) > 0 AND preset <> 'full'),
-            layer_count INTEGER NOT NULL CHECK (layer_count >= 0),
-            full_generation_id INTEGER NOT NULL REFERENCES generations(id),
-            selective_generation_id INTEGER NOT NULL REFERENCES generations(id),
-            ssim REAL NOT NULL CHECK (ssim >= -1.0 AND ssim <= 1.0),
-            created_at TEXT NOT NULL,
-            UNIQUE (condition_id, preset),
-            CHECK (full_generation_id <> selective_generation_id))""",
-        """CREATE TABLE reviewers (
-            id TEXT PRIMARY KEY CHECK (length(id) > 0),
-            created_at TEXT NOT NULL,
-            last_seen TEXT NOT NULL)""",
-        f"""CREATE TABLE trials (
-            id TEXT PRIMARY KEY {_ck(HEX32, 'id')},
-            reviewer_id TEXT NOT NULL REFERENCES reviewers(id),
-            session TEXT NOT NULL,
-            pair_id INTEGER NOT NULL REFERENCES pairs(id),
-            mode TEXT NOT NULL CHECK (mode IN ('preference', 'abx')),
-            left_arm TEXT NOT NULL CHECK (left_arm IN ('full', 'selective')),
-            x_arm TEXT CHECK (x_arm IN ('full', 'selective')),
-            left_image TEXT NOT NULL {_ck(PNG_NAME, 'left_image')},
-            right_image TEXT NOT NULL {_ck(PNG_NAME, 'right_image')},
-            x_image TEXT {_ck(PNG_NAME, 'x_image')},
-            created_at TEXT NOT NULL,
-            CHECK (left_image <> right_image),
-            CHECK ((mode = 'abx') = (x_arm IS NOT NULL AND x_image IS NOT NULL)),
-            CHECK (mode = 'abx' OR (x_arm IS NULL AND x_image IS NULL)))""",
-        """CREATE TABLE votes (
-            id INTEGER PRIMARY KEY,
-            trial_id TEXT NOT NULL UNIQUE REFERENCES trials(id),
-            reviewer_id TEXT NOT NULL REFERENCES reviewers(id),
-            choice TEXT NOT NULL CHECK (choice IN ('left', 'right', 'same', 'a', 'b')),
-            outcome TEXT NOT NULL CHECK (outcome IN ('selective', 'full', 'same', 'correct', 'wrong')),
-            correct INTEGER CHECK (correct IN (0, 1)),
-            client TEXT,
-            created_at TEXT NOT NULL)""",
-    ])
-
-
-_VOTE_FITS_TRIAL = """
-    SELECT RAISE(ABORT, 'vote for an unknown trial')
-        WHERE NOT EXISTS (SELECT 1 FROM trials WHERE id = NEW.trial_id);
-    SELECT RAISE(ABORT, 'vote reviewer differs from the trial reviewer')
-        WHERE NEW.reviewer_id <> (SELECT reviewer_id FROM trials WHERE id = NEW.trial_id);
-    SELECT RAISE(ABORT, 'vote choice/outcome/correct do not fit the trial mode and arms')
-        WHERE NOT EXISTS (SELECT 1 FROM trials t WHERE t.id = NEW.trial_id AND (
-            (t.mode = 'preference' AND t.is_gold = 1 AND NEW.choice IN ('left', 'right', 'same')
-                AND NEW.outcome IN ('selective', 'full', 'same') AND (NEW.choice = 'same') = (NEW.outcome = 'same'))
-            OR (t.mode = 'preference' AND t.is_gold = 0 AND (
-                (NEW.choice = 'same' AND NEW.outcome = 'same')
-                OR (NEW.choice = 'left' AND NEW.outcome = t.left_arm)
-                OR (NEW.choice = 'right' AND NEW.outcome IN ('full', 'selective') AND NEW.outcome <> t.left_arm)))
-            OR (t.mode = 'abx' AND NEW.choice IN ('a', 'b')
-                AND NEW.outcome = CASE WHEN (NEW.choice = 'a') = (t.left_arm = t.x_arm)
-                                       THEN 'correct' ELSE 'wrong' END
-                AND (NEW.correct IS NULL OR NEW.correct = (NEW.outcome = 'correct')))));
-"""
-
-_PAIR_FITS_GENERATIONS = """
-    SELECT RAISE(ABORT, 'pair arms must be the full and the selective generation of one condition')
-        WHERE NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = NEW.full_generation_id
-                          AND g.condition_id = NEW.condition_id AND g.preset = 'full')
-           OR NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = NEW.selective_generation_id
-                          AND g.condition_id = NEW.condition_id AND g.preset = NEW.preset
-                          AND g.layer_count = NEW.layer_count);
-"""
-
-
-def v2_identity_latency_gold(db: Database) -> None:
-    """Identity columns, vote latency, gold trials, consistency triggers and the picker's indexes."""
-    _run(db, [
-        f"ALTER TABLE generations ADD COLUMN id_cos_ref REAL {_ck(COSINE, 'id_cos_ref')}",
-        "ALTER TABLE generations ADD COLUMN id_failure TEXT",
-        f"ALTER TABLE pairs ADD COLUMN id_cos_sel_full REAL {_ck(COSINE, 'id_cos_sel_full')}",
-        f"ALTER TABLE pairs ADD COLUMN id_cos_sel_ref REAL {_ck(COSINE, 'id_cos_sel_ref')}",
-        f"ALTER TABLE pairs ADD COLUMN id_cos_full_ref REAL {_ck(COSINE, 'id_cos_full_ref')}",
-        "ALTER TABLE pairs ADD COLUMN identity_failure TEXT",
-        "ALTER TABLE trials ADD COLUMN is_gold INTEGER NOT NULL DEFAULT 0 CHECK (is_gold IN (0, 1))",
-        "ALTER TABLE votes ADD COLUMN latency_ms INTEGER CHECK (latency_ms IS NULL OR latency_ms >= 0)",
-        "CREATE INDEX idx_conditions_face ON conditions(face_id)",
-        "CREATE INDEX idx_pairs_preset ON pairs(preset)",
-        "CREATE INDEX idx_trials_pair ON trials(pair_id)",
-        "CREATE INDEX idx_trials_reviewer ON trials(reviewer_id, pair_id)",
-        "CREATE INDEX idx_votes_reviewer ON votes(reviewer_id)",
-        f"CREATE TRIGGER votes_fit_trial BEFORE INSERT ON votes BEGIN {_VOTE_FITS_TRIAL} END",
-        f"CREATE TRIGGER pairs_fit_generations BEFORE INSERT ON pairs BEGIN {_PAIR_FITS_GENERATIONS} END",
-    ])
-
-
-_KINDS = "('legacy', 'anonymous', 'invite', 'hf')"
-
-_VOTE_FITS_TRIAL_V3 = """
-    SELECT RAISE(ABORT, 'vote for an unknown trial')
-        WHERE NOT EXISTS (SELECT 1 FROM trials WHERE id = NEW.trial_id);
-    SELECT RAISE(ABORT, 'vote reviewer differs from the trial reviewer')
-        WHERE NEW.reviewer_id <> (SELECT reviewer_id FROM trials WHERE id = NEW.trial_id);
-    SELECT RAISE(ABORT, 'vote choice/outcome/correct do not fit the trial mode and arms')
-        WHERE NOT EXISTS (SELECT 1 FROM trials t WHERE t.id = NEW.trial_id AND (
-            (t.expected IS NOT NULL
-                AND ((t.mode = 'preference' AND NEW.choice IN ('left', 'right', 'same'))
-                     OR (t.mode = 'abx' AND NEW.choice IN ('a', 'b')))
-                AND NEW.outcome = CASE WHEN NEW.choice = t.expected THEN 'correct' ELSE 'wrong' END
-                AND NEW.correct IS NOT NULL AND NEW.correct = (NEW.choice = t.expected))
-            OR (t.expected IS NULL AND t.mode = 'preference' AND t.is_gold = 1
-                AND NEW.choice IN ('left', 'right', 'same')
-                AND NEW.outcome IN ('selective', 'full', 'same') AND (NEW.choice = 'same') = (NEW.outcome = 'same'))
-            OR (t.expected IS NULL AND t.mode = 'preference' AND t.is_gold = 0 AND (
-                (NEW.choice = 'same' AND NEW.outcome = 'same')
-                OR (NEW.choice = 'left' AND NEW.outcome = t.left_arm)
-                OR (NEW.choice = 'right' AND NEW.outcome IN ('full', 'selective') AND NEW.outcome <> t.left_arm)))
-            OR (t.expected IS NULL AND t.mode = 'abx' AND NEW.choice IN ('a', 'b')
-                AND NEW.outcome = CASE WHEN (NEW.choice = 'a') = (t.left_arm = t.x_arm)
-                                       THEN 'correct' ELSE 'wrong' END
-                AND (NEW.correct IS NULL OR NEW.correct = (NEW.outcome = 'correct')))));
-"""
-
-
-def v3_blinding_identity_settings(db: Database) -> None:
-    """Study settings (key/value, the install secret), invites, identity kinds, gold kinds with their expected
-    answer, the reveal setting a trial was served under; gold votes are 'correct'/'wrong' against ``expected``."""
-    _run(db, [
-        "CREATE TABLE settings (key TEXT PRIMARY KEY CHECK (length(key) > 0), value TEXT NOT NULL)",
-        f"""CREATE TABLE invites (
-            id TEXT PRIMARY KEY {_ck(HEX32, 'id')},
-            created_at TEXT NOT NULL,
-            expires_at TEXT,
-            reviewer_id TEXT UNIQUE REFERENCES reviewers(id),
-            used_at TEXT,
-            CHECK ((reviewer_id IS NULL) = (used_at IS NULL)))""",
-        f"ALTER TABLE reviewers ADD COLUMN identity_kind TEXT NOT NULL DEFAULT 'legacy' "
-        f"CHECK (identity_kind IN {_KINDS})",
-        f"ALTER TABLE trials ADD COLUMN identity_kind TEXT NOT NULL DEFAULT 'legacy' "
-        f"CHECK (identity_kind IN {_KINDS})",
-        "ALTER TABLE trials ADD COLUMN gold_kind TEXT "
-        "CHECK (gold_kind IS NULL OR gold_kind IN ('identical', 'degraded'))",
-        "ALTER TABLE trials ADD COLUMN expected TEXT "
-        "CHECK (expected IS NULL OR expected IN ('left', 'right', 'same', 'a', 'b'))",
-        "ALTER TABLE trials ADD COLUMN reveal TEXT CHECK (reveal IS NULL OR reveal IN ('none', 'end', 'each'))",
-        "DROP TRIGGER votes_fit_trial",
-        f"CREATE TRIGGER votes_fit_trial BEFORE INSERT ON votes BEGIN {_VOTE_FITS_TRIAL_V3} END",
-        """CREATE TRIGGER trials_gold_fits BEFORE INSERT ON trials
-            WHEN (NEW.gold_kind IS NOT NULL) <> (NEW.expected IS NOT NULL)
-              OR (NEW.gold_kind IS NOT NULL AND NEW.is_gold = 0)
-              OR (NEW.gold_kind = 'identical' AND NEW.expected <> 'same')
-              OR (NEW.mode = 'abx' AND NEW.expected NOT IN ('a', 'b'))
-              OR (NEW.mode = 'preference' AND NEW.expected IN ('a', 'b'))
-            BEGIN SELECT RAISE(ABORT, 'gold kind and expected answer do not fit the trial'); END""",
-    ])
-
-
-def v4_timing_mode(db: Database) -> None:
-    """How each generation's steps ran and were timed: 'graphs' (captured CUDA graphs), 'eager' or 'mixed' (a
-    capture fell back mid-generation). Rows from before are eager (the engine had no graphs)."""
-    _run(db, ["ALTER TABLE generations ADD COLUMN timing_mode TEXT NOT NULL DEFAULT 'eager' "
-              "CHECK (timing_mode IN ('eager', 'graphs', 'mixed'))"])
-
-
-Migration = Callable[[Database], None]
-MIGRATIONS: tuple[Migration, ...] = (v1_core_tables, v2_identity_latency_gold, v3_blinding_identity_settings,
-                                  v4_timing_mode)
-LATEST = len(MIGRATIONS)
-
-
-def _ensure_table(db: Database) -> None:
-    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations ("
-               "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)")
-
-
-def _version(db: Database) -> int:
-    if not db["schema_migrations"].exists():
-        return 0
-    return int(db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0])
+def version_of(db: Database) -> int:
+    """The schema version: applied migrations of this set, or the old bookkeeping's highest version."""
+    names = applied_names(db)
+    if names:
+        return len(names)
+    return max(legacy_versions(db), default=0)
 
 
 def schema_version(conn: Connection) -> int:
-    """The highest applied migration (0 for a new file)."""
+    """The schema version of the store's file (0 for a new file; above LATEST for a newer one)."""
     with conn.lock:
-        return _version(conn.db)
+        return version_of(conn.db)
+
+
+def _newer_error(path: str, version: int, unknown: list[str]) -> StoreError:
+    what = f" (migrations unknown here: {', '.join(unknown)})" if unknown else ""
+    return StoreError(f"{path} has schema v{version}{what}, newer than this code (v{LATEST}); update the code")
+
+
+def _refuse_newer(db: Database, path: str) -> None:
+    unknown = [name for name in applied_names(db) if name not in NAMES]
+    if unknown or version_of(db) > LATEST:
+        raise _newer_error(path, version_of(db), unknown)
+
+
+def adopt_legacy_bookkeeping(db: Database, path: str) -> list[str]:
+    """Move the old ``schema_migrations`` rows into ``_sqlite_migrations`` and drop the old table (inside the
+    caller's write transaction); returns the names adopted."""
+    if not db[LEGACY_TABLE].exists():
+        return []
+    rows = db.execute(f"SELECT version, applied_at FROM {LEGACY_TABLE} ORDER BY version").fetchall()
+    if any(version > LATEST for version, _ in rows):
+        raise _newer_error(path, max(version for version, _ in rows), [])
+    STUDY_MIGRATIONS.ensure_migrations_table(db)
+    known = set(applied_names(db))
+    adopted = [{"migration_set": MIGRATION_SET, "name": NAMES[version - 1], "applied_at": applied_at}
+               for version, applied_at in rows if NAMES[version - 1] not in known]
+    db[BOOKKEEPING_TABLE].insert_all(adopted)
+    db[LEGACY_TABLE].drop()
+    logger.info("%s: schema_migrations (v%s) adopted into %s", path, max((v for v, _ in rows), default=0),
+                BOOKKEEPING_TABLE)
+    return [row["name"] for row in adopted]
+
+
+def _apply(db: Database, path: str, clock: Callable[[], str], target: int) -> list[int]:
+    """Adopt old bookkeeping, refuse a newer file, apply what is pending up to ``target`` (in one transaction)."""
+    adopt_legacy_bookkeeping(db, path)
+    _refuse_newer(db, path)
+    done = set(applied_names(db))
+    wanted = [name for name in NAMES[:target] if name not in done]
+    if not wanted:
+        return []
+    STUDY_MIGRATIONS.apply(db, stop_before=NAMES[target] if target < LATEST else None)
+    # sqlite-utils stamps applied_at with its own clock; the store's rows take the injected one (tests, replays)
+    marks = ", ".join("?" for _ in wanted)
+    db.execute(f"UPDATE {BOOKKEEPING_TABLE} SET applied_at = ? WHERE migration_set = ? AND name IN ({marks})",
+               [clock(), MIGRATION_SET, *wanted])
+    return [NAMES.index(name) + 1 for name in wanted]
+
+
+def _needs_write(db: Database, target: int) -> bool:
+    if db[LEGACY_TABLE].exists():
+        return True
+    done = set(applied_names(db))
+    return any(name not in done for name in NAMES[:target])
 
 
 def migrate(conn: Connection, clock: Callable[[], str], target: int | None = None) -> list[int]:
@@ -268,21 +123,11 @@ def migrate(conn: Connection, clock: Callable[[], str], target: int | None = Non
     target = LATEST if target is None else target
     if not 0 <= target <= LATEST:
         raise ValueError(f"target {target} outside 0..{LATEST}")
-    current = schema_version(conn)
-    if current > LATEST:
-        raise StoreError(f"{conn.path} has schema v{current}, newer than this code (v{LATEST}); update the code")
-    applied: list[int] = []
-    for version in range(current + 1, target + 1):
-
-        def step(db: Database, version: int = version) -> bool:
-            _ensure_table(db)
-            if _version(db) >= version:  # another process applied it while we waited for the lock
-                return False
-            MIGRATIONS[version - 1](db)
-            db["schema_migrations"].insert({"version": version, "applied_at": clock()})
-            return True
-
-        if conn.write(step):
-            applied.append(version)
-            logger.info("%s: applied migration v%d (%s)", conn.path, version, MIGRATIONS[version - 1].__name__)
+    with conn.lock:  # the common case, an up-to-date file, takes no write lock
+        if not _needs_write(conn.db, target):
+            _refuse_newer(conn.db, conn.path)
+            return []
+    applied = conn.write(lambda db: _apply(db, conn.path, clock, target))
+    for version in applied:
+        logger.info("%s: applied migration v%d (%s)", conn.path, version, NAMES[version - 1])
     return applied

@@ -2,9 +2,10 @@
 sentence (which file, what is wrong, what to do), never with a traceback, and never gets tables added.
 
 Order (cheap first): the path (a file, not a directory), the 16-byte SQLite header, then, once connected,
-``PRAGMA quick_check`` (or ``integrity_check`` on demand), then the schema: a file with tables but no
-``schema_migrations`` is another application's database; a ``schema_migrations`` table of another shape, or one
-that claims versions whose tables are missing, is refused too.
+``PRAGMA quick_check`` (or ``integrity_check`` on demand), then the schema: a file with tables but no bookkeeping
+of this study's migrations (``_sqlite_migrations`` rows of the set ``instantid-review``, or the older
+``schema_migrations`` table) is another application's database; bookkeeping of another shape, or one that claims
+migrations whose tables are missing, is refused too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .connection import Connection, StoreError, StoreUnavailable
+from .connection import Connection
+from .errors import StoreError, StoreUnavailable
+from .migrations import BOOKKEEPING_TABLE, LEGACY_TABLE, MIGRATION_SET, NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,47 @@ def check_path(path: Path, *, must_exist: bool, writable: bool = False) -> None:
         raise StoreOpenError(str(path), f"it is {kind}", _FIX["damaged" if "damaged" in kind else "foreign"])
 
 
+def _check_legacy_bookkeeping(conn: Connection) -> int:
+    """The version the old ``schema_migrations`` table claims, once its shape is a study's."""
+    path = conn.path
+    columns = [r["name"] for r in conn.writer_rows(f"PRAGMA table_info({LEGACY_TABLE})")]
+    if columns[:2] != ["version", "applied_at"]:
+        raise StoreOpenError(path, f"its {LEGACY_TABLE} table is not a study's (columns {columns})", _FIX["foreign"])
+    version = conn.writer_rows(f"SELECT coalesce(max(version), 0) AS v FROM {LEGACY_TABLE}")[0]["v"]
+    if not isinstance(version, int):
+        raise StoreOpenError(path, f"its {LEGACY_TABLE} table holds {version!r}, not a version number",
+                             _FIX["foreign"])
+    return version
+
+
+def _check_bookkeeping(conn: Connection) -> list[str]:
+    """The names of this study's applied migrations in ``_sqlite_migrations``, once its shape is sqlite-utils'."""
+    columns = {r["name"] for r in conn.writer_rows(f"PRAGMA table_info({BOOKKEEPING_TABLE})")}
+    if not {"migration_set", "name", "applied_at"} <= columns:
+        raise StoreOpenError(conn.path, f"its {BOOKKEEPING_TABLE} table is not sqlite-utils' (columns "
+                             f"{sorted(columns)})", _FIX["foreign"])
+    rows = conn.writer_rows(f"SELECT name FROM {BOOKKEEPING_TABLE} WHERE migration_set = ?", [MIGRATION_SET])
+    return [r["name"] for r in rows]
+
+
+def _check_schema(conn: Connection, tables: set[str]) -> None:
+    """A study's bookkeeping whose claims the tables back; StoreOpenError otherwise."""
+    path = conn.path
+    names = _check_bookkeeping(conn) if BOOKKEEPING_TABLE in tables else []
+    if not names and LEGACY_TABLE not in tables:
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreOpenError(path, f"it is another application's database (tables {listed}; no record of the "
+                             f"study's migrations in {BOOKKEEPING_TABLE} or {LEGACY_TABLE})", _FIX["foreign"])
+    if names:
+        claim = f"{BOOKKEEPING_TABLE} says {NAMES[0]} was applied" if NAMES[0] in names else ""
+    else:
+        version = _check_legacy_bookkeeping(conn)
+        claim = f"{LEGACY_TABLE} says v{version}" if version >= 1 else ""
+    missing = sorted(V1_TABLES - tables) if claim else []
+    if missing:
+        raise StoreOpenError(path, f"{claim} but tables {', '.join(missing)} are missing", _FIX["damaged"])
+
+
 def check_database(conn: Connection, check: str | None) -> None:
     """quick_check / integrity_check, then the schema; StoreOpenError with one sentence otherwise."""
     path = conn.path
@@ -86,60 +130,53 @@ def check_database(conn: Connection, check: str | None) -> None:
                 raise StoreOpenError(path, f"it is damaged ({pragma}: {shown})", _FIX["damaged"])
         tables = {r["name"] for r in conn.writer_rows("SELECT name FROM sqlite_master WHERE type = 'table' "
                                                       "AND name NOT LIKE 'sqlite_%'")}
-        if not tables:
-            return
-        if "schema_migrations" not in tables:
-            listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
-            raise StoreOpenError(path, f"it is another application's database (tables {listed}; no "
-                                 "schema_migrations)", _FIX["foreign"])
-        columns = [r["name"] for r in conn.writer_rows("PRAGMA table_info(schema_migrations)")]
-        if columns[:2] != ["version", "applied_at"]:
-            raise StoreOpenError(path, f"its schema_migrations table is not a study's (columns {columns})",
-                                 _FIX["foreign"])
-        version = conn.writer_rows("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[0]["v"]
-        if not isinstance(version, int):
-            raise StoreOpenError(path, f"its schema_migrations table holds {version!r}, not a version number",
-                                 _FIX["foreign"])
-        missing = sorted(V1_TABLES - tables) if version >= 1 else []
-        if missing:
-            raise StoreOpenError(path, f"schema_migrations says v{version} but tables {', '.join(missing)} are "
-                                 "missing", _FIX["damaged"])
+        if tables:
+            _check_schema(conn, tables)
     except StoreUnavailable as exc:
         raise open_error(path, exc) from exc
 
 
-def health(conn: Connection) -> dict[str, Any]:
-    """See ``Store.health``."""
-    def state(kind: str, reason: str, writable: bool = False) -> dict[str, Any]:
-        return {"writable": writable, "state": kind, "reason": reason}
+def _state(kind: str, reason: str, writable: bool = False) -> dict[str, Any]:
+    return {"writable": writable, "state": kind, "reason": reason}
 
-    if conn.memory:
-        return state("ok", "", True)
+
+def _storage_state(conn: Connection) -> dict[str, Any]:
+    """What is wrong with the file or its storage (a health dict), else ``{"free_bytes": ...}``."""
     try:
         conn.check_file()
     except StoreUnavailable as exc:
-        return state(exc.kind, exc.reason)
+        return _state(exc.kind, exc.reason)
     if conn.read_only:
-        return state("read-only", "opened read-only")
+        return _state("read-only", "opened read-only")
     folder = os.path.dirname(os.path.abspath(conn.path))
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
-            return state("read-only", "its storage is read-only")
+            return _state("read-only", "its storage is read-only")
         free = shutil.disk_usage(folder).free
     except OSError as exc:
-        return state("io", f"its storage cannot be inspected ({exc})")
+        return _state("io", f"its storage cannot be inspected ({exc})")
     if free < MIN_FREE_BYTES:
-        return state("full", f"the disk is (nearly) full: {free // 1024} KiB free")
+        return _state("full", f"the disk is (nearly) full: {free // 1024} KiB free")
+    return {"free_bytes": free}
+
+
+def health(conn: Connection) -> dict[str, Any]:
+    """See ``Store.health``."""
+    if conn.memory:
+        return _state("ok", "", True)
+    storage = _storage_state(conn)
+    if "state" in storage:
+        return storage
     busy = conn.busy_since
     if busy is not None:
-        return state("busy", f"busy, retrying: another writer holds the lock ({time.monotonic() - busy:.1f} s)",
-                     True)
+        return _state("busy", f"busy, retrying: another writer holds the lock ({time.monotonic() - busy:.1f} s)",
+                      True)
     if not conn.lock.acquire(timeout=0.5):
-        return state("busy", "busy: a write is in progress", True)
+        return _state("busy", "busy: a write is in progress", True)
     try:
         conn.write(lambda db: None)  # an empty transaction: takes and releases the write lock, writes nothing
     except StoreUnavailable as exc:
-        return state(exc.kind, exc.reason)
+        return _state(exc.kind, exc.reason)
     finally:
         conn.lock.release()
-    return {**state("ok", "", True), "free_bytes": free}
+    return {**_state("ok", "", True), **storage}

@@ -39,6 +39,7 @@ class IdentityRefused(VoteRefused):
 
 
 class Reviewer(NamedTuple):
+    """A reviewer: an opaque id and how it was admitted."""
     id: str  # 32 hex
     kind: str  # anonymous | invite | hf
 
@@ -57,6 +58,7 @@ class Signer:
 
     # -- reviewers ------------------------------------------------------------------------------------------
     def new_reviewer(self, kind: str) -> Reviewer:
+        """A fresh reviewer with a random 128-bit id."""
         return Reviewer(secrets.token_hex(16), kind)
 
     def token(self, reviewer: Reviewer) -> str:

@@ -18,6 +18,7 @@ THANKS = "Thank you, your vote is in."
 
 
 def other(arm: str) -> str:
+    """The other arm of a pair."""
     return "selective" if arm == "full" else "full"
 
 

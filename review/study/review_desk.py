@@ -16,11 +16,13 @@ told after a vote follows the ``reveal`` setting: nothing (``none``), a summary 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+
+from cachetools import TTLCache
 
 from review.store import DuplicateVote, StoreIntegrityError
 from review.study.design import SideSchedule, gold_count, gold_plan, reserved_conditions
@@ -41,59 +43,16 @@ from review.study.trials import (
     valid_trial_id,
     validate_vote,
 )
+from review.study.views import Seat, TrialView, VoteReceipt
 
 logger = logging.getLogger(__name__)
 
 DONE_MARK = "thank you!"  # in the messages that end a session: the page then offers no 'Next pair' (review_js)
 
 
-@dataclass
-class TrialView:
-    """What the page shows: per-trial image URLs (relative) and progress; never an arm or a preset."""
-
-    reviewer_id: str
-    mode: str
-    trial_id: str | None = None
-    face: str | None = None
-    left: str | None = None
-    right: str | None = None
-    x: str | None = None
-    number: int = 0  # this pair's place in the session (1-based)
-    target: int = 0
-    message: str = ""  # when there is no trial: why
-    token: str = ""  # the signed reviewer token the page keeps (BrowserState)
-
-
-@dataclass
-class VoteReceipt:
-    reveal: str
-    voted: int
-    target: int
-    face: str | None = None  # the reference face shown with the voted pair
-
-
-@dataclass
-class Seat:
-    reviewer: Reviewer
-    token: str
-    mode: str
-    last_seen: float
-    trial_id: str | None = None
-    view: TrialView | None = None
-    served_at: float = 0.0
-    voted: int = 0
-    target: int = 0  # the progress total, fixed when the seat gets its first pair (so a gold trial can't show)
-    parked: dict = field(default_factory=dict)  # mode -> (trial id, view, served_at) left by a mode switch
-    gold: dict[int, str] = field(default_factory=dict)  # trial number -> gold kind, drawn with the target
-    tally: dict[str, list[int]] = field(default_factory=dict)  # 'gold'/'abx' -> [answered as expected, asked]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def reviewer_id(self) -> str:
-        return self.reviewer.id
-
-
 class ReviewDesk:
+    """The review tab's server side: seats, trials served from the design, votes checked and stored."""
+
     def __init__(self, services: Services, *, rng: random.Random | None = None,
                  clock: Callable[[], float] = time.monotonic, seat_ttl_s: float = 4 * 3600,
                  allocation: Callable[[str], Mapping[str, float]] | None = None) -> None:
@@ -106,7 +65,8 @@ class ReviewDesk:
         self.vote_limiter = RateLimiter(self.config.vote_burst, self.config.vote_per_s, clock=clock)
         self.address_limiter = RateLimiter(self.config.address_burst, self.config.address_per_s, clock=clock)
         self.trial_limiter = RateLimiter(self.config.trial_burst, self.config.trial_per_s, clock=clock)
-        self._seats: dict[str, Seat] = {}
+        # session -> seat; a seat idle for seat_ttl_s expires (each use re-inserts it: the idle time restarts)
+        self._seats: TTLCache[str, Seat] = TTLCache(math.inf, ttl=seat_ttl_s, timer=clock)
         self._lock = threading.Lock()
         self._secret = self.store.install_secret()
         self.signer = Signer(self._secret)
@@ -125,7 +85,6 @@ class ReviewDesk:
         self.address_limiter.check(address)
         session = self._session(session)
         with self._lock:
-            self._drop_idle()
             seat = self._seats.get(session)
         if seat is None:
             reviewer = self.identify(token, invite, hf_user)
@@ -140,17 +99,15 @@ class ReviewDesk:
                         allowed=self.services.config.hf_allow)
 
     def _seat(self, session: str) -> Seat:
+        key = self._session(session)
         with self._lock:
-            seat = self._seats.get(self._session(session))
+            seat = self._seats.get(key)
+            if seat is not None:
+                self._seats[key] = seat  # in use: its idle time starts again
         if seat is None:
             raise VoteRefused("No review session: open the review page first.")
         seat.last_seen = self.clock()
         return seat
-
-    def _drop_idle(self) -> None:
-        now = self.clock()
-        for key in [k for k, s in self._seats.items() if now - s.last_seen > self.seat_ttl_s]:
-            del self._seats[key]
 
     def _mode(self, mode: object) -> str:
         return mode if isinstance(mode, str) and mode in self.config.modes else self.config.modes[0]
@@ -162,9 +119,11 @@ class ReviewDesk:
         return session
 
     def reviewer_of(self, session: str) -> str:
+        """The reviewer id bound to ``session``."""
         return self._seat(session).reviewer_id
 
     def token_of(self, session: str) -> str:
+        """The signed reviewer token of ``session`` (what the page keeps)."""
         return self._seat(session).token
 
     # -- trials -------------------------------------------------------------------------------------------------
@@ -307,9 +266,8 @@ class ReviewDesk:
             if tally and correct is not None:
                 counts = seat.tally.setdefault(tally, [0, 0])
                 counts[0], counts[1] = counts[0] + int(bool(correct)), counts[1] + 1
-            target, face = (seat.view.target, seat.view.face) if seat.view else (seat.voted, None)
-            target = max(target, seat.voted)
-            return VoteReceipt(self._reveal(trial, choice, outcome, seat, target), seat.voted, target, face)
+            target = max(seat.view.target if seat.view else seat.voted, seat.voted)
+            return VoteReceipt(self._reveal(trial, choice, outcome, seat, target), seat.voted, target, seat.view)
 
     @staticmethod
     def _same_vote(trial: dict, stored: dict, session: str, seat: Seat, choice: object) -> bool:
@@ -318,7 +276,7 @@ class ReviewDesk:
                 and stored["choice"] == choice)
 
     def _acknowledge_again(self, seat: Seat, trial: dict, stored: dict) -> VoteReceipt:
-        """The acknowledgement of an already stored vote (counted once); no face: the page's may be another."""
+        """The acknowledgement of an already stored vote (counted once); no view: the page's may be another."""
         logger.info("vote on trial %s retried: acknowledged again", trial["id"])
         target = max(seat.view.target if seat.view else seat.voted, seat.voted)
         return VoteReceipt(self._reveal(trial, stored["choice"], stored["outcome"], seat, target), seat.voted,

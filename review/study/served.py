@@ -15,11 +15,14 @@ trial is made (so its length is known) and kept in an LRU of ``encoded_bytes``; 
 its seed, byte for byte. ``degraded`` sources are the catch trials' visibly degraded copies (``images.degrade``),
 made in memory from the stored image.
 
-Entries live in memory: they expire after ``max_age_s`` (the oldest go first past ``max_entries``) and are lost
-when the server restarts, like the review sessions themselves (a reloaded page gets a new trial). Pinned entries
-(the reference face thumbnails, ``add_bytes``: kept in memory, never written to disk) never expire. Stored files
-are read once and kept in an LRU cache of ``cache_bytes``; ``is_cached`` lets the HTTP route read a file that is
-not cached outside its event loop.
+Entries live in memory: they expire after ``max_age_s`` (past ``max_entries`` the least recently used go first)
+and are lost when the server restarts, like the review sessions themselves (a reloaded page gets a new trial).
+Pinned entries (the reference face thumbnails, ``add_bytes``: kept in memory, never written to disk) never expire.
+Stored files are read once and kept in an LRU cache of ``cache_bytes``; ``is_cached`` lets the HTTP route read a
+file that is not cached outside its event loop.
+
+The four caches are cachetools' (``TTLCache`` for names, ``LRUCache`` sized in bytes for files, decoded pixels and
+encoded copies); cachetools is not thread-safe, so every use is under the one lock.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import logging
 import secrets
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from cachetools import LRUCache, TTLCache
 from PIL import Image
 
 from review.images import NAME_RE, degrade, new_nonce, with_nonce
@@ -50,12 +53,20 @@ def image_url(name: str | None) -> str | None:
     return f"{ROUTE}/{name}" if name else None
 
 
+def _nbytes(pixels: np.ndarray) -> int:
+    return pixels.nbytes
+
+
+def _keep(cache: LRUCache, key: object, value: bytes | np.ndarray, lock: threading.Lock) -> None:
+    """Add ``value`` to a byte-bounded LRU unless already there or larger than the whole cache."""
+    with lock:
+        if key not in cache and cache.getsizeof(value) <= cache.maxsize:
+            cache[key] = value
 
 class _Entry(NamedTuple):
     path: str  # the stored file (already checked to be inside its folder by the caller)
     nonce: bytes  # 16-48 random hex characters
     pad: int  # "0" characters after the nonce
-    created: float
     seed: int | None = None  # dithered copies: the dither's seed (None: the stored bytes with the nonce)
     length: int = 0  # dithered copies: the exact byte length (one per trial)
     degraded: bool = False  # the catch trials' degraded copy of the stored image
@@ -69,14 +80,12 @@ class ServedImages:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age_s, self.max_entries, self.cache_bytes, self._clock = max_age_s, max_entries, cache_bytes, clock
         self.encoded_bytes = encoded_bytes
-        self._pixels: OrderedDict[tuple[str, bool], np.ndarray] = OrderedDict()  # LRU of decoded sources
-        self._pixel_bytes = 0
-        self._encoded: OrderedDict[str, bytes] = OrderedDict()  # LRU of dithered copies by name
-        self._encoded_total = 0
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()  # oldest first
+        # decoded sources and dithered copies (by name), LRUs bounded in bytes
+        self._pixels: LRUCache[tuple[str, bool], np.ndarray] = LRUCache(cache_bytes, getsizeof=_nbytes)
+        self._encoded: LRUCache[str, bytes] = LRUCache(encoded_bytes, getsizeof=len)
+        self._entries: TTLCache[str, _Entry] = TTLCache(max_entries, ttl=max_age_s, timer=clock)
         self._pinned: dict[str, _Entry] = {}
-        self._files: OrderedDict[str, bytes] = OrderedDict()  # LRU of stored files' bytes
-        self._file_bytes = 0
+        self._files: LRUCache[str, bytes] = LRUCache(cache_bytes, getsizeof=len)  # stored files' bytes
         self._blobs: dict[str, bytes] = {}  # add_bytes: pinned PNGs held in memory
         self._lock = threading.Lock()
 
@@ -93,8 +102,7 @@ class ServedImages:
 
     def _add(self, path: str | Path, nonce: bytes, pad: int, *, pinned: bool, seed: int | None = None,
              length: int = 0, degraded: bool = False) -> str:
-        now = self._clock()
-        entry = _Entry(str(path), nonce, pad, now, seed, length, degraded)
+        entry = _Entry(str(path), nonce, pad, seed, length, degraded)
         with self._lock:
             name = secrets.token_hex(16) + ".png"
             while name in self._entries or name in self._pinned:  # 128 random bits: never in practice
@@ -102,12 +110,7 @@ class ServedImages:
             if pinned:
                 self._pinned[name] = entry
                 return name
-            self._entries[name] = entry
-            while self._entries:
-                oldest = next(iter(self._entries.values()))
-                if now - oldest.created <= self.max_age_s and len(self._entries) <= self.max_entries:
-                    break
-                self._entries.popitem(last=False)
+            self._entries[name] = entry  # drops expired names, then the least recently used past max_entries
         return name
 
     def add_group(self, paths: list[str | Path] | tuple[str | Path, ...],
@@ -129,23 +132,15 @@ class ServedImages:
         return names
 
     def _keep_encoded(self, name: str, data: bytes) -> None:
-        with self._lock:
-            if name in self._encoded:
-                return
-            self._encoded[name] = data
-            self._encoded_total += len(data)
-            while self._encoded_total > self.encoded_bytes and self._encoded:
-                _, dropped = self._encoded.popitem(last=False)
-                self._encoded_total -= len(dropped)
+        _keep(self._encoded, name, data, self._lock)
 
     def _source_pixels(self, path: str, degraded: bool) -> np.ndarray | None:
         """The stored image's RGB pixels (or its degraded copy), decoded once and kept in an LRU."""
         key = (path, degraded)
         with self._lock:
-            pixels = self._pixels.get(key)
-            if pixels is not None:
-                self._pixels.move_to_end(key)
-                return pixels
+            pixels = self._pixels.get(key)  # a hit is moved to the recent end
+        if pixels is not None:
+            return pixels
         data = self._file(path)
         if data is None:
             return None
@@ -157,29 +152,23 @@ class ServedImages:
             return None
         if degraded:
             pixels = degrade(pixels)
-        with self._lock:
-            if key not in self._pixels and pixels.nbytes <= self.cache_bytes:
-                self._pixels[key] = pixels
-                self._pixel_bytes += pixels.nbytes
-                while self._pixel_bytes > self.cache_bytes:
-                    _, dropped = self._pixels.popitem(last=False)
-                    self._pixel_bytes -= dropped.nbytes
+        _keep(self._pixels, key, pixels, self._lock)
         return pixels
 
     def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is served now (known, not expired)."""
         return self._entry(name) is not None
 
     def __len__(self) -> int:
-        return len(self._entries) + len(self._pinned)
+        """How many names are served now (pinned ones included)."""
+        with self._lock:
+            return len(self._entries) + len(self._pinned)
 
     def _entry(self, name: object) -> _Entry | None:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             return None
         with self._lock:
-            entry = self._pinned.get(name) or self._entries.get(name)
-        if entry is None or (name not in self._pinned and self._clock() - entry.created > self.max_age_s):
-            return None
-        return entry
+            return self._pinned.get(name) or self._entries.get(name)  # None once expired
 
     def is_cached(self, name: object) -> bool:
         """Whether ``get(name)`` can answer without reading a file (unknown names: True, they read nothing)."""
@@ -210,9 +199,8 @@ class ServedImages:
     def _dithered(self, name: str, entry: _Entry) -> bytes | None:
         with self._lock:
             data = self._encoded.get(name)
-            if data is not None:
-                self._encoded.move_to_end(name)
-                return data
+        if data is not None:
+            return data
         pixels = self._source_pixels(entry.path, entry.degraded)
         if pixels is None or entry.seed is None:
             return None
@@ -227,10 +215,8 @@ class ServedImages:
     def _file(self, path: str) -> bytes | None:
         with self._lock:
             data = self._blobs.get(path) or self._files.get(path)
-            if data is not None:
-                if path in self._files:
-                    self._files.move_to_end(path)
-                return data
+        if data is not None:
+            return data
         if path.startswith("memory:"):
             return None
         try:
@@ -238,11 +224,5 @@ class ServedImages:
         except OSError as exc:
             logger.warning("served image source unreadable: %s", exc)
             return None
-        with self._lock:
-            if path not in self._files and len(data) <= self.cache_bytes:
-                self._files[path] = data
-                self._file_bytes += len(data)
-                while self._file_bytes > self.cache_bytes:
-                    _, dropped = self._files.popitem(last=False)
-                    self._file_bytes -= len(dropped)
+        _keep(self._files, path, data, self._lock)
         return data

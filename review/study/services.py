@@ -9,13 +9,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from cachetools import TTLCache
 
 from review.store import Store, StoreError, StoreUnavailable
 from review.study.served import ServedImages
@@ -40,12 +42,12 @@ class DataDirs:
 
     @classmethod
     def under(cls, root: str | Path) -> DataDirs:
-        """The folders under ``root`` (nothing is created)."""
+        """The folders under ``root`` (not created)."""
         root = Path(root)
         return cls(root=root, images=root / "images", faces=root / "faces", exports=root / "exports")
 
     def make(self) -> DataDirs:
-        """Create the folders (existing ones are kept) and return self."""
+        """Create the folders; returns self."""
         for folder in (self.root, self.images, self.faces, self.exports):
             folder.mkdir(parents=True, exist_ok=True)
         return self
@@ -79,20 +81,20 @@ class StatusBoard:
         self._text, self._busy = "", False
 
     def set(self, text: str, *, busy: bool) -> None:
-        """Show ``text`` (``busy``: work is in progress)."""
+        """Set the line (``busy``: the page keeps polling)."""
         with self._lock:
             self._text, self._busy = text, busy
         logger.info("status: %s", text)
 
     def get(self) -> tuple[str, bool]:
-        """The line shown now and whether work is in progress."""
+        """(text, busy)."""
         with self._lock:
             return self._text, self._busy
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """The app's configuration: study settings, admin access, proxy trust and the Generate tab's caps."""
+    """The app's configuration: the study, the admin password, proxy trust, Hugging Face lists, limits."""
 
     study: StudyConfig = field(default_factory=StudyConfig)
     admin_password: str | None = None  # REVIEW_ADMIN_PASSWORD; None -> Generate disabled, exports redacted
@@ -114,7 +116,7 @@ class AppConfig:
 
 @dataclass
 class Services:
-    """Everything the tabs' handlers use: the store, folders, configuration, jobs, the leaderboard, admin pages."""
+    """Everything the tabs use: store, folders, configuration, job runner, leaderboard, status, admin check."""
 
     store: Store
     dirs: DataDirs
@@ -129,9 +131,11 @@ class Services:
     allocation: AllocationFn | None = None  # adaptive allocation for the review desk; None: every preset
     stopping: threading.Event = field(default_factory=threading.Event)  # set on SIGTERM: no new jobs
     admin_ttl_s: float = 8 * 3600.0  # how long an unlocked page (Gradio session) stays an admin page
-    _admins: dict[str, float] = field(default_factory=dict)  # session -> unlocked at (time.monotonic)
+    _admins: TTLCache = field(init=False)  # unlocked sessions; each expires admin_ttl_s after its unlock
+    _admins_lock: threading.Lock = field(default_factory=threading.Lock, init=False)  # cachetools: not thread-safe
 
     def __post_init__(self) -> None:
+        self._admins = TTLCache(math.inf, ttl=self.admin_ttl_s)
         s = self.config.study
         if self.admin_limiter is None:
             self.admin_limiter = RateLimiter(s.admin_burst, s.admin_per_s)
@@ -165,7 +169,8 @@ class Services:
             return False
         if hf_user is not None and hf_user.strip().lower() not in self.config.hf_admins:
             return False
-        self._admins[session] = time.monotonic()
+        with self._admins_lock:
+            self._admins[session] = True
         logger.info("admin page unlocked%s", f" by Hugging Face user {hf_user}" if hf_user else "")
         return True
 
@@ -173,8 +178,8 @@ class Services:
         """Whether ``session`` was unlocked less than ``admin_ttl_s`` ago."""
         if not isinstance(session, str) or not session:
             return False
-        unlocked = self._admins.get(session)
-        return unlocked is not None and time.monotonic() - unlocked < self.admin_ttl_s
+        with self._admins_lock:
+            return session in self._admins
 
     def leaderboard_allowed(self, session: object) -> bool:
         """The leaderboard answers everyone once the study opens it (``leaderboard_public``), else admin pages."""

@@ -45,6 +45,7 @@ def check_setting(key: object, value: object) -> str:
 
 @dataclass(frozen=True)
 class StudySettings:
+    """The study's settings, stored in the database (python -m review settings changes them)."""
     reveal: str = "none"  # none | end | each (see the module table)
     identity: str = "open"  # open | invite | hf
     leaderboard_public: bool = False  # False: the leaderboard answers the admin only

@@ -13,14 +13,16 @@ import random
 import re
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachetools import LRUCache
+
 from review.images import image_path
 from review.study.served import ServedImages
+from review.study.token_bucket import TokenBucket
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ class VoteRefused(ValueError):
 
 @dataclass(frozen=True)
 class StudyConfig:
+    """The running study's knobs: gold share, session length, reveals, identity, modes and rate limits."""
+
     gold_rate: float = 0.2  # share of conditions reserved for gold checks (0: no gold); review.study.design
     trials_per_session: int = 20  # the progress target shown as "7 of 20" (capped by the unseen pairs)
     reveal: str = "none"  # none | end | each: what a reviewer is told after votes (review.study.settings)
@@ -143,6 +147,7 @@ class TrialLoad:
         return per_preset, per_condition, per_pair
 
     def served(self, mode: str, pair_id: int) -> None:
+        """Count a trial of ``pair_id`` just served in ``mode`` (until the next refresh from the store)."""
         with self._lock:
             counts = self._pairs(mode)
             counts[pair_id] = counts.get(pair_id, 0) + 1
@@ -150,6 +155,8 @@ class TrialLoad:
 
 @dataclass(frozen=True)
 class TrialPlan:
+    """What one trial shows: its mode, which arm goes where, gold or not (the answer key stays server-side)."""
+
     mode: str
     left_arm: str  # the arm recorded as shown left (ABX: side A); gold: the arm whose image is shown
     is_gold: bool
@@ -162,10 +169,12 @@ class TrialPlan:
 
     @property
     def x_arm(self) -> str | None:
+        """ABX: the arm shown as X (None for a preference trial)."""
         return self.x_source
 
 
 def other(arm: str) -> str:
+    """The arm that is not ``arm``."""
     return "selective" if arm == "full" else "full"
 
 
@@ -240,47 +249,29 @@ def validate_vote(trial: Row | None, *, session: str, reviewer_id: str, choice: 
 
 
 def valid_trial_id(value: object) -> str:
+    """``value`` when it is a trial id (32 hex); VoteRefused otherwise."""
     if not isinstance(value, str) or not TRIAL_ID_RE.fullmatch(value):
         raise VoteRefused("Unknown trial: this pair was not given to you.")
     return value
 
 
 # -- rate limits ----------------------------------------------------------------------------------------------
-class TokenBucket:
-    """``burst`` tokens, refilled at ``per_s`` per second; ``take()`` spends one or says no."""
-
-    def __init__(self, burst: int, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        if burst < 1 or per_s < 0:
-            raise ValueError("burst must be >= 1 and per_s >= 0")
-        self.burst, self.per_s, self._clock = burst, per_s, clock
-        self.tokens, self.stamp = float(burst), clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self.tokens = min(float(self.burst), self.tokens + (now - self.stamp) * self.per_s)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-
 class RateLimiter:
     """One token bucket per key (reviewer id, client address), the least recently used dropped past
-    ``max_keys``; thread-safe."""
+    ``max_keys`` (a cachetools LRUCache, used under a lock: cachetools is not thread-safe); thread-safe."""
 
     def __init__(self, burst: int, per_s: float, *, max_keys: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.burst, self.per_s, self.max_keys, self._clock = burst, per_s, max_keys, clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: LRUCache[str, TokenBucket] = LRUCache(max_keys)
         self._lock = threading.Lock()
 
     def allow(self, key: str) -> bool:
+        """Spend one of ``key``'s tokens; False when it has none left."""
         with self._lock:
-            bucket = self._buckets.pop(key, None) or TokenBucket(self.burst, self.per_s, self._clock)
-            self._buckets[key] = bucket
-            while len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                bucket = self._buckets[key] = TokenBucket(self.burst, self.per_s, self._clock)
             return bucket.take()
 
     def has_token(self, key: str) -> bool:

@@ -1,0 +1,1 @@
+"""The Gradio app: tabs, the review page's card and JavaScript, HTTP routes, serving and edge limits."""

@@ -1,19 +1,20 @@
 """Limits at the edge of the server: request bodies, slow headers, idle and concurrent connections, and the
 ``GET /healthz`` route that says whether the study database can be written.
 
-Gradio builds its uvicorn ``Config`` itself and offers no way to pass settings, so ``install_server_limits``
-wraps ``uvicorn.Config`` for this process (app.py only) to fill in what was not given: ``http`` = an h11 protocol
-that closes a connection whose request headers are not complete ``header_timeout_s`` after the connection (or
-the previous response), ``timeout_keep_alive`` (idle keep-alive connections), ``limit_concurrency`` (connections
-and tasks at once; beyond it uvicorn answers 503) and ``h11_max_incomplete_event_size`` (header bytes).
-``BodyLimit`` (an ASGI middleware) refuses a body over its limit with 413 before it is parsed: by
+The app is served by a ``uvicorn.Server`` that ``review.ui.serving`` builds (Gradio mounted on a FastAPI app with
+``gr.mount_gradio_app``), so every uvicorn setting is passed through ``uvicorn.Config``'s own parameters
+(``server_settings``): ``http`` = an h11 protocol class that closes a connection whose request headers are not
+complete ``header_timeout_s`` after the connection (or the previous response), ``timeout_keep_alive`` (idle
+keep-alive connections), ``limit_concurrency`` (connections and tasks at once; beyond it uvicorn answers 503) and
+``h11_max_incomplete_event_size`` (header bytes). uvicorn has a size limit for headers but no time limit, hence
+the protocol subclass (it overrides h11's per-connection hooks, the one place here that leans on uvicorn's own
+classes). ``BodyLimit`` (an ASGI middleware) refuses a body over its limit with 413 before it is parsed: by
 ``Content-Length`` up front, and by counting for chunked bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ HEALTH_ROUTE = "healthz"
 
 @dataclass(frozen=True)
 class EdgeLimits:
+    """The limits at the server's edge (``BodyLimit``, ``server_settings``)."""
+
     max_body_bytes: int = 1 * 2**20  # JSON API calls: the largest legitimate one (a vote) is under 1 KB
     max_upload_bytes: int = 21 * 2**20  # /upload bodies: Gradio's max_file_size (20 MB) plus multipart framing
     header_timeout_s: float = 10.0  # a connection must complete its request headers within this
@@ -46,6 +50,7 @@ class BodyLimit:
         self.app, self.limits = app, limits or EdgeLimits()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        """Pass the request on, or answer 413 (declared or counted body over the limit)."""
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         limit = self.limits.max_upload_bytes if scope.get("path", "").endswith("/upload") else \
@@ -84,67 +89,63 @@ class BodyLimit:
 
 
 class _TooLarge(Exception):
-    pass
+    """A counted body went over its limit (caught by ``BodyLimit``)."""
 
 
-def header_timeout_protocol(header_timeout_s: float) -> type:
+class HeaderTimeoutH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, closing connections whose request headers stay incomplete (slowloris)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    class HeaderTimeoutH11Protocol(H11Protocol):
-        def _arm(self) -> None:
-            self._armed_cycle = self.cycle
-            self._header_timer = self.loop.call_later(header_timeout_s, self._headers_too_slow)
+    header_timeout_s = 10.0  # set per server by header_timeout_protocol
 
-        def _disarm(self) -> None:
-            timer = getattr(self, "_header_timer", None)
-            if timer is not None:
-                timer.cancel()
-                self._header_timer = None
+    def _arm(self) -> None:
+        self._armed_cycle = self.cycle
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
 
-        def _headers_too_slow(self) -> None:
-            if self.cycle is self._armed_cycle and not self.transport.is_closing():
-                logger.info("closing a connection whose request headers took over %.0f s", header_timeout_s)
-                self.transport.close()
+    def _disarm(self) -> None:
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
+    def _headers_too_slow(self) -> None:
+        if self.cycle is self._armed_cycle and not self.transport.is_closing():
+            logger.info("closing a connection whose request headers took over %.0f s", self.header_timeout_s)
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """A new connection: its first request's headers must arrive within the timeout."""
+        super().connection_made(transport)
+        self._arm()
+
+    def handle_events(self) -> None:
+        """h11's events: once a new request cycle started (headers complete), the timer goes."""
+        super().handle_events()
+        if self.cycle is not getattr(self, "_armed_cycle", None):
+            self._disarm()
+
+    def on_response_complete(self) -> None:
+        """A response sent: the next request's headers get the same time."""
+        super().on_response_complete()
+        self._disarm()
+        if not self.transport.is_closing():
             self._arm()
 
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.cycle is not getattr(self, "_armed_cycle", None):
-                self._disarm()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._disarm()
-            if not self.transport.is_closing():
-                self._arm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return HeaderTimeoutH11Protocol
+    def connection_lost(self, exc: Exception | None) -> None:
+        """The connection closed: no timer left behind."""
+        self._disarm()
+        super().connection_lost(exc)
 
 
-def install_server_limits(limits: EdgeLimits | None = None) -> None:
-    """Make every ``uvicorn.Config`` of this process default to the limits (Gradio builds its own Config)."""
-    import uvicorn
+def header_timeout_protocol(header_timeout_s: float) -> type[HeaderTimeoutH11Protocol]:
+    """The header timeout protocol class for ``uvicorn.Config(http=...)``, with ``header_timeout_s``."""
+    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
 
+
+def server_settings(limits: EdgeLimits | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.Config``: the header timeout protocol and the connection limits."""
     limits = limits or EdgeLimits()
-    original = getattr(uvicorn.Config.__init__, "__wrapped__", uvicorn.Config.__init__)
-
-    @functools.wraps(original)
-    def init(self: Any, app: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("http", header_timeout_protocol(limits.header_timeout_s))
-        kwargs.setdefault("timeout_keep_alive", int(limits.keep_alive_s))
-        kwargs.setdefault("limit_concurrency", limits.max_concurrency)
-        kwargs.setdefault("h11_max_incomplete_event_size", limits.max_header_bytes)
-        original(self, app, *args, **kwargs)
-
-    uvicorn.Config.__init__ = init  # type: ignore[method-assign]
+    return {"http": header_timeout_protocol(limits.header_timeout_s), "timeout_keep_alive": int(limits.keep_alive_s),
+            "limit_concurrency": limits.max_concurrency, "h11_max_incomplete_event_size": limits.max_header_bytes}
 
 
 def health_routes(health: Any) -> list[Route]:

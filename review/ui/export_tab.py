@@ -41,6 +41,7 @@ def zip_folder(folder: Path, target: Path) -> Path:
 
 
 def clean_exports(root: Path, max_age_s: float = EXPORT_MAX_AGE_S) -> None:
+    """Remove export folders older than ``max_age_s``."""
     if not root.is_dir():
         return
     now = time.time()
@@ -50,6 +51,7 @@ def clean_exports(root: Path, max_age_s: float = EXPORT_MAX_AGE_S) -> None:
 
 
 def handlers(services: Services) -> dict[str, Any]:
+    """The Export tab's event functions (``prepare``)."""
     def prepare(password: Any, request: gr.Request) -> list[Any]:
         full, address = bool(services.config.admin_password), request_address(request, services)
         try:

@@ -1,14 +1,14 @@
 """Simulated reviewers for ``tools.loadtest.harness``: the page's own protocol, driven from asyncio + httpx.
 
 Each event goes the way the page sends it, read from the app's config: a queued event is POST
-``/gradio_api/queue/join`` (fn_index, data, session hash) and then the SSE stream
+``/gradio_api/queue/join`` (fn_index, data, event data, session hash) and then the SSE stream
 ``/gradio_api/queue/data?session_hash=...`` read until ``process_completed``; an event with ``queue=False`` (the
-review events) is one POST ``/gradio_api/run/predict`` answered with its outputs. A reviewer opens the page
-(``open_page``) and fetches the served images like a browser would, then M times: looks (think time), votes
-with a random allowed choice through the fn of the matching button. The vote's answer carries the reveal and the
-next trial, staged; the page shows it when the reviewer presses 'Next pair' (in the page, no server call), so
-the reviewer then fetches its images and goes on. The vote sends the milliseconds the pair was on screen, as
-the page does (-1 for the first pair).
+review events) is one POST ``/gradio_api/run/predict`` answered with its outputs. The review page's state is one
+value, the trial card (``review/ui/review_card.py``). A reviewer opens the page (``open_page``) and fetches the
+card's images like a browser would, then M times: looks (think time), votes with a random allowed choice (the
+card's ``click`` event, data ``{trial, choice, shown_ms}``). The vote's answer is the next card; with
+reveal=each it holds the voted pair, locked, with the next trial staged inside, which the page shows when the
+reviewer presses 'Next pair' (in the page, no server call). The reviewer then fetches its images and goes on.
 """
 
 from __future__ import annotations
@@ -29,11 +29,10 @@ from review.study.trials import CHOICES
 
 logger = logging.getLogger(__name__)
 
-IMAGES = ("face", "left", "x", "right")
-
-
 @dataclass(frozen=True)
 class LoadOptions:
+    """How many reviewers, votes and pauses; the kill, profiling and image settings."""
+
     reviewers: int = 50
     votes: int = 20  # votes per reviewer
     think_s: float = 1.0  # mean pause before each vote (uniform in 0.5x .. 1.5x); 1 vote/s is the server's limit
@@ -49,6 +48,8 @@ class LoadOptions:
 
 @dataclass
 class Tally:
+    """What the reviewers saw: votes sent, acknowledged, refused, errors, latencies."""
+
     sent: int = 0
     acked: list[tuple[str, str]] = field(default_factory=list)  # (trial id, choice)
     refused: list[str] = field(default_factory=list)
@@ -62,46 +63,49 @@ class ProtocolError(RuntimeError):
     """The queue stream ended or failed before the event completed."""
 
 
+CARD = "review-card"  # the trial card's elem_id
+
+
 @dataclass(frozen=True)
 class Endpoints:
+    """Where the review events are: fn indices by api name, which skip the queue, and each one's outputs."""
+
     open: int
-    vote: dict[str, int]  # choice -> fn_index of its button
+    vote: int
     direct: frozenset[int]  # fn indices with queue=False (POST /run, no queue)
-    outputs: dict[int, dict[str, int]]  # fn_index -> elem_id -> position in its output
+    outputs: dict[int, list[str]]  # fn_index -> its outputs' elem_ids (or component types)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Endpoints:
-        """fn indices by api name (open_page) and, for votes, by the clicked button's elem_id; for each, where
-        the trial id and the images are in its output (by the components' elem_ids)."""
-        elem = {c["id"]: (c.get("props") or {}).get("elem_id") or "" for c in config["components"]}
+        """The open_page and vote events of the app's config, and every event's outputs by name."""
+        names = {c["id"]: (c.get("props") or {}).get("elem_id") or c["type"] for c in config["components"]}
         deps = [d for d in config["dependencies"] if d.get("backend_fn")]
-        opened = next(d["id"] for d in deps if d["api_name"] == "open_page")
-        votes = {}
-        for dep in deps:
-            for target, _ in dep.get("targets") or []:
-                name = elem.get(target) or ""
-                if dep["api_name"].startswith("vote") and name.startswith("vote-"):
-                    votes[name.removeprefix("vote-")] = dep["id"]
-        outputs = {d["id"]: {elem[o]: i for i, o in enumerate(d["outputs"]) if elem.get(o)} for d in deps}
-        return cls(opened, votes, frozenset(d["id"] for d in deps if d.get("queue") is False), outputs)
+        by_name = {d["api_name"]: d["id"] for d in deps}
+        outputs = {d["id"]: [names[o] for o in d["outputs"]] for d in deps}
+        return cls(by_name["open_page"], by_name["vote"], frozenset(d["id"] for d in deps if d.get("queue") is False),
+                   outputs)
 
     @classmethod
     async def fetch(cls, client: httpx.AsyncClient) -> Endpoints:
+        """The endpoints of the app at ``client``'s base URL."""
         return cls.from_config((await client.get("config")).raise_for_status().json())
 
     def trial(self, fn: int, data: list[Any]) -> tuple[str, list[str]]:
-        """(trial id, image URLs) in an output of ``fn``: the page's trial after open_page, the staged one after
-        a vote (the one 'Next pair' shows)."""
-        slots, prefix = self.outputs[fn], "staged-" if fn in self.vote.values() else "review-"
-        trial = data[slots[prefix + "trial"]]
-        return (trial if isinstance(trial, str) else ""), image_urls([data[slots[prefix + name]]
-                                                                         for name in IMAGES])
+        """(trial id, image URLs) the page shows after an output of ``fn``: the card's trial, or after a vote with
+        reveal=each the staged one ('Next pair')."""
+        card = data[self.outputs[fn].index(CARD)]
+        if not isinstance(card, dict):
+            return "", []
+        shown = card.get("staged") if card.get("next") else card
+        shown = shown if isinstance(shown, dict) else {}
+        trial = shown.get("trial")
+        return (trial if isinstance(trial, str) else ""), image_urls(shown)
 
 
 async def call(client: httpx.AsyncClient, api: Endpoints, fn: int, data: list[Any], session: str,
-               headers: dict[str, str]) -> tuple[bool, Any]:
+               headers: dict[str, str], event: dict[str, Any] | None = None) -> tuple[bool, Any]:
     """One event, sent as the page sends it: (success, output data or the error message)."""
-    body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
+    body = {"data": data, "fn_index": fn, "session_hash": session, "event_data": event, "trigger_id": None}
     if fn in api.direct:
         response = await client.post("gradio_api/run/predict", json=body, headers=headers)
         if response.status_code == 200:
@@ -132,15 +136,11 @@ async def call(client: httpx.AsyncClient, api: Endpoints, fn: int, data: list[An
     raise ProtocolError("queue stream ended before the event completed")
 
 
-def image_urls(items: list[Any]) -> list[str]:
-    """Image URLs among output items: the review images' values are {"src": URL relative to the page, "label"}
-    (``review_tab.picture``), also inside a component update ({"value": ...})."""
-    urls = []
-    for item in items:
-        value = item.get("value") if isinstance(item, dict) and "__type__" in item else item
-        if isinstance(value, dict) and isinstance(value.get("src"), str):
-            urls.append(value["src"])
-    return urls
+def image_urls(card: dict[str, Any]) -> list[str]:
+    """The image URLs of a trial card: the reference face and the compared images (relative to the page)."""
+    images = card.get("images") if isinstance(card.get("images"), list) else []
+    urls = [card.get("face"), *(i.get("src") for i in images if isinstance(i, dict))]
+    return [u for u in urls if isinstance(u, str) and u]
 
 
 async def fetch_images(client: httpx.AsyncClient, urls: list[str], seen: set[str], tally: Tally,
@@ -179,14 +179,14 @@ async def reviewer(client: httpx.AsyncClient, api: Endpoints, index: int, opts: 
             shown_ms = -1 if shown_at is None else round((time.perf_counter() - shown_at) * 1000)
             tally.sent += 1
             start = time.perf_counter()
-            fn = api.vote[choice]
-            ok, data = await call(client, api, fn, [trial, choice, mode, shown_ms], session, headers)
+            ok, data = await call(client, api, api.vote, [mode], session, headers,
+                                  {"trial": trial, "choice": choice, "shown_ms": shown_ms})
             tally.vote_ms.append((time.perf_counter() - start) * 1000)
             if not ok:  # the page keeps the pair and its answers: the reviewer tries again after a pause
                 tally.refused.append(str(data))
                 continue
             tally.acked.append((trial, choice))
-            trial, urls = api.trial(fn, data)  # 'Next pair': the staged trial, shown by the page itself
+            trial, urls = api.trial(api.vote, data)  # the next card (or its staged trial, after 'Next pair')
             shown_at = time.perf_counter()
     except (httpx.HTTPError, ProtocolError) as exc:
         tally.errors.append(f"reviewer {index}: {type(exc).__name__}: {exc}")
@@ -247,5 +247,6 @@ async def serves_again(base: str) -> tuple[bool, list[tuple[str, str]]]:
         if not trial:
             return False, []
         await fetch_images(client, urls, set(), Tally(), headers)
-        ok, _ = await call(client, api, api.vote["left"], [trial, "left", "preference", -1], session, headers)
+        ok, _ = await call(client, api, api.vote, ["preference"], session, headers,
+                           {"trial": trial, "choice": "left", "shown_ms": -1})
         return ok, [(trial, "left")] if ok else []

@@ -209,6 +209,7 @@ SHOWN = ("expected", "sent", "unsent", "acknowledged", "stored", "lost", "duplic
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: run the load (and crash) test, print its figures; 1 when a check failed."""
     parser = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--reviewers", type=int, default=50, help="simulated reviewers at once (50)")
     parser.add_argument("--votes", type=int, default=20, help="votes per reviewer (20)")

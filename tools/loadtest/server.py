@@ -25,6 +25,7 @@ HOST = "127.0.0.1"
 
 
 def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
@@ -44,13 +45,14 @@ class AppServer:
 
     @property
     def base(self) -> str:
+        """The server's base URL (trailing slash)."""
         return f"http://{HOST}:{self.port}/"
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REVIEW_")}
         cache = self.log.parent / "gradio-cache"
         cache.mkdir(parents=True, exist_ok=True)
-        env.update(GRADIO_TEMP_DIR=str(cache), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1",
+        env.update(GRADIO_TEMP_DIR=str(cache), HF_HUB_OFFLINE="1",
                    REVIEW_DEMO="0", PYTHONUNBUFFERED="1", NO_PROXY="*")
         if self.profile:
             env["GRADIO_PROFILING"] = "1"  # per-event phase times at /gradio_api/profiling/traces
@@ -94,6 +96,7 @@ class AppServer:
         self.proc = None
 
     def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -113,6 +116,7 @@ class AppServer:
         return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
 
     def tail(self, lines: int = 30) -> list[str]:
+        """The last lines of the server's log."""
         try:
             return self.log.read_text(errors="replace").splitlines()[-lines:]
         except OSError:

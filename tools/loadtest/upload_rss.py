@@ -76,12 +76,12 @@ def _submit(http: httpx.Client, fn_index: int, data: list[Any]) -> str:
 
 
 def run() -> dict[str, Any]:
+    """Start app.py, upload growing files through the Generate tab's upload route, and report the server's RSS."""
     with tempfile.TemporaryDirectory() as work, socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         sock.close()
-        env = {**os.environ, "REVIEW_ADMIN_PASSWORD": PASSWORD, "HF_HUB_OFFLINE": "1",
-               "GRADIO_ANALYTICS_ENABLED": "False"}
+        env = {**os.environ, "REVIEW_ADMIN_PASSWORD": PASSWORD, "HF_HUB_OFFLINE": "1"}
         server = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--db", f"{work}/review.db", "--data",
                                    f"{work}/data", "--port", str(port), "--no-demo", "--trust-proxy"], cwd=ROOT, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -135,6 +135,7 @@ def run() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: run the benchmark, print its figures (JSON with --json)."""
     parser = argparse.ArgumentParser(prog="python -m tools.loadtest.upload_rss", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
