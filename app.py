@@ -35,8 +35,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from instantid import GenerationSettings
 from review.cli.verdict import add_verdict_options, verdict_config
 from review.export.sidecar import save_study_settings
+from review.generation.inputs import Submission
 from review.spaces_env import ensure_onnxruntime, storage_root
 from review.stats.allocation import allocation_from_board
 from review.stats.board import board_view
@@ -75,9 +77,11 @@ class Engines:
 
     @property
     def loaded(self) -> bool:
+        """Whether the engine is loaded already."""
         return self._engine is not None
 
     def load(self) -> Any:
+        """The engine, loaded on the first call."""
         with self._lock:
             if self._engine is None:
                 from instantid import load_engine
@@ -88,6 +92,7 @@ class Engines:
             return self._engine
 
     def get(self) -> GpuEngine:
+        """The engine with ``generate`` routed through ``spaces.GPU``."""
         return GpuEngine(self)
 
 
@@ -115,6 +120,7 @@ class GpuEngine:
         self._engines = engines
 
     def generate(self, request: Any, preset: Any = "full", progress: Any = None) -> Any:
+        """``Engine.generate`` in the GPU worker (``progress`` stays here: it cannot cross the boundary)."""
         return _generate_on_gpu(request, preset)
 
     def __getattr__(self, name: str) -> Any:
@@ -127,11 +133,12 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs,
     ``stopping`` is set (SIGTERM) it stops after the image in progress (JobStopped, what is stored is kept)."""
 
     def run_job(job: GenerateJob, progress: Callable[[float, str], None]) -> list[dict[str, Any]]:
-        from review.generation.conditions import Condition
+        from review.generation.conditions import expand_conditions
         from review.generation.jobs import PairRunner
 
         runner = PairRunner(engines.get(), store, dirs.root)
-        total, done, rows = len(job.seeds) * (1 + len(job.presets)), 0, []
+        plan = job.submission
+        total, done, rows = len(plan.seeds) * (1 + len(plan.presets)), 0, []
 
         def tick(label: str) -> None:
             nonlocal done
@@ -141,16 +148,11 @@ def job_runner(engines: Engines, store: Store, dirs: DataDirs,
                 raise JobStopped(f"the app is shutting down: generation stopped after {done} of {total} images "
                                  f"({len(rows)} pair(s) made and kept); run it again after the restart")
 
-        for seed in job.seeds:
-            condition = Condition(face=Path(job.face_path), prompt=job.prompt, seed=seed,
-                                  negative_prompt=job.negative_prompt, steps=job.steps, width=job.width,
-                                  height=job.height, ip_weight=job.ip_weight, cn_scale=job.cn_scale,
-                                  guidance_scale=job.guidance_scale)
-            for pair in runner.run_condition(condition, job.presets, progress=tick):
-                note = pair.get("identity_failure") or ""
-                rows.append({"pair_id": pair["pair_id"], "preset": pair["preset"], "seed": seed,
+        for condition in expand_conditions([Path(job.face_path)], [plan.prompt], plan.seeds, plan.settings):
+            for pair in runner.run_condition(condition, plan.presets, progress=tick):
+                rows.append({"pair_id": pair["pair_id"], "preset": pair["preset"], "seed": condition.seed,
                              "layer_count": pair["layer_count"], "ssim": round(float(pair["ssim"]), 4),
-                             "note": note})
+                             "note": pair.get("identity_failure") or ""})
         return rows
 
     return run_job
@@ -189,8 +191,9 @@ def demo_face(dirs: DataDirs) -> Path:
 def make_demo_pairs(services: Services, tiny: bool) -> None:
     """A few pairs so a newcomer has something to review (console log + the page's status line)."""
     side, steps = (128, 4) if tiny else (1024, 20)
-    job = GenerateJob(face_path=str(demo_face(services.dirs)), prompt=DEMO_PROMPT, presets=DEMO_PRESETS,
-                      seeds=DEMO_SEEDS, steps=steps, width=side, height=side)
+    demo = Submission(prompt=DEMO_PROMPT, presets=DEMO_PRESETS, seeds=DEMO_SEEDS,
+                      settings=GenerationSettings(steps=steps, width=side, height=side))
+    job = GenerateJob(face_path=str(demo_face(services.dirs)), submission=demo)
     status = services.status
 
     def progress(fraction: float, text: str) -> None:

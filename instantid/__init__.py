@@ -19,7 +19,8 @@ _EXPORTS = {
     "layers_by_name": "layers",
     # presets
     "Preset": "presets", "PresetError": "presets", "PRESET_NAMES": "presets", "resolve_preset": "presets",
-    "describe_presets": "presets", "select_layers": "presets", "ACCEPTED_FORMS": "presets",
+    "describe_presets": "presets", "select_layers": "presets", "ACCEPTED_FORMS": "presets", "preset_key": "presets",
+    "split_presets": "presets", "is_auto_spec": "telemetry",
     # work model
     "preset_work": "bench.work_model",
     # faces
@@ -27,11 +28,14 @@ _EXPORTS = {
     "FaceModelError": "face",
     "load_image": "face", "read_reference_image": "image_input", "draw_kps": "face", "build_tiny_face_models": "tiny_face_models",
     # engine
-    "Engine": "engine", "GenerationRequest": "engine", "GenerationResult": "engine", "GenerationError": "engine",
-    "load_engine": "engine", "WeightsError": "loading",
+    "Engine": "engine", "GenerationResult": "engine", "GenerationError": "engine", "load_engine": "engine",
+    "WeightsError": "loading",
+    # what a generation is asked for (torch-free: the store, the UI and the CLIs import it cheaply)
+    "GenerationSettings": "settings", "GenerationRequest": "settings", "parse_size": "settings",
+    "size_argument": "settings",
     # limits (one definition for the engine, both CLIs and the app)
     "LIMITS": "limits", "GenerationLimits": "limits", "RequestError": "limits", "check_request": "limits",
-    "request_problems": "limits",
+    "request_problems": "limits", "settings_problems": "limits",
 }
 
 __all__ = sorted(_EXPORTS)

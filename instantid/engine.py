@@ -23,7 +23,6 @@ from .adapter import attach_face_adapter
 from .face import Face, FaceAnalyzer, NoFaceError, draw_kps, fit_kps
 from .graphs import GraphStepRunner
 from .layers import layer_map_for
-from .limits import check_request
 from .loading import (
     WeightsError,
     cast_modules,
@@ -37,6 +36,7 @@ from .patching import FacePatcher
 from .pipeline import InstantIDPipeline, InstantIDPipelineOutput
 from .presets import Preset, PresetError, preset_window, resolve_preset, select_layers
 from .runners import EagerStepRunner, StepRunner, resolve_graph_mode, timing_mode
+from .settings import GenerationRequest
 
 logger = logging.getLogger(__name__)
 
@@ -45,21 +45,6 @@ DEFAULT_BASE = "stabilityai/stable-diffusion-xl-base-1.0"  # overridden by --bas
 
 class GenerationError(RuntimeError):
     """Generation failed or produced an unusable image (NaN, all black, out of memory)."""
-
-
-@dataclass
-class GenerationRequest:
-    face_image: PIL.Image.Image | None  # reference photo; its largest face is used
-    prompt: str
-    negative_prompt: str = ""  # empty: SDXL's zero negative embedding
-    seed: int = 0  # initial latents come from a CPU generator with this seed (same on every device)
-    steps: int = 30  # denoising steps
-    width: int = 1024  # multiple of 8
-    height: int = 1024  # multiple of 8
-    ip_weight: float = 0.8  # face-branch scale (InstantID demo default)
-    cn_scale: float = 0.8  # IdentityNet strength (InstantID demo default)
-    guidance_scale: float = 5.0  # classifier-free guidance
-    face: Face | None = None  # an already analysed face; skips detection when given
 
 
 @dataclass
@@ -140,10 +125,8 @@ class Engine:
         """Check the request, find the face, patch the preset's layers and run the pipeline; ``progress(done, total)``
         is called after each denoising step. Raises RequestError, PresetError, NoFaceError or GenerationError."""
         start = time.perf_counter()
-        check_request(prompt=request.prompt, negative_prompt=request.negative_prompt, seed=request.seed,
-                      steps=request.steps, width=request.width, height=request.height, ip_weight=request.ip_weight,
-                      cn_scale=request.cn_scale, guidance_scale=request.guidance_scale)  # RequestError (ValueError)
-        preset, layers, warnings = self.resolve(preset, request.ip_weight)
+        settings = request.settings  # checked when the request was made (instantid/settings.py)
+        preset, layers, warnings = self.resolve(preset, settings.ip_weight)
         face = request.face
         if face is None:
             if request.face_image is None:
@@ -158,8 +141,9 @@ class Engine:
         limit = self.pipe.tokenizer.model_max_length
         if tokens > limit:
             warnings.append(f"prompt is {tokens} tokens; CLIP reads the first {limit}, the rest was truncated")
-        source = request.face_image.size if request.face_image is not None else (request.width, request.height)
-        hint = draw_kps((request.width, request.height), fit_kps(face.kps, source, (request.width, request.height)))
+        size = (settings.width, settings.height)
+        source = request.face_image.size if request.face_image is not None else size
+        hint = draw_kps(size, fit_kps(face.kps, source, size))
         with self._lock:  # one generation at a time: processors, face state and scheduler are shared
             runner = self.step_runner()
             out, switch_s = self._run(request, preset, layers, face, hint, progress, runner)
@@ -176,19 +160,20 @@ class Engine:
     def _run(self, request: GenerationRequest, preset: Preset, layers: frozenset[str], face: Face,
              hint: PIL.Image.Image, progress: Callable[[int, int], None] | None,
              runner: StepRunner) -> tuple[InstantIDPipelineOutput, float]:
-        self.patcher.set_scale(request.ip_weight)
+        settings = request.settings
+        self.patcher.set_scale(settings.ip_weight)
         runner.graph_steps = runner.eager_steps = 0  # this generation's count (timing_mode)
         switch_s = self.patcher.apply(layers)
         try:
             out = self.pipe(
-                request.prompt, image=hint, face_embedding=face.embedding, negative_prompt=request.negative_prompt,
-                width=request.width, height=request.height, num_inference_steps=request.steps,
-                guidance_scale=request.guidance_scale, controlnet_conditioning_scale=request.cn_scale,
+                request.prompt, image=hint, face_embedding=face.embedding, negative_prompt=settings.negative_prompt,
+                width=settings.width, height=settings.height, num_inference_steps=settings.steps,
+                guidance_scale=settings.guidance_scale, controlnet_conditioning_scale=settings.cn_scale,
                 generator=torch.Generator("cpu").manual_seed(request.seed),
                 callback_on_step_end=progress_callback(progress), face_window=(preset.start, preset.end),
                 step_runner=runner)
         except torch.OutOfMemoryError as exc:
-            raise GenerationError(f"out of memory at {request.width}x{request.height}: {exc}") from exc
+            raise GenerationError(f"out of memory at {settings.size}: {exc}") from exc
         finally:
             self.patcher.clear_cache()
         return out, switch_s

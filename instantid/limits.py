@@ -1,15 +1,16 @@
 """The one definition of what a generation accepts: steps, sizes, scales, seeds, prompts, faces and input images.
 
-``Engine.generate`` checks every request against ``LIMITS`` (``check_request``), both command lines check their
-arguments with the same function before anything loads, and ``review`` (the app's Generate tab, the batch CLI,
-``review.generation.inputs.Limits``) takes its numbers from here, so a library caller, a CLI user and an admin get the same
-message for the same value. Nothing here imports torch.
+``GenerationSettings`` and ``GenerationRequest`` (instantid/settings.py) check themselves here when they are made,
+both command lines check their arguments with ``request_problems`` before anything loads, and ``review`` (the
+app's Generate tab, the batch CLI, ``review.generation.inputs.Limits``) takes its numbers from here, so a library
+caller, a CLI user and an admin get the same message for the same value. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GenerationLimits:
+    """The accepted range of every generation setting and of reference images."""
+
     min_steps: int = 1  # fewest denoising steps
     max_steps: int = 100  # most denoising steps (SDXL converges well before this)
     min_size: int = 64  # smallest output side, px
@@ -59,7 +62,7 @@ def _number(value: Any, what: str, low: float, high: float, whole: bool, problem
             return
     if isinstance(value, float) and not math.isfinite(value):
         problems.append(f"{what} must be a finite number, got {value}")
-    elif whole and not float(value).is_integer():
+    elif whole and not (isinstance(value, int) or float(value).is_integer()):  # (a huge int has no float)
         problems.append(f"{what} must be a whole number, got {value}")
     elif not low <= value <= high:
         shown = (lambda v: f"{int(v)}") if whole else (lambda v: f"{v:g}")
@@ -82,28 +85,43 @@ def _text(value: Any, what: str, limits: GenerationLimits, problems: list[str], 
         problems.append(f"the {what} contains invalid characters (unpaired surrogates)")
 
 
-def request_problems(*, prompt: Any, negative_prompt: Any = "", seed: Any = 0, steps: Any = 30, width: Any = 1024,
-                     height: Any = 1024, ip_weight: Any = 0.8, cn_scale: Any = 0.8, guidance_scale: Any = 5.0,
-                     limits: GenerationLimits = LIMITS) -> list[str]:
-    """Every setting outside the limits, one message each (empty when the request is acceptable)."""
+def _size(value: Any, what: str, limits: GenerationLimits, problems: list[str]) -> None:
+    before = len(problems)
+    _number(value, what, limits.min_size, limits.max_size, True, problems)
+    step = limits.size_multiple
+    if len(problems) == before and int(value) % step:
+        near = min(max(round(int(value) / step) * step, limits.min_size), limits.max_size)
+        problems.append(f"{what} {int(value)} is not a multiple of {step} (try {near})")
+
+
+def settings_problems(settings: Mapping[str, Any], limits: GenerationLimits = LIMITS) -> list[str]:
+    """Every value of ``settings`` (``GenerationSettings``' fields by name) outside the limits, one message each."""
     problems: list[str] = []
-    _text(prompt, "prompt", limits, problems, required=True)
-    _text(negative_prompt, "negative prompt", limits, problems, required=False)
-    _number(seed, "seed", 0, limits.max_seed, True, problems)
-    _number(steps, "steps", limits.min_steps, limits.max_steps, True, problems)
-    for what, side in (("width", width), ("height", height)):
-        before = len(problems)
-        _number(side, what, limits.min_size, limits.max_size, True, problems)
-        if len(problems) == before and int(side) % limits.size_multiple:
-            problems.append(f"{what} {int(side)} is not a multiple of {limits.size_multiple}")
-    _number(ip_weight, "ip_weight", limits.min_ip_weight, limits.max_ip_weight, False, problems)
-    _number(cn_scale, "cn_scale", limits.min_cn_scale, limits.max_cn_scale, False, problems)
-    _number(guidance_scale, "guidance scale", limits.min_guidance, limits.max_guidance, False, problems)
+    _text(settings["negative_prompt"], "negative prompt", limits, problems, required=False)
+    _number(settings["steps"], "steps", limits.min_steps, limits.max_steps, True, problems)
+    _size(settings["width"], "width", limits, problems)
+    _size(settings["height"], "height", limits, problems)
+    _number(settings["ip_weight"], "ip_weight", limits.min_ip_weight, limits.max_ip_weight, False, problems)
+    _number(settings["cn_scale"], "cn_scale", limits.min_cn_scale, limits.max_cn_scale, False, problems)
+    _number(settings["guidance_scale"], "guidance scale", limits.min_guidance, limits.max_guidance, False, problems)
     return problems
 
 
-def check_request(**settings: Any) -> None:
-    """Raise RequestError listing every setting outside the limits (keywords as ``request_problems``)."""
-    problems = request_problems(**settings)
+def request_problems(*, prompt: Any, seed: Any = 0, settings: Mapping[str, Any] | None = None,
+                     limits: GenerationLimits = LIMITS) -> list[str]:
+    """Every problem of a request, one message each (empty when it is acceptable): the prompt, the seed and,
+    when given, ``settings`` (``GenerationSettings``' fields by name, as ``settings_problems`` checks them)."""
+    problems: list[str] = []
+    _text(prompt, "prompt", limits, problems, required=True)
+    _number(seed, "seed", 0, limits.max_seed, True, problems)
+    if settings is not None:
+        problems += settings_problems(settings, limits)
+    return problems
+
+
+def check_request(*, prompt: Any, seed: Any = 0, settings: Mapping[str, Any] | None = None,
+                  limits: GenerationLimits = LIMITS) -> None:
+    """Raise RequestError listing every problem ``request_problems`` finds."""
+    problems = request_problems(prompt=prompt, seed=seed, settings=settings, limits=limits)
     if problems:
         raise RequestError(problems)

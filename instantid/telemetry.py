@@ -19,7 +19,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .presets import Preset, PresetError
+from .presets import Preset, PresetError, preset_key
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def is_auto_spec(spec: object) -> re.Match[str] | None:
     """The match for an ``auto-K`` spec (whitespace and case ignored), else None."""
     if not isinstance(spec, str):
         return None
-    return AUTO_RE.fullmatch("".join(spec.split()).lower())
+    return AUTO_RE.fullmatch(preset_key(spec))
 
 
 def auto_preset(contributions: dict[str, float], k: int) -> Preset:

@@ -213,7 +213,7 @@ def test_the_right_password_reaches_the_job_and_the_exports(app, tmp_path):
     form = [PASSWORD, file_data, "a portrait", "", ["fast"], "balanced", "0-1", 4, 64, 64, 0.8, 0.8, 5.0]
     ok, data = api.call("generate", form, session())
     assert ok, data
-    assert calls[-1].seeds == (0, 1) and calls[-1].presets == ("fast", "balanced")
+    assert calls[-1].submission.seeds == (0, 1) and calls[-1].submission.presets == ("fast", "balanced")
     ok, data = api.call("prepare", [PASSWORD], session())
     assert ok and len(data) == 2
     names = [Path(f["path"]).name for f in data[1]["value"]]
@@ -329,7 +329,7 @@ def test_generate_form_uses_the_shared_upload_and_settings_checks(tmp_path):
     cmyk = tmp_path / "face.jpg"
     Image.new("CMYK", (96, 96), (0, 0, 0, 0)).save(cmyk)
     job = make_job(services, str(cmyk), "a portrait", "", ["fast"], "", "1-2", 4, 128, 128, 0.8, 0.8, 5.0)
-    assert job.seeds == (1, 2) and Image.open(job.face_path).mode == "RGB" and job.notes
+    assert job.submission.seeds == (1, 2) and Image.open(job.face_path).mode == "RGB" and job.notes
     (tmp_path / "junk.png").write_bytes(b"not an image")
     with pytest.raises(VoteRefused, match="not an image"):
         make_job(services, str(tmp_path / "junk.png"), "x", "", ["fast"], "", "1", 4, 128, 128, 0.8, 0.8, 5.0)

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from instantid import PRESET_NAMES, GenerationError, GenerationRequest
+from instantid import PRESET_NAMES, GenerationError, GenerationRequest, GenerationSettings
 from review.generation.inputs import (
     InputError,
     Limits,
-    Settings,
+    Submission,
     check_faces,
     parse_seeds,
     read_upload,
@@ -48,7 +48,7 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
-def settings_with(**changes: object) -> Settings:
+def settings_with(**changes: object) -> Submission:
     return validate_settings(**{**GOOD, **changes})  # type: ignore[arg-type]
 
 
@@ -175,11 +175,12 @@ def test_tiny_face_is_refused_with_its_size(tiny_engine) -> None:
 
 
 def test_good_settings_are_returned_clean() -> None:
-    got = settings_with(prompt="  a portrait ", presets="balanced, Fast,balanced", seeds="1-3, 7", steps="30")
-    assert (got.prompt, got.presets, got.seeds, got.steps) == ("a portrait", ["balanced", "fast"], [1, 2, 3, 7], 30)
-    assert settings_with(presets=["output:0-2 + middle", "auto-5"]).presets == ["output:0-2+middle", "auto-5"]
-    request = got.request(None, seed=7)
-    assert isinstance(request, GenerationRequest) and request.seed == 7 and request.width == 1024
+    got = settings_with(prompt="  a portrait ", presets="balanced, Fast,balanced", seeds="1-3, 7", steps="30",
+                        negative_prompt=" blurry ", guidance_scale="7.5")
+    assert (got.prompt, got.presets, got.seeds) == ("a portrait", ("balanced", "fast"), (1, 2, 3, 7))
+    assert got.settings == GenerationSettings(negative_prompt="blurry", steps=30, guidance_scale=7.5)
+    assert isinstance(got.settings.steps, int) and isinstance(got.settings.width, int)
+    assert settings_with(presets=["output:0-2 + middle", "auto-5"]).presets == ("output:0-2+middle", "auto-5")
 
 
 @pytest.mark.parametrize("prompt", ["", "   ", None])
@@ -202,7 +203,7 @@ def test_prompt_over_77_tokens_is_allowed_and_truncation_reported(tiny_engine) -
 def test_full_is_refused_as_a_selective_preset_unless_allowed() -> None:
     with pytest.raises(InputError, match="'full' is the reference arm"):
         settings_with(presets="full,fast")
-    assert validate_settings(**{**GOOD, "presets": "full"}, selective_only=False).presets == ["full"]
+    assert validate_settings(**{**GOOD, "presets": "full"}, selective_only=False).presets == ("full",)
 
 
 def test_unknown_preset_is_refused_with_the_accepted_forms() -> None:
@@ -225,7 +226,8 @@ def test_bad_selector_is_refused_with_the_accepted_forms(spec: str, tiny_engine)
     ("width", 1000 + 4, "not a multiple of 8 \\(try 1008\\)"), ("height", float("inf"), "finite"),
     ("ip_weight", -0.1, "ip_weight must be between 0 and 2"), ("ip_weight", float("nan"), "finite"),
     ("cn_scale", 2.01, "cn_scale must be between 0 and 2"), ("cn_scale", "-inf", "finite"),
-    ("cn_scale", "strong", "must be a number"),
+    ("cn_scale", "strong", "must be a number"), ("guidance_scale", 31, "guidance scale must be between 0 and 30"),
+    ("negative_prompt", "no\x00pe", "NUL"), ("negative_prompt", 5, "must be text"),
 ])
 def test_steps_size_and_weights_out_of_range_or_nan_are_refused(field: str, value: object, message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -272,8 +274,8 @@ class StubPipe:
 def face_request() -> GenerationRequest:
     from skimage.data import astronaut
 
-    return GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="a portrait", steps=1, width=128,
-                             height=128)
+    return GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="a portrait",
+                             settings=GenerationSettings(steps=1, width=128, height=128))
 
 
 def output(latents: torch.Tensor, image: Image.Image) -> SimpleNamespace:
@@ -337,19 +339,23 @@ SETTINGS = dict(
     height=mostly(st.integers(8, 256).map(lambda k: 8 * k), st.one_of(NUMBERS, st.integers(0, 3000))),
     ip_weight=mostly(st.floats(0, 2), NUMBERS),
     cn_scale=mostly(st.floats(0, 2), NUMBERS),
+    guidance_scale=mostly(st.floats(0, 30), NUMBERS),
 )
 
 
-def assert_valid(got: Settings) -> None:
+def assert_valid(got: Submission) -> None:
     assert got.prompt and got.prompt == got.prompt.strip() and len(got.prompt) <= LIMITS.max_prompt_chars
+    assert isinstance(got.settings, GenerationSettings)  # checked again by instantid when it was made
     assert 1 <= len(got.presets) <= LIMITS.max_presets and len(set(got.presets)) == len(got.presets)
     assert "full" not in got.presets and all(p == "".join(p.split()).lower() for p in got.presets)
     assert 1 <= len(got.seeds) <= LIMITS.max_seeds and len(set(got.seeds)) == len(got.seeds)
     assert all(isinstance(s, int) and 0 <= s <= LIMITS.max_seed for s in got.seeds)
-    assert isinstance(got.steps, int) and LIMITS.min_steps <= got.steps <= LIMITS.max_steps
-    for side in (got.width, got.height):
+    settings = got.settings
+    assert isinstance(settings.steps, int) and LIMITS.min_steps <= settings.steps <= LIMITS.max_steps
+    for side in (settings.width, settings.height):
         assert isinstance(side, int) and LIMITS.min_size <= side <= LIMITS.max_size and side % 8 == 0
-    assert 0 <= got.ip_weight <= 2 and 0 <= got.cn_scale <= 2
+    assert 0 <= settings.ip_weight <= 2 and 0 <= settings.cn_scale <= 2
+    assert 0 <= settings.guidance_scale <= 30 and settings.negative_prompt == settings.negative_prompt.strip()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,7 +1,7 @@
 """Every case of the bad-input corpus (``tests/bad_input_corpus.py``) through every entry point that takes it:
 ``read_upload`` and ``instantid.load_image`` (libraries), the app's Generate handler (``make_job``), ``review
 generate`` (faces, settings, --db), ``instantid generate``, ``Store`` (the app's start), ``review leaderboard`` / ``export``, the engine's
-own check (``check_request``) and the review ``Condition``.
+own types (``GenerationSettings`` and ``GenerationRequest``, which check themselves) and the review ``Condition``.
 
 Each attempt is classified: a clear error (our own error type with a message, or a CLI exit code >= 1 with an
 ``error:`` line and no traceback), a traceback (any other exception), or accepted (a bad input let through); and
@@ -31,7 +31,7 @@ from bad_input_corpus import (
 from fixtures_review import make_services, make_study
 from PIL import Image
 
-from instantid import FaceError, PresetError, RequestError, check_request, load_image
+from instantid import FaceError, GenerationRequest, GenerationSettings, PresetError, RequestError, load_image
 from review.errors import InputError
 from review.generation.conditions import Condition
 from review.generation.uploads import read_upload
@@ -135,8 +135,16 @@ def test_bad_settings_through_every_entry_point(tally: Tally, tmp_path: Path, cw
     services = make_services(tmp_path / "app", seeds=(0,), presets=("fast",))
     face = tmp_path / "face.png"
     Image.new("RGB", (96, 96), (200, 160, 140)).save(face)  # decodable: the settings are what is wrong
-    request = dict(prompt="a portrait", negative_prompt="", seed=0, steps=4, width=128, height=128, ip_weight=0.8,
-                   cn_scale=0.8, guidance_scale=5.0)
+    request = dict(prompt="a portrait", seed=0)
+    settings = dict(negative_prompt="", steps=4, width=128, height=128, ip_weight=0.8, cn_scale=0.8,
+                    guidance_scale=5.0)
+
+    def build(lib: dict, make: type) -> object:  # GenerationRequest or review's Condition, at these settings
+        given = {**request, **settings, **lib}
+        face_arg = {"face": face} if make is Condition else {"face_image": None}
+        return make(**face_arg, prompt=given.pop("prompt"), seed=given.pop("seed"),
+                    settings=GenerationSettings(**given))
+
     form_key = {"negative_prompt": "negative", "guidance": "guidance"}
     for what, flag, value in BAD_SETTINGS:
         label = f"{flag} {value!r}"[:60]
@@ -149,8 +157,8 @@ def test_bad_settings_through_every_entry_point(tally: Tally, tmp_path: Path, cw
             key = {"guidance": "guidance_scale"}.get(what, what)
             lib = {key: value}
             form = {form_key.get(what, what): value}
-        tally.attempt(f"check_request {label}", lambda lib=lib: check_request(**{**request, **lib}), tmp_path)
-        tally.attempt(f"Condition {label}", lambda lib=lib: Condition(face=face, **{**request, **lib}), tmp_path)
+        tally.attempt(f"GenerationRequest {label}", lambda lib=lib: build(lib, GenerationRequest), tmp_path)
+        tally.attempt(f"Condition {label}", lambda lib=lib: build(lib, Condition), tmp_path)
         tally.attempt(f"make_job {label}", lambda form=form: make_job(services, str(face), **{**GOOD_FORM, **form}),
                       tmp_path)
         argv = [flag, str(value)] if flag != "--prompt" else []

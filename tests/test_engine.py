@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from instantid import GenerationRequest, PresetError
+from instantid import GenerationRequest, GenerationSettings, PresetError
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def face_photo():
 
 
 def request(photo, **kw):
-    return GenerationRequest(face_image=photo, prompt="a portrait of an astronaut", steps=2, width=64, height=64,
-                             **kw)
+    return GenerationRequest(face_image=photo, prompt="a portrait of an astronaut",
+                             settings=GenerationSettings(steps=2, width=64, height=64), **kw)
 
 
 def test_tiny_engine_generates_deterministically(tiny_engine, face_photo):
@@ -88,8 +88,8 @@ def test_cli_generate_reports_an_unreadable_face(tmp_path, capsys):
 def test_over_long_prompt_is_reported_as_truncated(tiny_engine, face_photo):
     long = "a very detailed portrait " * 30
     assert tiny_engine.prompt_tokens(long) > 77
-    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, steps=1, width=64,
-                                                    height=64), "none")
+    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt=long, settings=GenerationSettings(
+        steps=1, width=64, height=64)), "none")
     assert any("truncated" in w for w in result.warnings)
 
 
@@ -117,8 +117,8 @@ def test_unknown_topology_refuses_selective_presets_and_runs_full(tmp_path):
     engine = Engine("odd", pipe, patcher, face_analyzer=None)
     face = Face(bbox=np_.array([0, 0, 64, 64.0]), kps=np_.full((5, 2), 32.0),
                 embedding=np_.ones(512, dtype=np_.float32), det_score=0.9)
-    result = engine.generate(GenerationRequest(face_image=None, face=face, prompt="x", steps=1, width=64,
-                                               height=64), "fast")
+    result = engine.generate(GenerationRequest(face_image=None, face=face, prompt="x", settings=GenerationSettings(
+        steps=1, width=64, height=64)), "fast")
     assert result.layer_count == len(layers) == 23  # down 2+6, mid 3, up 9+3
     assert any("matches no known layer map" in w for w in result.warnings)
 
@@ -132,8 +132,8 @@ def test_non_square_output_gets_an_undistorted_keypoint_hint(tiny_engine, face_p
         return original(pipe, prompt, **kw)
 
     monkeypatch.setattr(tiny_engine.pipe.__class__, "__call__", spy)
-    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", steps=1, width=160,
-                                                    height=128), "none")
+    result = tiny_engine.generate(GenerationRequest(face_image=face_photo, prompt="x", settings=GenerationSettings(
+        steps=1, width=160, height=128)), "none")
     assert result.image.size == (160, 128) and seen["hint"].size == (160, 128)
     # the 512x512 photo covers 160x128 at scale 160/512, centred (y offset (128 - 160) / 2 = -16): the hint the
     # engine drew must be exactly that one, not one from raw or stretched keypoints (fails if fit_kps breaks)

@@ -8,7 +8,7 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from PIL import Image
 
-from instantid import GenerationRequest
+from instantid import GenerationRequest, GenerationSettings
 from instantid.attention import FaceAttnProcessor, FaceBranchState
 from instantid.layers import SDXL_LAYERS
 from instantid.presets import PresetError, select_layers
@@ -17,7 +17,8 @@ from instantid.presets import PresetError, select_layers
 def test_generation_under_inference_mode_uses_the_kv_cache(tiny_engine):
     from skimage.data import astronaut
 
-    req = GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="x", steps=2, width=64, height=64)
+    req = GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="x",
+                            settings=GenerationSettings(steps=2, width=64, height=64))
     want = tiny_engine.generate(req, "full")
     calls = {"n": 0}
     proc = next(iter(tiny_engine.patcher.face.values()))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from instantid import GenerationRequest
+from instantid import GenerationRequest, GenerationSettings
 from instantid.bench.stats import flag_outliers, format_goals, goals, runs_agreement, warm_up
 from instantid.graph_capture import EagerStandInBackend
 from instantid.graphs import GraphStepRunner
@@ -32,8 +32,11 @@ def stand_in(tiny_engine):
     tiny_engine.graph_runner = None
 
 
+SMALL = GenerationSettings(steps=2, width=64, height=64)
+
+
 def request(photo, **kw):
-    return GenerationRequest(face_image=photo, prompt="a portrait", steps=2, width=64, height=64, **kw)
+    return GenerationRequest(face_image=photo, prompt="a portrait", settings=SMALL, **kw)
 
 
 def test_graph_runner_images_equal_eager_and_a_new_face_reuses_the_graphs(tiny_engine, stand_in, face_photo):
@@ -44,11 +47,11 @@ def test_graph_runner_images_equal_eager_and_a_new_face_reuses_the_graphs(tiny_e
     assert first.timing_mode == "graphs" and stand_in.captures == 2  # face branch on (step 0) and off (step 1)
     assert np.array_equal(np.asarray(first.image), np.asarray(eager.image))
     other_face = first.face.__class__(**{**first.face.__dict__, "embedding": first.face.embedding[::-1].copy()})
-    second = tiny_engine.generate(GenerationRequest(face_image=None, face=other_face, prompt="a portrait", steps=2,
-                                                    width=64, height=64, seed=2), "fast@0-0.5")
+    second = tiny_engine.generate(GenerationRequest(face_image=None, face=other_face, prompt="a portrait",
+                                                    settings=SMALL, seed=2), "fast@0-0.5")
     tiny_engine.cuda_graphs = "off"
-    want = tiny_engine.generate(GenerationRequest(face_image=None, face=other_face, prompt="a portrait", steps=2,
-                                                  width=64, height=64, seed=2), "fast@0-0.5")
+    want = tiny_engine.generate(GenerationRequest(face_image=None, face=other_face, prompt="a portrait",
+                                                  settings=SMALL, seed=2), "fast@0-0.5")
     assert stand_in.captures == 2 and second.timing_mode == "graphs"  # same key: no recapture
     assert np.array_equal(np.asarray(second.image), np.asarray(want.image))  # the K/V were re-projected
     assert not np.array_equal(np.asarray(second.image), np.asarray(first.image))

@@ -274,3 +274,16 @@ def test_select_layers_re_resolves_a_preset_from_another_map() -> None:
     )  # up_blocks.0 has no attention in SD1.5
     assert layers == resolve_preset("fast", SD15_LAYERS).layers
     assert warnings and "re-resolved" in warnings[0]
+
+
+def test_one_normal_form_for_specs_and_lists_of_them() -> None:
+    from instantid.presets import preset_key, split_presets
+
+    assert preset_key(" Output:0-2 + MIDDLE:0-4 @0-0.5") == "output:0-2+middle:0-4@0-0.5"
+    assert resolve_preset(" Fast ").name == preset_key(" Fast ") == "fast"  # the name results carry is the key
+    assert split_presets("balanced, Fast,balanced") == ["balanced", "fast"]
+    assert split_presets(["fast", None, " ", "Output:0-2 , fast", "auto-5"]) == ["fast", "output:0-2", "auto-5"]
+    assert split_presets(None) == [] and split_presets("") == []
+    for bad in (5, b"fast", ["fast", 3]):
+        with pytest.raises(PresetError, match="text"):
+            split_presets(bad)

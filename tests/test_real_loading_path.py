@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from instantid import GenerationRequest, WeightsError, load_engine
+from instantid import GenerationRequest, GenerationSettings, WeightsError, load_engine
 from instantid.layers import layer_map_for
 from instantid.loading import layer_widths
 from instantid.pipeline import InstantIDPipeline
@@ -39,7 +39,8 @@ def test_engine_loads_from_user_folders_and_generates(user_folders):
     assert engine.describe()["known_map"] is True
     assert len(engine.layers) == 70
     result = engine.generate(GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="a portrait",
-                                               steps=2, width=128, height=128), "balanced")
+                                               settings=GenerationSettings(steps=2, width=128, height=128)),
+                             "balanced")
     assert result.layer_count == 55 and result.image.size == (128, 128)
     assert len(result.step_times_s) == 2 and all(t > 0 for t in result.step_times_s)
     assert np.asarray(result.image).std() > 0

@@ -30,11 +30,11 @@ def test_real_stack_has_the_sdxl_map_and_generates_every_preset(engine):
     from PIL import Image
     from skimage.data import astronaut
 
-    from instantid import GenerationRequest
+    from instantid import GenerationRequest, GenerationSettings
 
     assert engine.describe()["known_map"] and len(engine.layers) == 70
     request = GenerationRequest(face_image=Image.fromarray(astronaut()), prompt="a photo of an astronaut",
-                                seed=1, steps=4, width=768, height=768)
+                                seed=1, settings=GenerationSettings(steps=4, width=768, height=768))
     images = {p: np.asarray(engine.generate(request, p).image) for p in ("full", "balanced", "none")}
     assert all(img.shape == (768, 768, 3) and img.std() > 1 for img in images.values())
     assert not np.array_equal(images["full"], images["none"])

@@ -49,12 +49,11 @@ def app(tmp_path_factory):
 
     def run_job(job, progress):  # stores the job's strings through the real store, as PairRunner would
         face = services.store.list_pairs()[0]["face_id"]
-        row = services.store.upsert_condition(face_id=face, prompt=job.prompt, negative_prompt=job.negative_prompt,
-                                              seed=job.seeds[0], steps=job.steps, width=job.width,
-                                              height=job.height, ip_weight=job.ip_weight, cn_scale=job.cn_scale,
-                                              guidance_scale=job.guidance_scale, stack="tiny")
+        plan = job.submission
+        row = services.store.upsert_condition(face_id=face, prompt=plan.prompt, seed=plan.seeds[0], stack="tiny",
+                                              **plan.settings.as_dict())
         jobs.append((job, row))
-        return [{"pair_id": row["id"], "preset": job.presets[0], "seed": job.seeds[0]}]
+        return [{"pair_id": row["id"], "preset": plan.presets[0], "seed": plan.seeds[0]}]
 
     services.run_job = run_job
     with launched(services) as base:  # uvicorn reads no proxy headers (review.ui.serving): one reader, ours
@@ -373,7 +372,7 @@ def test_sql_text_is_stored_verbatim_and_changes_no_schema(app, tmp_path):
     assert ok, data
     job, row = jobs[-1]
     stored = services.store.get_condition(row["id"])
-    assert job.prompt == SQL[0] and stored["prompt"] == SQL[0] and stored["negative_prompt"] == SQL[1]
+    assert job.submission.prompt == SQL[0] and stored["prompt"] == SQL[0] and stored["negative_prompt"] == SQL[1]
     after_schema, after = db_state(services)
     assert after_schema == schema
     assert after["conditions"] == counts["conditions"] + 1 and after["votes"] == counts["votes"]

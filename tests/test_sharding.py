@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from instantid import GenerationSettings
 from review.generation import sharding
 from review.generation.conditions import DATA_DIR, Condition
 from review.generation.jobs import PairRunner
@@ -21,11 +22,12 @@ from review.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FACE = DATA_DIR / "faces" / "astronaut.jpg"
+SMALL = GenerationSettings(steps=1, width=128, height=128)
 
 
-def conds(n: int, **settings) -> list[Condition]:
-    return [Condition(face=FACE, prompt=f"prompt {i // 2}", seed=1 + i % 2, steps=1, width=128, height=128,
-                      **settings) for i in range(n)]
+def conds(n: int, **fields) -> list[Condition]:
+    return [Condition(face=FACE, prompt=f"prompt {i // 2}", seed=1 + i % 2, settings=SMALL, **fields)
+            for i in range(n)]
 
 
 # -- the split --------------------------------------------------------------------------------------------------
@@ -35,14 +37,39 @@ def test_four_conditions_over_two_processes_are_disjoint_covering_and_whole():
     assert shares == [[conditions[0], conditions[2]], [conditions[1], conditions[3]]]  # round-robin, in order
     assert not set(shares[0]) & set(shares[1])
     assert sorted(shares[0] + shares[1], key=conditions.index) == conditions
-    # a condition is a whole unit: split() hands out Condition objects, never arms, and the same split is
-    # computed by every process from the same arguments
-    assert [split(conditions, i, 2) for i in range(2)] == shares
+    # a condition is a whole unit: split() hands out the Condition objects themselves, never arms
+    assert all(any(c is given for given in conditions) for share in shares for c in share)
+
+
+# Each process computes its share alone, in its own interpreter: with string hashing salted per process
+# (PYTHONHASHSEED), anything that orders conditions by hash (a set, say) would give processes different splits.
+SHARE_IN_A_PROCESS = """
+import json, sys
+from pathlib import Path
+from instantid import GenerationSettings
+from review.generation.conditions import Condition
+from review.generation.sharding import split
+small = GenerationSettings(steps=1, width=128, height=128)
+conditions = [Condition(face=Path("f{}.png".format(i % 3)), prompt="prompt {}".format(i // 2), seed=1 + i % 2,
+                        settings=small, group="g{}".format(i)) for i in range(9)] * 2  # each one named twice
+print(json.dumps([[c.face.name, c.prompt, c.seed] for c in split(conditions, int(sys.argv[1]), 2)]))
+"""
+
+
+def test_each_process_computes_the_same_split_on_its_own():
+    expected = [[f"f{i % 3}.png", f"prompt {i // 2}", 1 + i % 2] for i in range(9)]  # distinct, in given order
+    shares = []
+    for index, hash_seed in ((0, "1"), (1, "2")):  # two interpreters, differently salted string hashes
+        proc = subprocess.run([sys.executable, "-c", SHARE_IN_A_PROCESS, str(index)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60, env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        shares.append(json.loads(proc.stdout))
+    assert shares == [expected[0::2], expected[1::2]]  # disjoint, covering, round-robin: what the launch relies on
 
 
 def test_equal_conditions_land_in_one_share_and_spare_processes_get_nothing():
     a, b = conds(2)
-    same_as_a = Condition(face=FACE, prompt=a.prompt, seed=a.seed, steps=1, width=128, height=128, group="other")
+    same_as_a = Condition(face=FACE, prompt=a.prompt, seed=a.seed, settings=SMALL, group="other")
     shares = [split([a, b, same_as_a], i, 2) for i in range(2)]
     assert shares == [[a], [b]]  # `group` is not a generation input: same_as_a is a, generated once
     assert [split([a], i, 3) for i in range(3)] == [[a], [], []]

@@ -17,7 +17,6 @@ from review.images import png_has_metadata, read_image
 from review.study.design import SideSchedule, gold_count, gold_plan, reserved_conditions
 from review.study.identity import Reviewer, Signer
 from review.study.review_desk import ReviewDesk
-from review.study.services import clean_presets
 from review.study.token_bucket import TokenBucket
 from review.study.trials import (
     RateLimiter,
@@ -231,12 +230,6 @@ def test_rate_limiter_keeps_keys_apart_and_bounded():
 
 
 # -- form parsing ---------------------------------------------------------------------------------------------
-def test_preset_fields_are_parsed_or_refused():
-    assert clean_presets(["fast", "full"], "output:0-2, fast") == ("fast", "output:0-2")
-    with pytest.raises(VoteRefused):
-        clean_presets(["full"], "")
-
-
 # -- the desk on a small store --------------------------------------------------------------------------------
 @pytest.fixture
 def desk(tmp_path: Path) -> ReviewDesk:

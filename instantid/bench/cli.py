@@ -22,19 +22,9 @@ from instantid.bench.report import format_table
 from instantid.bench.runner import benchmark, run_meta
 from instantid.bench.stats import STEADY_K, STEADY_TOL, WARMUP_MAX_S
 from instantid.engine import Engine
+from instantid.settings import size_argument
 
 logger = logging.getLogger(__name__)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``--size WxH``: positive multiples of 8, or an argparse error naming the value."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WIDTHxHEIGHT, got {text!r}") from None
-    if width % 8 or height % 8 or width <= 0 or height <= 0:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
-    return width, height
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "layer: the patch overhead) and auto-K (with --telemetry-file)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed denoising steps per arm and repetition (default 10; tiny: 2)")
-    p.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
+    p.add_argument("--size", type=size_argument, default=None, help="WxH (default 1024x1024; tiny: 128x128)")
     p.add_argument("--reps", type=int, default=5, help="measured repetitions (>= 5)")
     p.add_argument("--warmup", type=int, default=1, help="repetitions run first and dropped")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")

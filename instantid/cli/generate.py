@@ -21,18 +21,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from instantid.settings import GenerationSettings, size_argument
+
 logger = logging.getLogger(__name__)
 
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> (W, H); both positive multiples of 8."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x1024, got {text!r}") from None
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 8, got {text!r}")
-    return width, height
+DEFAULTS = GenerationSettings()  # the flags' defaults are the settings' own
 
 
 def out_problems(out: str) -> list[str]:
@@ -57,14 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", default=None, help="SDXL base: folder, repo id or .safetensors (default $INSTANTID_BASE)")
     parser.add_argument("--face", required=True, help="reference photo; its largest face is used")
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--negative-prompt", default=DEFAULTS.negative_prompt)
     parser.add_argument("--preset", default="full", help="preset name or selectors, e.g. balanced, output:0-2+middle:0-4")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--size", type=parse_size, default=None, help="WxH (default 1024x1024; 128x128 on tiny)")
-    parser.add_argument("--ip-weight", type=float, default=0.8)
-    parser.add_argument("--cn-scale", type=float, default=0.8)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
+    parser.add_argument("--size", type=size_argument, default=None, help="WxH (default 1024x1024; 128x128 on tiny)")
+    parser.add_argument("--ip-weight", type=float, default=DEFAULTS.ip_weight)
+    parser.add_argument("--cn-scale", type=float, default=DEFAULTS.cn_scale)
+    parser.add_argument("--guidance", type=float, default=DEFAULTS.guidance_scale)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default=None, choices=["fp16", "bf16", "fp32"],
                         help="default fp16 on GPU, fp32 on CPU")
@@ -81,33 +74,31 @@ def main_generate(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from instantid.face import FaceError, load_image  # the face is read before torch and diffusers load
     from instantid.limits import request_problems
+    from instantid.settings import GenerationRequest
 
     width, height = args.size or ((128, 128) if args.stack == "tiny" else (1024, 1024))
-    # cheap checks first: the settings (instantid/limits.py, as the engine and the review app check them) and the
-    # output path, before the image is decoded and long before the engine loads
-    problems = request_problems(prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
-                                steps=args.steps, width=width, height=height, ip_weight=args.ip_weight,
-                                cn_scale=args.cn_scale, guidance_scale=args.guidance)
-    problems += out_problems(args.out)
+    settings = dict(negative_prompt=args.negative_prompt, steps=args.steps, width=width, height=height,
+                    ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
+    # cheap checks first: the request (instantid/limits.py, as GenerationRequest checks itself) and the output
+    # path, all listed at once, before the image is decoded and long before the engine loads
+    problems = request_problems(prompt=args.prompt, seed=args.seed, settings=settings) + out_problems(args.out)
     if problems:
         for problem in problems:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        image = load_image(args.face)
+        request = GenerationRequest(face_image=load_image(args.face), prompt=args.prompt, seed=args.seed,
+                                    settings=GenerationSettings(**settings))
     except FaceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from instantid.engine import GenerationRequest, load_engine
+    from instantid.engine import load_engine
     from instantid.loading import WeightsError
     from instantid.presets import PresetError
 
     try:
         engine = load_engine(args.stack, base=args.base, device=args.device, dtype=args.dtype,
                              face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
-        request = GenerationRequest(face_image=image, prompt=args.prompt, negative_prompt=args.negative_prompt,
-                                    seed=args.seed, steps=args.steps, width=width, height=height,
-                                    ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
         result = engine.generate(request, args.preset)
     except (FaceError, WeightsError, PresetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

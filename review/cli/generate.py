@@ -22,36 +22,32 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from instantid import GenerationSettings, RequestError, parse_size
+from review.cli.common import error, setup_logging
+from review.cli.generate_run import drop_bad_faces, run_generation
 from review.generation.conditions import (
     Condition,
-    ConditionSettings,
     InputError,
     expand_conditions,
     face_files,
     load_matrix,
     parse_presets,
-    parse_size,
     read_prompts,
 )
 from review.generation.inputs import parse_seeds
 from review.generation.uploads import read_upload
 
-if TYPE_CHECKING:
-    from review.generation.jobs import PairRunner
-
-from review.cli.common import error, setup_logging
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB = "var/study.db"  # var/ is git-ignored
 TINY_STEPS, TINY_SIZE, TINY_SCALE = 4, "128x128", 0.125  # tiny-stack defaults (steps, --size, --size-scale)
+DEFAULTS = GenerationSettings()  # the flags' defaults are the settings' own
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments (settings defaults as ``GenerationSettings``'s)."""
     parser = argparse.ArgumentParser(prog="python -m review generate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -69,14 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--matrix", default=None, help="'usecases' or a matrix JSON file; replaces --faces/--prompts/--size/...")
     add("--presets", default="balanced,fast", help="selective presets, comma separated (default balanced,fast)")
     add("--seeds", default=None, help="seeds: 1,2,3 or ranges 1-4 (default 1; with --matrix the file's)")
-    add("--steps", type=int, default=None, help=f"denoising steps (default 30; {TINY_STEPS} on tiny)")
-    add("--size", default=None, help=f"WxH, multiples of 8 (default 1024x1024; {TINY_SIZE} on tiny)")
+    add("--steps", type=int, default=None, help=f"denoising steps (default {DEFAULTS.steps}; {TINY_STEPS} on tiny)")
+    add("--size", default=None, help=f"WxH, multiples of 8 (default {DEFAULTS.size}; {TINY_SIZE} on tiny)")
     add("--size-scale", type=float, default=None, help=f"--matrix only: scale its sizes (default 1; {TINY_SCALE} "
                                                        "on tiny)")
-    add("--ip-weight", type=float, default=ConditionSettings.ip_weight, help="face-branch scale (default 0.8)")
-    add("--cn-scale", type=float, default=ConditionSettings.cn_scale, help="IdentityNet strength (default 0.8)")
-    add("--guidance", type=float, default=ConditionSettings.guidance_scale, help="guidance scale (default 5.0)")
-    add("--negative-prompt", default="", help="negative prompt (default empty)")
+    add("--ip-weight", type=float, default=DEFAULTS.ip_weight, help=f"face-branch scale (default {DEFAULTS.ip_weight})")
+    add("--cn-scale", type=float, default=DEFAULTS.cn_scale, help=f"IdentityNet strength (default {DEFAULTS.cn_scale})")
+    add("--guidance", type=float, default=DEFAULTS.guidance_scale,
+        help=f"guidance scale (default {DEFAULTS.guidance_scale})")
+    add("--negative-prompt", default=DEFAULTS.negative_prompt, help="negative prompt (default empty)")
     add("--no-warmup", action="store_true", help="skip the untimed warm-up generation")
     add("--quiet", action="store_true", help="no progress bar")
     add("-v", "--verbose", action="store_true", help="log each generation")
@@ -89,10 +86,11 @@ def _given(value: int | None, default: int | None) -> int | None:
 
 
 def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
-    """The conditions the arguments name (InputError for bad input); nothing is read but file names/prompts."""
+    """The conditions the arguments name (InputError or RequestError for bad input); nothing is read but file
+    names and prompts."""
     tiny = args.stack == "tiny"
     seeds = parse_seeds(args.seeds) if args.seeds is not None else None  # the app's seed rules
-    # every condition is checked against instantid's limits when it is made (Condition.__post_init__)
+    # the settings and every condition are checked against instantid's limits when they are made
     if args.matrix is not None:
         clashing = [f"--{name.replace('_', '-')}" for name in ("faces", "prompts", "size")
                     if getattr(args, name) is not None]
@@ -105,14 +103,15 @@ def conditions_from_args(args: argparse.Namespace) -> list[Condition]:
         raise InputError("give --faces and --prompts (or --matrix usecases)")
     if args.size_scale is not None:
         raise InputError("--size-scale applies to --matrix only; use --size")
-    width, height = parse_size(args.size or (TINY_SIZE if tiny else "1024x1024"))
-    settings = ConditionSettings(
-        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else 30), width=width,
-        height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
+    width, height = parse_size(args.size or (TINY_SIZE if tiny else DEFAULTS.size))
+    settings = GenerationSettings(
+        negative_prompt=args.negative_prompt, steps=_given(args.steps, TINY_STEPS if tiny else DEFAULTS.steps),
+        width=width, height=height, ip_weight=args.ip_weight, cn_scale=args.cn_scale, guidance_scale=args.guidance)
     return expand_conditions(face_files(args.faces), read_prompts(args.prompts), seeds or [1], settings)
 
 
 def main_generate(argv: Sequence[str]) -> int:
+    """Generate the pairs the arguments name into the study; the exit code as the module docstring says."""
     args = build_parser().parse_args(list(argv))
     setup_logging(args.verbose)
     from instantid import FaceError, PresetError, WeightsError
@@ -120,7 +119,7 @@ def main_generate(argv: Sequence[str]) -> int:
     try:
         conditions = conditions_from_args(args)
         presets = parse_presets(args.presets)
-    except (InputError, FaceError) as exc:
+    except (InputError, RequestError, FaceError) as exc:
         return error(str(exc))
     bad: dict[Path, str] = {}
     for face in dict.fromkeys(c.face for c in conditions):  # unreadable files: found before the engine loads
@@ -131,7 +130,7 @@ def main_generate(argv: Sequence[str]) -> int:
             continue
         for note in upload.notes:  # every fix is reported, as the app shows it beside the result
             print(f"note: {face}: {note}", file=sys.stderr)
-    conditions = _drop_bad_faces(conditions, bad)
+    conditions = drop_bad_faces(conditions, bad)
     if not conditions:
         return error("no usable face; nothing generated:\n" + "\n".join(f"  {f}: {r}" for f, r in bad.items()))
     faces = list(dict.fromkeys(c.face for c in conditions))
@@ -143,7 +142,7 @@ def main_generate(argv: Sequence[str]) -> int:
     problem = _db_problem(db)  # before the engine loads: a damaged, foreign or unwritable --db is found now
     if problem:
         return error(problem)
-    code = _run(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError), bad)
+    code = run_generation(args, conditions, presets, db, data_dir, (FaceError, PresetError, WeightsError), bad)
     if bad:
         print(f"error: {len(bad)} face file(s) skipped, the others were processed:", file=sys.stderr)
         for face, reason in bad.items():
@@ -164,134 +163,3 @@ def _db_problem(db: Path) -> str | None:
     except (StoreError, OSError) as exc:
         return str(exc)
     return None
-
-
-def _drop_bad_faces(conditions: list[Condition], bad: dict[Path, str]) -> list[Condition]:
-    """The conditions whose face is not in ``bad`` (each bad face is reported once, by file name)."""
-    for face, reason in bad.items():
-        logger.warning("skipping %s: %s", face, reason)
-    return [c for c in conditions if c.face not in bad]
-
-
-@dataclass
-class Outcome:
-    """What one process did; gathered on the main process for the summary."""
-    code: int = 0  # 0 done, 1 some conditions failed, 2 bad input / engine not loaded
-    conditions: int = 0  # this process's share
-    generated: int = 0
-    added: int = 0
-    failed: int = 0
-    device: str = ""
-    dtype: str = ""
-    run_id: str = ""
-
-
-def _run(args: argparse.Namespace, conditions: list[Condition], presets: list[str], db: Path, data_dir: Path,
-         input_errors: tuple[type[Exception], ...], bad: dict[Path, str]) -> int:
-    """Generate this process's share (all of it without a launcher); the main process prints the summary once
-    every process is done. Every process reaches ``gather`` exactly once, whatever happens to its share."""
-    from instantid import load_engine
-    from review.generation.inputs import check_faces
-    from review.generation.jobs import PairRunner, summarize
-    from review.generation.sharding import barrier, gather, shard
-    from review.store import Store, StoreError
-
-    part = shard(conditions, device=args.device)
-    mine = Outcome(conditions=len(part.conditions))
-    engine = None
-    if part.conditions:  # more processes than conditions: the spare ones load nothing
-        device = args.device or part.device
-        if args.device and part.device and args.device != part.device:
-            logger.warning("process %d uses --device %s, not its own %s", part.process_index, args.device,
-                           part.device)
-        try:
-            engine = load_engine(args.stack, base=args.base, device=device, dtype=args.dtype,
-                                 face_model_root=args.face_model_root, cuda_graphs=args.cuda_graphs)
-        except (*input_errors, OSError, ValueError) as exc:
-            mine.code = error(f"cannot load the stack {args.stack!r}: {exc}")
-    if engine is None:
-        barrier()
-        gather(mine)
-        return mine.code
-    try:
-        db.parent.mkdir(parents=True, exist_ok=True)
-        store = Store(db)
-    except (StoreError, OSError) as exc:
-        mine.code = error(str(exc))
-        barrier()
-        gather(mine)
-        return mine.code
-    with store:
-        runner = PairRunner(engine, store, data_dir, warmup=not args.no_warmup,
-                            versions={"process_index": part.process_index, "num_processes": part.num_processes})
-        mine.device, mine.dtype, mine.run_id = runner.device, runner.dtype, runner.run_id
-        try:
-            for face in dict.fromkeys(c.face for c in conditions):
-                try:
-                    check_faces(engine, runner.check_face(face).image)  # no face / too small: named below
-                except (*input_errors, InputError) as exc:
-                    bad[face] = f"{exc}"
-            conditions = _drop_bad_faces(conditions, {f: r for f, r in bad.items() if f in {c.face for c in conditions}})
-            presets = runner.check_presets(presets, {c.ip_weight for c in conditions})
-        except input_errors as exc:
-            mine.code = error(str(exc))
-        else:
-            mine_part = [c for c in part.conditions if c.face not in bad]
-            _generate(runner, mine_part, presets, mine, quiet=args.quiet or part.process_index != 0)
-        barrier()
-        everyone = gather(mine)
-        if part.process_index != 0 or mine.code == 2:
-            return mine.code
-        if any(o.code == 2 for o in everyone):
-            print("error: a process could not start (see its error above); its conditions were not generated",
-                  file=sys.stderr)
-        condition_ids = {row["id"] for row in map(runner.find_condition, conditions) if row is not None}
-        summary = summarize([p for p in store.list_pairs() if p["condition_id"] in condition_ids])
-    print(_summary_line(everyone, len(conditions), len(presets), summary, db))
-    failed = sum(o.failed for o in everyone)
-    if failed:
-        print(f"error: {failed} condition(s) failed (see the log); re-run to retry them", file=sys.stderr)
-    return max(o.code for o in everyone)
-
-
-def _generate(runner: PairRunner, conditions: list[Condition], presets: list[str],
-              mine: Outcome, quiet: bool) -> None:
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from instantid import GenerationError
-
-    arms = 1 + len(presets)
-    with logging_redirect_tqdm(), tqdm(total=len(conditions) * arms, unit="arm", disable=quiet,
-                                       desc="generate") as bar:
-        for condition in conditions:
-            start = bar.n
-
-            def tick(label: str, where: str = f"{condition.face.name} {condition.size}") -> None:
-                bar.set_postfix_str(f"{where} {label}", refresh=False)
-                bar.update(1)
-
-            try:
-                mine.added += len(runner.run_condition(condition, presets, progress=tick))
-            except GenerationError as exc:
-                mine.failed += 1
-                logger.error("%s seed %d %s: %s", condition.face.name, condition.seed, condition.size, exc)
-                bar.update(start + arms - bar.n)
-    mine.generated = runner.generated
-    mine.code = 1 if mine.failed else 0
-
-
-def _summary_line(everyone: list[Outcome], conditions: int, presets: int, summary: dict, db: Path) -> str:
-    working = [o for o in everyone if o.run_id]
-    if len(everyone) == 1:
-        where = f"on {working[0].device} ({working[0].dtype}), run {working[0].run_id}"
-    else:
-        shares = "; ".join(f"process {i}: {o.conditions} condition(s) on {o.device or 'nothing'}"
-                           for i, o in enumerate(everyone))
-        dtypes = "/".join(dict.fromkeys(o.dtype for o in working))
-        where = f"on {len(everyone)} processes ({shares}; {dtypes}), runs {', '.join(o.run_id for o in working)}"
-    return (f"{conditions} conditions x {presets} presets {where}: generated {sum(o.generated for o in everyone)} "
-            f"images, added {sum(o.added for o in everyone)} pairs; "
-            f"{summary['pairs']} pairs in {db}, {summary['identity_failures']} identity failures"
-            + (f", SSIM {summary['ssim_min']:.3f}..{summary['ssim_max']:.3f}" if summary["pairs"] else "")
-            + (f", {summary['mixed_runs']} with arms from different runs" if summary["mixed_runs"] else ""))

@@ -1,9 +1,10 @@
 """Generation conditions and the inputs that expand into them: faces, prompts, seeds, sizes, the use-case matrix.
 
-A condition is everything a generation depends on except the preset: face, prompt, negative prompt, seed, steps,
-size, ip_weight, ControlNet strength (and guidance). ``expand_conditions`` takes the cartesian product of faces x
-prompts x seeds at one ``ConditionSettings``; ``load_matrix`` expands the proposal's validation matrix (``data/usecases.json``)
-group by group and drops duplicates (a condition named by two groups is generated once, tagged with the first).
+A condition is everything a generation depends on except the preset: a face, a prompt and a seed at one
+``instantid.GenerationSettings`` (negative prompt, steps, size, ip_weight, ControlNet strength, guidance), which
+is defined and checked once in instantid. ``expand_conditions`` takes the cartesian product of faces x prompts x
+seeds at one setting; ``load_matrix`` expands the proposal's validation matrix (``data/usecases.json``) group by
+group and drops duplicates (a condition named by two groups is generated once, tagged with the first).
 Everything here is pure input handling: no engine, no store. Bad input raises ``InputError`` with a message meant
 for the command line.
 """
@@ -13,102 +14,83 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from instantid import (
+    GenerationRequest,
+    GenerationSettings,
+    PresetError,
+    RequestError,
+    is_auto_spec,
+    parse_size,
+    request_problems,
+    resolve_preset,
+    split_presets,
+)
 from review.errors import InputError  # one error type for CLI and UI
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 logger = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "data"  # shipped faces, prompts and the use-case matrix
 MATRICES = {"usecases": DATA_DIR / "usecases.json"}  # --matrix NAME -> file (a path to a JSON file also works)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")  # files taken from a --faces folder
-_AUTO_SPEC = re.compile(r"auto-\d+")  # auto-K presets need the engine's telemetry; checked after loading
-
-
-@dataclass(frozen=True)
-class ConditionSettings:
-    negative_prompt: str = ""  # empty: SDXL's zero negative embedding
-    steps: int = 30  # denoising steps
-    width: int = 1024  # output width, a multiple of 8
-    height: int = 1024  # output height, a multiple of 8
-    ip_weight: float = 0.8  # face-branch scale (InstantID demo default)
-    cn_scale: float = 0.8  # IdentityNet (ControlNet) strength (InstantID demo default)
-    guidance_scale: float = 5.0  # classifier-free guidance
 
 
 @dataclass(frozen=True)
 class Condition:
+    """What one generation depends on except the preset: a face, a prompt and a seed at one setting."""
+
     face: Path  # reference photo (its largest face conditions the generation)
     prompt: str
     seed: int
-    negative_prompt: str = ""  # empty: SDXL's zero negative embedding
-    steps: int = 30  # denoising steps
-    width: int = 1024  # multiple of 8
-    height: int = 1024  # multiple of 8
-    ip_weight: float = 0.8  # face-branch scale
-    cn_scale: float = 0.8  # IdentityNet strength
-    guidance_scale: float = 5.0  # classifier-free guidance
+    settings: GenerationSettings = GenerationSettings()  # checked when made (instantid/settings.py)
     group: str = field(default="", compare=False)  # use-case tag from the matrix; not a generation input
 
     def __post_init__(self) -> None:
-        from instantid import (
-            request_problems,  # the engine's own limits: one definition (instantid/limits.py)
-        )
-
-        problems = request_problems(prompt=self.prompt, negative_prompt=self.negative_prompt, seed=self.seed,
-                                    steps=self.steps, width=self.width, height=self.height,
-                                    ip_weight=self.ip_weight, cn_scale=self.cn_scale,
-                                    guidance_scale=self.guidance_scale)
+        problems = request_problems(prompt=self.prompt, seed=self.seed)  # the engine's own check (instantid)
         if problems:
             raise InputError(*problems)
+        object.__setattr__(self, "seed", int(self.seed))
 
     @property
     def size(self) -> str:
-        return f"{self.width}x{self.height}"
+        """``"WxH"`` of the output."""
+        return self.settings.size
 
+    def inputs(self) -> dict[str, Any]:
+        """The generation inputs the store keys a condition by (with the face's hash and the stack)."""
+        return {"prompt": self.prompt, "seed": self.seed, **self.settings.as_dict()}
 
-def check_size(width: int, height: int) -> tuple[int, int]:
-    if width <= 0 or height <= 0 or width % 8 or height % 8:
-        raise InputError(f"width and height must be positive multiples of 8, got {width}x{height}")
-    return width, height
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"WxH"`` -> (W, H); both positive multiples of 8."""
-    try:
-        width, height = (int(v) for v in text.lower().strip().split("x"))
-    except ValueError:
-        raise InputError(f"size must look like 1024x1024, got {text!r}") from None
-    return check_size(width, height)
+    def request(self, face_image: PIL.Image.Image, steps: int | None = None) -> GenerationRequest:
+        """The engine request for this condition (``steps``: fewer, for an untimed warm-up)."""
+        settings = self.settings if steps is None else GenerationSettings(**{**self.settings.as_dict(),
+                                                                              "steps": steps})
+        return GenerationRequest(face_image=face_image, prompt=self.prompt, seed=self.seed, settings=settings)
 
 
 def parse_presets(text: str) -> list[str]:
-    """Comma-separated selective preset specs, normalized (no whitespace, lower case); 'full' is refused (it is
-    the reference arm of every pair). Specs are checked against the SDXL layer map here; the engine re-checks
-    them against its own UNet before anything is generated."""
-    from instantid import PresetError, resolve_preset
-
-    specs = list(dict.fromkeys(normalize_preset(p) for p in text.split(",") if p.strip()))
+    """Comma-separated selective preset specs in their normal form (``instantid.split_presets``); 'full' is
+    refused (it is the reference arm of every pair). Specs are checked against the SDXL layer map here; the engine
+    re-checks them against its own UNet before anything is generated (auto-K, which needs its telemetry, only
+    there)."""
+    specs = split_presets(text)
     if not specs:
         raise InputError("no presets given (e.g. --presets balanced,fast)")
     if "full" in specs:
         raise InputError("'full' is the reference arm of every pair; list only selective presets")
     for spec in specs:
-        if not _AUTO_SPEC.fullmatch(spec):
+        if not is_auto_spec(spec):
             try:
                 resolve_preset(spec)
             except PresetError as exc:
                 raise InputError(f"bad preset {spec!r}: {exc}") from exc
     return specs
-
-
-def normalize_preset(spec: str) -> str:
-    """The key a preset is stored under: the spec without whitespace, lower case."""
-    return "".join(spec.split()).lower()
 
 
 def face_files(spec: str | Path) -> list[Path]:
@@ -151,12 +133,9 @@ def read_prompts(spec: str) -> list[str]:
 
 
 def expand_conditions(faces: Sequence[str | Path], prompts: Sequence[str], seeds: Sequence[int],
-                      settings: ConditionSettings = ConditionSettings(), group: str = "") -> list[Condition]:
+                      settings: GenerationSettings = GenerationSettings(), group: str = "") -> list[Condition]:
     """faces x prompts x seeds at one setting, in that nesting order (face outermost)."""
-    return [Condition(face=Path(face), prompt=prompt, seed=int(seed), negative_prompt=settings.negative_prompt,
-                      steps=settings.steps, width=settings.width, height=settings.height,
-                      ip_weight=settings.ip_weight, cn_scale=settings.cn_scale,
-                      guidance_scale=settings.guidance_scale, group=group)
+    return [Condition(face=Path(face), prompt=prompt, seed=int(seed), settings=settings, group=group)
             for face, prompt, seed in itertools.product(faces, prompts, seeds)]
 
 
@@ -170,6 +149,36 @@ def _list(value: Any, name: str, where: str) -> list[Any]:
     if not values:
         raise InputError(f"{where}: '{name}' is empty")
     return values
+
+
+def _group_conditions(group: dict[str, Any], where: str, folder: Path, seeds: Sequence[int] | None,
+                      steps: int | None, size_scale: float) -> list[Condition]:
+    """One matrix group (merged with the defaults) as conditions: sizes x ip_weights x cn_scales x faces x
+    prompts x seeds."""
+    defaults = GenerationSettings()
+    faces = [folder / f for f in _list(group.get("faces"), "faces", where)]
+    missing = [str(f) for f in faces if not f.is_file()]
+    if missing:
+        raise InputError(f"{where}: face file(s) not found: {', '.join(missing)}")
+    prompts = [str(p) for p in _list(group.get("prompts"), "prompts", where)]
+    group_seeds = list(seeds) if seeds is not None else [int(s) for s in _list(group.get("seeds", [0]), "seeds",
+                                                                                where)]
+    out: list[Condition] = []
+    try:
+        sizes = [scale_size(*parse_size(s), size_scale) for s in _list(group.get("sizes", defaults.size), "sizes",
+                                                                         where)]
+        for (width, height), ip_weight, cn_scale in itertools.product(
+                sizes, _list(group.get("ip_weights", defaults.ip_weight), "ip_weights", where),
+                _list(group.get("cn_scales", defaults.cn_scale), "cn_scales", where)):
+            settings = GenerationSettings(
+                negative_prompt=group.get("negative_prompt", defaults.negative_prompt),
+                steps=steps if steps is not None else group.get("steps", defaults.steps), width=width,
+                height=height, ip_weight=ip_weight, cn_scale=cn_scale,
+                guidance_scale=group.get("guidance_scale", defaults.guidance_scale))
+            out += expand_conditions(faces, prompts, group_seeds, settings, group=group.get("name", ""))
+    except RequestError as exc:
+        raise InputError(*(f"{where}: {problem}" for problem in exc.problems)) from None
+    return out
 
 
 def load_matrix(path: str | Path = MATRICES["usecases"], *, seeds: Sequence[int] | None = None,
@@ -189,30 +198,12 @@ def load_matrix(path: str | Path = MATRICES["usecases"], *, seeds: Sequence[int]
         raise InputError(f"{path} is not valid JSON: {exc}") from exc
     if size_scale <= 0:
         raise InputError(f"size scale must be positive, got {size_scale}")
-    defaults = spec.get("defaults", {})
     conditions: dict[Condition, None] = {}
     for index, group in enumerate(spec.get("groups", [])):
-        name = group.get("name", f"group {index}")
-        where = f"{path.name} group {name!r}"
-        merged = {**defaults, **group}
-        base = ConditionSettings(negative_prompt=merged.get("negative_prompt", ""),
-                        steps=int(steps if steps is not None else merged.get("steps", ConditionSettings.steps)),
-                        guidance_scale=float(merged.get("guidance_scale", ConditionSettings.guidance_scale)))
-        faces = [path.parent / f for f in _list(merged.get("faces"), "faces", where)]
-        missing = [str(f) for f in faces if not f.is_file()]
-        if missing:
-            raise InputError(f"{where}: face file(s) not found: {', '.join(missing)}")
-        prompts = [str(p) for p in _list(merged.get("prompts"), "prompts", where)]
-        sizes = [scale_size(*parse_size(s), size_scale) for s in _list(merged.get("sizes", "1024x1024"), "sizes",
-                                                                        where)]
-        ip_weights = [float(w) for w in _list(merged.get("ip_weights", ConditionSettings.ip_weight), "ip_weights", where)]
-        cn_scales = [float(s) for s in _list(merged.get("cn_scales", ConditionSettings.cn_scale), "cn_scales", where)]
-        group_seeds = list(seeds) if seeds is not None else [int(s) for s in _list(merged.get("seeds", [0]),
-                                                                                    "seeds", where)]
-        for (width, height), ip_weight, cn_scale in itertools.product(sizes, ip_weights, cn_scales):
-            settings = replace(base, width=width, height=height, ip_weight=ip_weight, cn_scale=cn_scale)
-            for condition in expand_conditions(faces, prompts, group_seeds, settings, group=name):
-                conditions.setdefault(condition, None)
+        merged = {**spec.get("defaults", {}), **group, "name": group.get("name", f"group {index}")}
+        where = f"{path.name} group {merged['name']!r}"
+        for condition in _group_conditions(merged, where, path.parent, seeds, steps, size_scale):
+            conditions.setdefault(condition, None)
     if not conditions:
         raise InputError(f"{path} defines no conditions")
     logger.info("matrix %s: %d unique conditions", path.name, len(conditions))

@@ -2,7 +2,9 @@
 
 Every refusal is an ``InputError`` (a ValueError) whose text is for the user: ``except InputError as e: show(str(e))``.
 Fixes that keep an input usable (first frame of an animation, alpha on white, CMYK/16-bit converted, EXIF rotation,
-several faces, a prompt longer than CLIP reads) come back as ``notes`` to show beside the result.
+several faces, a prompt longer than CLIP reads) come back as ``notes`` to show beside the result. The settings'
+rules are instantid's (``instantid.request_problems``, the check ``GenerationSettings`` runs when made); this
+module only turns form values (text, floats from sliders) into the types those rules check.
 """
 
 from __future__ import annotations
@@ -11,76 +13,66 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from instantid import ACCEPTED_FORMS, LIMITS, Face, FaceError, PresetError, resolve_preset
+from instantid import (
+    ACCEPTED_FORMS,
+    LIMITS,
+    Face,
+    FaceError,
+    GenerationLimits,
+    GenerationSettings,
+    PresetError,
+    RequestError,
+    is_auto_spec,
+    request_problems,
+    resolve_preset,
+    split_presets,
+)
 
 if TYPE_CHECKING:
-    from instantid import Engine, GenerationRequest
+    from instantid import Engine
 
 from review.errors import InputError
 from review.generation.uploads import MAX_BYTES, MAX_PIXELS, MAX_SIDE, Upload, read_upload
 
-__all__ = ["InputError", "Limits", "Settings", "Upload", "check_faces", "parse_seeds", "read_upload",
+__all__ = ["InputError", "Limits", "Submission", "Upload", "check_faces", "parse_seeds", "read_upload",
            "validate_settings", "MAX_BYTES", "MAX_PIXELS", "MAX_SIDE"]
 
 logger = logging.getLogger(__name__)
 
 MIN_FACE_PX = LIMITS.min_face_px  # a face whose bbox is shorter than this on a side is refused
 _SEED_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
-_AUTO_SPEC = re.compile(r"auto-[0-9]+")  # auto-K needs the engine's telemetry: checked only with an engine
+_TEXTS = {n for n, v in GenerationSettings().as_dict().items() if isinstance(v, str)}  # the settings read as text
 
 
 # --- settings ------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Limits:
+class Limits(GenerationLimits):
     """The generation limits of ``instantid.LIMITS`` (one definition) plus what only a submission has."""
 
-    min_steps: int = LIMITS.min_steps  # fewest denoising steps
-    max_steps: int = LIMITS.max_steps  # most denoising steps
-    min_size: int = LIMITS.min_size  # smallest output side, px
-    max_size: int = LIMITS.max_size  # largest output side, px
-    size_multiple: int = LIMITS.size_multiple  # output sides must be multiples of this
-    min_ip_weight: float = LIMITS.min_ip_weight  # face-branch scale range
-    max_ip_weight: float = LIMITS.max_ip_weight
-    min_cn_scale: float = LIMITS.min_cn_scale  # IdentityNet strength range
-    max_cn_scale: float = LIMITS.max_cn_scale
-    min_guidance: float = LIMITS.min_guidance  # classifier-free guidance range
-    max_guidance: float = LIMITS.max_guidance
-    max_prompt_chars: int = LIMITS.max_prompt_chars  # longer prompts are refused
     max_seeds: int = 16  # seeds per submission
-    max_seed: int = LIMITS.max_seed  # seeds are 0..max_seed
     max_presets: int = 10  # presets per submission
     max_preset_chars: int = 200  # longest accepted preset spec
     clip_tokens: int = 77  # CLIP's context; a longer prompt is allowed, truncated, and noted
     max_n_boot: int = 100_000  # bootstrap replicates per statistic (leaderboard/export; 1000 is the default)
 
 
-@dataclass
-class Settings:
+@dataclass(frozen=True)
+class Submission:
+    """A checked Generate-tab submission: one prompt at every seed x preset, at one ``GenerationSettings``."""
+
     prompt: str  # stripped, non-empty
-    negative_prompt: str  # stripped, may be empty
-    presets: list[str]  # normalized specs (no whitespace, lower case: the store's key), distinct; each resolves
-    seeds: list[int]  # distinct, in the given order
-    steps: int
-    width: int
-    height: int
-    ip_weight: float
-    cn_scale: float
-    notes: list[str] = field(default_factory=list)  # prompt truncation, preset warnings of the engine
-
-    def request(self, face_image: Image.Image, seed: int, face: Face | None = None) -> GenerationRequest:
-        """The engine request for one seed; ``face`` (from ``check_faces`` on ``face_image``) skips re-detection."""
-        from instantid import GenerationRequest
-
-        same = ("prompt", "negative_prompt", "steps", "width", "height", "ip_weight", "cn_scale")
-        return GenerationRequest(face_image=face_image, seed=seed, face=face, **{k: getattr(self, k) for k in same})
+    presets: tuple[str, ...]  # normal-form specs (``instantid.preset_key``: the store's key), distinct; each resolves
+    seeds: tuple[int, ...]  # distinct, in the given order
+    settings: GenerationSettings  # negative prompt (stripped), steps, size, scales, guidance
+    notes: tuple[str, ...] = ()  # prompt truncation, preset warnings of the engine
 
 
 def _show(value: object) -> str:
@@ -133,103 +125,101 @@ def parse_seeds(seeds: str | int | Sequence[int | str], *, max_seeds: int = 16, 
     return list(found)
 
 
-def _text(value: object, what: str, limits: Limits) -> str:
-    if not isinstance(value, str | None):
-        raise InputError(f"the {what} must be text, got {type(value).__name__}")
-    text = (value or "").strip()
-    if len(text) > limits.max_prompt_chars:
-        raise InputError(f"the {what} is {len(text):,} characters; at most {limits.max_prompt_chars:,} are accepted")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InputError(f"the {what} contains invalid characters (unpaired surrogates)") from None
-    if "\x00" in text:
-        raise InputError(f"the {what} contains a NUL character")
-    return text
+def _form_text(value: object) -> object:
+    """Form text stripped (None: empty); anything else as given, for the check to name."""
+    return (value or "").strip() if isinstance(value, str | None) else value
 
 
-def _split_presets(presets: object) -> list[str]:
-    """Specs from ``"balanced,fast"`` or a list (commas split there too), normalized as
-    ``review.generation.conditions.normalize_preset`` does (the key presets are stored under), distinct, in order."""
-    items: Any = [presets] if isinstance(presets, str | None) else presets
-    if not isinstance(items, Sequence) or isinstance(items, (bytes, bytearray)):
-        raise InputError(f"presets must be text like 'balanced,fast', got {type(presets).__name__}")
-    if not all(isinstance(item, str | None) for item in items):
-        raise InputError("every preset must be text like 'balanced' or 'output:0-2'")
-    return list(dict.fromkeys("".join(s.split()).lower() for item in items if item for s in item.split(",")
-                              if s.strip()))
-
-
-def validate_settings(prompt: object, negative_prompt: object, presets: object, seeds: object, steps: object,
-                      width: object, height: object, ip_weight: object, cn_scale: object, *,
-                      limits: Limits | None = None, engine: Engine | None = None,
-                      selective_only: bool = True) -> Settings:
-    """Check every generation setting; raise one InputError listing all problems, or return clean Settings.
-
-    With ``engine`` the presets resolve on its layer map (``engine.resolve``: SD1.5, auto-K, unknown UNets) and
-    prompts are counted in CLIP tokens (over 77: a note); without it presets resolve on the SDXL map (auto-K
-    left to the engine). ``selective_only``: 'full' is refused, as it is every pair's reference arm.
-    """
-    limits = limits or Limits()
-    problems: list[str] = []
-    notes: list[str] = []
-
-    def check(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def _form_number(value: object) -> object:
+    """Numeric form text as a float (``" 30 "`` -> 30.0); anything else as given, for the check to name."""
+    if isinstance(value, str):
         try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            problems.extend(exc.problems)
-            return None
+            return float(value.strip())
+        except ValueError:
+            return value
+    return value
 
-    text = check(_text, prompt, "prompt", limits)
-    if text == "":
-        problems.append("the prompt is empty: describe the image to generate")
-    negative = check(_text, negative_prompt, "negative prompt", limits)
-    steps_n = check(_in_range, steps, "steps", limits.min_steps, limits.max_steps, whole=True)
-    sizes = {}
-    for what, value in (("width", width), ("height", height)):
-        size = sizes[what] = check(_in_range, value, what, limits.min_size, limits.max_size, whole=True)
-        if size is not None and size % limits.size_multiple:
-            step = limits.size_multiple
-            near = min(max(round(size / step) * step, limits.min_size), limits.max_size)
-            problems.append(f"{what} {size:g} is not a multiple of {step} (try {near:g})")
-    ip = check(_in_range, ip_weight, "ip_weight", limits.min_ip_weight, limits.max_ip_weight)
-    cn = check(_in_range, cn_scale, "cn_scale", limits.min_cn_scale, limits.max_cn_scale)
-    seed_list = check(parse_seeds, seeds, max_seeds=limits.max_seeds, max_seed=limits.max_seed)
-    specs = check(_split_presets, presets)
-    if specs == []:
-        problems.append("choose at least one preset")
-    elif specs and len(specs) > limits.max_presets:
-        problems.append(f"{len(specs)} presets chosen; at most {limits.max_presets} per run")
-    bad_preset = False
-    for spec in specs if specs and len(specs) <= limits.max_presets else []:
+
+def _preset_problems(specs: list[str], ip_weight: float, limits: Limits, engine: Engine | None,
+                     selective_only: bool, notes: list[str]) -> list[str]:
+    """Why each spec cannot be generated (none: every spec resolves); the engine's warnings go to ``notes``."""
+    if not specs:
+        return ["choose at least one preset"]
+    if len(specs) > limits.max_presets:
+        return [f"{len(specs)} presets chosen; at most {limits.max_presets} per run"]
+    problems: list[str] = []
+    unresolved = False
+    for spec in specs:
         try:
             if len(spec) > limits.max_preset_chars:
                 raise PresetError(f"the spec is {len(spec)} characters; at most {limits.max_preset_chars}")
             if selective_only and spec == "full":
                 problems.append("'full' is the reference arm of every pair; choose only selective presets")
-                continue
-            if engine is None and _AUTO_SPEC.fullmatch(spec):
-                continue
-            if engine is None:
-                resolve_preset(spec, ip_weight=0.8 if ip is None else ip)
-            else:
-                notes.extend(engine.resolve(spec, 0.8 if ip is None else ip)[2])
+            elif engine is not None:
+                notes.extend(engine.resolve(spec, ip_weight)[2])
+            elif not is_auto_spec(spec):  # auto-K needs the engine's telemetry: checked only with an engine
+                resolve_preset(spec, ip_weight=ip_weight)
         except PresetError as exc:
-            problems.append(f"preset {_show(spec)}: {getattr(exc, 'problem', exc)}")
-            bad_preset = True
-    if bad_preset:
+            problems.append(f"preset {_show(spec)}: {exc.problem}")
+            unresolved = True
+    if unresolved:
         problems.append(ACCEPTED_FORMS)
-    for value, what in ((text, "prompt"), (negative, "negative prompt")):
-        tokens = engine.prompt_tokens(value) if engine is not None and value else 0
+    return problems
+
+
+def _token_notes(engine: Engine | None, texts: dict[str, object], limits: Limits) -> list[str]:
+    """A note for each prompt longer than CLIP reads (counted by the engine's tokenizer; none without one)."""
+    notes = []
+    for what, value in texts.items():
+        tokens = engine.prompt_tokens(value) if engine is not None and isinstance(value, str) and value else 0
         if tokens > limits.clip_tokens:
             notes.append(f"the {what} is {tokens} CLIP tokens; only the first {limits.clip_tokens} are read,"
                          " the rest is truncated")
+    return notes
+
+
+def validate_settings(prompt: object, negative_prompt: object, presets: object, seeds: object, steps: object,
+                      width: object, height: object, ip_weight: object, cn_scale: object,
+                      guidance_scale: object = GenerationSettings.guidance_scale, *, limits: Limits | None = None,
+                      engine: Engine | None = None, selective_only: bool = True) -> Submission:
+    """Check every generation setting; raise one InputError listing all problems, or return a clean Submission.
+
+    The prompt and the settings go through instantid's own check (``request_problems`` at ``limits``); seeds and
+    presets are read here. With ``engine`` the presets resolve on its layer map (``engine.resolve``: SD1.5,
+    auto-K, unknown UNets) and prompts are counted in CLIP tokens (over 77: a note); without it presets resolve on
+    the SDXL map (auto-K left to the engine). ``selective_only``: 'full' is refused, as it is every pair's
+    reference arm.
+    """
+    limits = limits or Limits()
+    text = _form_text(prompt)
+    form = {"negative_prompt": negative_prompt, "steps": steps, "width": width, "height": height,
+            "ip_weight": ip_weight, "cn_scale": cn_scale, "guidance_scale": guidance_scale}
+    values = {name: (_form_text if name in _TEXTS else _form_number)(value) for name, value in form.items()}
+    problems = request_problems(prompt=text, settings=values, limits=limits)
+    notes: list[str] = []
+
+    def check(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (InputError, PresetError) as exc:
+            problems.extend(getattr(exc, "problems", None) or [exc.problem])
+            return None
+
+    seed_list = check(parse_seeds, seeds, max_seeds=limits.max_seeds, max_seed=limits.max_seed)
+    specs = check(split_presets, presets)
+    if specs is not None:
+        ip = values["ip_weight"]
+        usable_ip = ip if isinstance(ip, int | float) and not isinstance(ip, bool) and math.isfinite(ip) else 0.8
+        problems += _preset_problems(specs, usable_ip, limits, engine, selective_only, notes)
     if problems:
         raise InputError(*problems)
-    return Settings(prompt=text, negative_prompt=negative, presets=specs, seeds=seed_list, steps=int(steps_n),
-                    width=int(sizes["width"]), height=int(sizes["height"]), ip_weight=ip, cn_scale=cn,
-                    notes=list(dict.fromkeys(notes)))
+    notes += _token_notes(engine, {"prompt": text, "negative prompt": values["negative_prompt"]}, limits)
+    try:  # checked above at ``limits``; a GenerationSettings also holds instantid's own (never looser) limits
+        settings = GenerationSettings(**values)
+    except RequestError as exc:
+        raise InputError(*exc.problems) from None
+    return Submission(prompt=str(text), presets=tuple(specs), seeds=tuple(seed_list), settings=settings,
+                      notes=tuple(dict.fromkeys(notes)))
 
 
 # --- the reference face --------------------------------------------------------------------------------------

@@ -34,21 +34,13 @@ from typing import Any
 import numpy as np
 import PIL.Image
 
-from instantid import Engine, FaceError, GenerationRequest, GenerationResult, load_image
-from review.generation.conditions import (
-    Condition,
-    ConditionSettings,
-    InputError,
-    expand_conditions,
-    load_matrix,
-    normalize_preset,
-)
+from instantid import Engine, FaceError, GenerationResult, load_image, split_presets
+from review.generation.conditions import Condition, InputError, expand_conditions, load_matrix
 from review.generation.metrics import cosine, identity_scores, ssim
 from review.images import image_path, read_image, write_image
 from review.store import Store, StoreIntegrityError, condition_key
 
-__all__ = ["RUN_ID", "Condition", "InputError", "PairRunner", "ConditionSettings", "expand_conditions", "load_matrix",
-           "summarize"]
+__all__ = ["RUN_ID", "Condition", "InputError", "PairRunner", "expand_conditions", "load_matrix", "summarize"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +115,8 @@ class PairRunner:
         return ref
 
     def check_presets(self, presets: Iterable[str], ip_weights: Iterable[float]) -> list[str]:
-        """Normalized specs after the engine resolved each at every ip_weight used (PresetError otherwise)."""
-        specs = list(dict.fromkeys(normalize_preset(p) for p in presets))
+        """Normal-form specs after the engine resolved each at every ip_weight used (PresetError otherwise)."""
+        specs = split_presets(list(presets))
         for spec in specs:
             for ip_weight in sorted(set(ip_weights)):
                 self.engine.resolve(spec, ip_weight)
@@ -146,24 +138,20 @@ class PairRunner:
     def find_condition(self, condition: Condition) -> Row | None:
         """The stored condition row of ``condition``, or None; writes nothing (unlike ``condition_row``)."""
         ref = self.check_face(condition.face)
-        return self.store.get_condition_by_key(condition_key(
-            ref.sha256, prompt=condition.prompt, negative_prompt=condition.negative_prompt, seed=condition.seed,
-            steps=condition.steps, width=condition.width, height=condition.height, ip_weight=condition.ip_weight,
-            cn_scale=condition.cn_scale, guidance_scale=condition.guidance_scale, stack=self.engine.name))
+        return self.store.get_condition_by_key(condition_key(ref.sha256, stack=self.engine.name,
+                                                             **condition.inputs()))
 
     def condition_row(self, condition: Condition) -> Row:
+        """The stored condition row of ``condition`` (its face registered first), inserted when new."""
         ref = self.check_face(condition.face)
-        return self.store.upsert_condition(
-            face_id=self._face_row(ref)["id"], prompt=condition.prompt, negative_prompt=condition.negative_prompt,
-            seed=condition.seed, steps=condition.steps, width=condition.width, height=condition.height,
-            ip_weight=condition.ip_weight, cn_scale=condition.cn_scale, guidance_scale=condition.guidance_scale,
-            stack=self.engine.name)
+        return self.store.upsert_condition(face_id=self._face_row(ref)["id"], stack=self.engine.name,
+                                           **condition.inputs())
 
     # -- running --------------------------------------------------------------------------------------------
     def run_condition(self, condition: Condition, presets: Sequence[str],
                       progress: Progress | None = None) -> list[Row]:
         """Generate what is missing for this condition; return the pairs added now (as ``Store.get_pair``)."""
-        specs = list(dict.fromkeys(normalize_preset(p) for p in presets))
+        specs = split_presets(list(presets))
         if "full" in specs:
             raise InputError("'full' is the reference arm of every pair, not a selective preset")
         tick = progress or (lambda label: None)
@@ -195,16 +183,10 @@ class PairRunner:
         sizes = _warmed.setdefault(self.engine, set())
         if not self.warmup or condition.size in sizes:  # new shapes get their own warm-up (kernels, allocator)
             return
-        steps = 1 if self.engine.name == "tiny" else min(2, condition.steps)
+        steps = 1 if self.engine.name == "tiny" else min(2, condition.settings.steps)
         logger.info("warm-up generation (%d step(s), %s), not timed", steps, condition.size)
-        self.engine.generate(self._request(condition, ref, steps), "full")
+        self.engine.generate(condition.request(ref.image, steps), "full")
         sizes.add(condition.size)
-
-    def _request(self, condition: Condition, ref: Reference, steps: int | None = None) -> GenerationRequest:
-        return GenerationRequest(
-            face_image=ref.image, prompt=condition.prompt, negative_prompt=condition.negative_prompt,
-            seed=condition.seed, steps=steps or condition.steps, width=condition.width, height=condition.height,
-            ip_weight=condition.ip_weight, cn_scale=condition.cn_scale, guidance_scale=condition.guidance_scale)
 
     def _embed(self, pixels: np.ndarray) -> tuple[np.ndarray | None, str | None]:
         """The largest face's raw embedding in a generated image, or (None, reason)."""
@@ -225,7 +207,7 @@ class PairRunner:
             embedding, failure = self._embed(pixels)
             return Arm(stored, pixels, embedding, failure, fresh=False)
         self._warm_up(condition, ref)
-        result: GenerationResult = self.engine.generate(self._request(condition, ref), preset)
+        result: GenerationResult = self.engine.generate(condition.request(ref.image), preset)
         ref.embedding = np.asarray(result.face.embedding)  # the face this generation was conditioned on
         for warning in result.warnings:
             logger.debug("%s: %s", preset, warning)

@@ -50,6 +50,8 @@ def cosine(u: np.ndarray, v: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class IdentityScore:
+    """The identity cosines of one pair, or the reasons they are missing."""
+
     id_cos_sel_full: float | None  # selective output vs full output (same seed): identity change from patching
     id_cos_sel_ref: float | None  # selective output vs the reference photo
     id_cos_full_ref: float | None  # full output vs the reference photo

@@ -34,6 +34,8 @@ WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_W
 
 
 class Shard(NamedTuple):
+    """This process's share of the conditions and where it runs."""
+
     conditions: list[Condition]  # this process's share, whole conditions, in the given order
     process_index: int
     num_processes: int

@@ -27,6 +27,8 @@ MAX_BYTES = LIMITS.max_image_bytes  # largest accepted upload file
 
 @dataclass
 class Upload:
+    """A decoded reference upload and the notes on what was changed to make it usable."""
+
     image: Image.Image  # RGB, EXIF-upright, fully decoded (detached from the file)
     notes: list[str] = field(default_factory=list)  # what was changed to make it usable
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from .config import ConnectionConfig, utc_now
 from .errors import DuplicateVote, StoreBusy, StoreError, StoreIntegrityError, StoreUnavailable
-from .generation_rows import condition_key
+from .generation_rows import condition_inputs, condition_key
 from .opening import StoreOpenError
 from .schema import LATEST, MIGRATIONS
 from .store import Store
 
 __all__ = [
     "LATEST", "MIGRATIONS", "ConnectionConfig", "DuplicateVote", "Store", "StoreBusy", "StoreError",
-    "StoreIntegrityError", "StoreOpenError", "StoreUnavailable", "condition_key", "utc_now",
+    "StoreIntegrityError", "StoreOpenError", "StoreUnavailable", "condition_inputs", "condition_key",
+    "utc_now",
 ]

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from instantid import GenerationSettings  # torch-free: the one definition of the settings columns
+
 from . import queries as q
 from .errors import StoreIntegrityError
 from .rows import Row, RowsBase, opt_float
@@ -17,15 +19,17 @@ from .rows import Row, RowsBase, opt_float
 _GENERATION_JSON = ("layers", "step_times", "versions")
 
 
-def condition_key(face_sha256: str, *, prompt: str, negative_prompt: str, seed: int, steps: int, width: int,
-                  height: int, ip_weight: float, cn_scale: float, guidance_scale: float, stack: str) -> str:
-    """sha256 of every generation input (the face by content hash, so keys are stable across databases)."""
-    inputs = {
-        "face_sha256": face_sha256, "prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed),
-        "steps": int(steps), "width": int(width), "height": int(height), "ip_weight": float(ip_weight),
-        "cn_scale": float(cn_scale), "guidance_scale": float(guidance_scale), "stack": stack,
-    }
-    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+def condition_inputs(*, prompt: str, seed: int, stack: str, **settings: Any) -> Row:
+    """A condition's generation inputs as stored: the prompt, the seed, ``instantid.GenerationSettings``' fields
+    (its own field list and types, never re-listed here; TypeError for a missing or unknown one) and the stack."""
+    return {"prompt": prompt, "seed": int(seed), **GenerationSettings.typed(settings), "stack": stack}
+
+
+def condition_key(face_sha256: str, **inputs: Any) -> str:
+    """sha256 of every generation input (``condition_inputs``' keywords; the face by content hash, so keys are
+    stable across databases)."""
+    keyed = {"face_sha256": face_sha256, **condition_inputs(**inputs)}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
 
 
 def decode_generation(row: Row | None) -> Row | None:
@@ -51,14 +55,10 @@ class GenerationRows(RowsBase):
         """The face row with this content hash, or None."""
         return self._get("faces", "sha256 = ?", [sha256])
 
-    def upsert_condition(self, *, face_id: int, prompt: str, negative_prompt: str, seed: int, steps: int,
-                         width: int, height: int, ip_weight: float, cn_scale: float, guidance_scale: float,
-                         stack: str) -> Row:
-        """The condition with these inputs (key = condition_key(face sha, inputs)); inserted when new."""
-        inputs: Row = {"prompt": prompt, "negative_prompt": negative_prompt, "seed": int(seed),
-                       "steps": int(steps), "width": int(width), "height": int(height),
-                       "ip_weight": float(ip_weight), "cn_scale": float(cn_scale),
-                       "guidance_scale": float(guidance_scale), "stack": stack}
+    def upsert_condition(self, *, face_id: int, **inputs: Any) -> Row:
+        """The condition with these inputs (``condition_inputs``' keywords; key = ``condition_key(face sha,
+        inputs)``); inserted when new."""
+        inputs = condition_inputs(**inputs)
 
         def write(db: Database) -> str:
             face = db.execute("SELECT sha256 FROM faces WHERE id = ?", [face_id]).fetchone()

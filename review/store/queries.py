@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from instantid import GenerationSettings  # torch-free
+
 PAIR_COLUMNS = """
     p.id AS pair_id, p.condition_id, p.preset, p.layer_count, p.ssim,
     p.id_cos_sel_full, p.id_cos_sel_ref, p.id_cos_full_ref, p.identity_failure, p.created_at,
@@ -71,10 +73,10 @@ TRIAL_ROWS = f"""SELECT {_TRIAL_COLUMNS}, t.left_image, t.right_image, t.x_image
 INSERT_FACE = """INSERT INTO faces (sha256, file, label, width, height, created_at)
     VALUES (:sha256, :file, :label, :width, :height, :created_at) ON CONFLICT(sha256) DO NOTHING"""
 
-INSERT_CONDITION = """INSERT INTO conditions (key, face_id, prompt, negative_prompt, seed, steps, width, height,
-        ip_weight, cn_scale, guidance_scale, stack, created_at)
-    VALUES (:key, :face_id, :prompt, :negative_prompt, :seed, :steps, :width, :height,
-        :ip_weight, :cn_scale, :guidance_scale, :stack, :created_at) ON CONFLICT(key) DO NOTHING"""
+# a condition's columns: key, face, prompt, seed, GenerationSettings' fields (the one definition), stack
+_CONDITION_COLUMNS = ("key", "face_id", "prompt", "seed", *GenerationSettings.names(), "stack", "created_at")
+INSERT_CONDITION = (f"INSERT INTO conditions ({', '.join(_CONDITION_COLUMNS)}) "
+                    f"VALUES ({', '.join(':' + c for c in _CONDITION_COLUMNS)}) ON CONFLICT(key) DO NOTHING")
 
 UPSERT_REVIEWER = """INSERT INTO reviewers (id, created_at, last_seen, identity_kind) VALUES (:id, :now, :now, :kind)
     ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen"""

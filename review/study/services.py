@@ -12,16 +12,19 @@ import logging
 import math
 import secrets
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
 
 from review.store import Store, StoreError, StoreUnavailable
 from review.study.served import ServedImages
 from review.study.trials import RateLimiter, StudyConfig, VoteRefused
+
+if TYPE_CHECKING:
+    from review.generation.inputs import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +55,10 @@ class DataDirs:
 
 @dataclass(frozen=True)
 class GenerateJob:
-    """One admin request from the Generate tab: every seed x every preset against the full arm."""
+    """One admin request from the Generate tab: the uploaded face at every seed x preset of a checked submission."""
 
-    face_path: str  # uploaded reference photo
-    prompt: str
-    presets: tuple[str, ...]  # selective presets (names or specs); the full arm is always generated
-    seeds: tuple[int, ...]
-    negative_prompt: str = ""
-    steps: int = 30  # denoising steps
-    width: int = 1024  # multiples of 8
-    height: int = 1024
-    ip_weight: float = 0.8
-    cn_scale: float = 0.8
-    guidance_scale: float = 5.0
+    face_path: str  # the decoded upload, saved as PNG (removed after the job)
+    submission: Submission  # prompt, presets, seeds and GenerationSettings, checked (review.generation.inputs)
     notes: tuple[str, ...] = ()  # what was fixed in the upload or settings (shown with the result)
 
 
@@ -222,15 +216,3 @@ def storage_message(exc: StoreError, consequence: str) -> str:
     else:
         what = "The study database refused the change"
     return f"{what}. {consequence}"
-
-
-def clean_presets(chosen: Sequence[str] | None, custom: object) -> tuple[str, ...]:
-    """Checked presets plus comma-separated custom specs; 'full' is the baseline arm, never a selective preset."""
-    specs = [str(p).strip() for p in (chosen or [])]
-    specs += [s.strip() for s in str(custom or "").split(",")]
-    specs = [s for s in dict.fromkeys(specs) if s and s != "full"]
-    if not specs:
-        raise VoteRefused("Pick at least one selective preset.")
-    if any(len(s) > 200 for s in specs):
-        raise VoteRefused("Preset specs are limited to 200 characters.")
-    return tuple(specs)

@@ -18,11 +18,11 @@ from typing import Any
 
 import gradio as gr
 
-from instantid import FaceError
+from instantid import FaceError, GenerationSettings
 from review.generation.inputs import InputError, Limits, validate_settings
 from review.generation.uploads import read_upload
 from review.store import StoreError
-from review.study.services import GenerateJob, JobStopped, Services, clean_presets, storage_message
+from review.study.services import GenerateJob, JobStopped, Services, storage_message
 from review.study.trials import VoteRefused
 from review.ui.review_tab import request_address
 
@@ -36,17 +36,10 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     """Check the form and build the job; VoteRefused with a readable message otherwise."""
     if not isinstance(face, str) or not face:
         raise VoteRefused("Upload a reference face first.")
-    limits = form_limits(services)
-    try:
-        guidance_f = float(guidance)
-    except (TypeError, ValueError):
-        raise VoteRefused("Guidance must be a number.") from None
-    if not limits.min_guidance <= guidance_f <= limits.max_guidance:  # (NaN fails this too)
-        raise VoteRefused(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
-    specs = clean_presets(presets if isinstance(presets, list) else [], custom)
-    try:  # the same checks and messages as the batch CLI: review/generation/inputs.py, then review/generation/uploads.py
-        settings = validate_settings(prompt, negative, list(specs), seeds, steps, width, height, ip_weight,
-                                     cn_scale, limits=limits)  # cheap: before the upload is decoded
+    chosen = [str(p) for p in presets] if isinstance(presets, list) else []  # the dropdown, then the text box
+    try:  # the same checks and messages as the batch CLI: review/generation/inputs.py, then uploads.py
+        submission = validate_settings(prompt, negative, [*chosen, str(custom or "")], seeds, steps, width, height,
+                                       ip_weight, cn_scale, guidance, limits=form_limits(services))  # cheap: first
         upload = read_upload(face)  # header-only size check, then a capped decode (never Gradio's)
     except InputError as exc:
         raise VoteRefused(str(exc)) from None
@@ -58,15 +51,11 @@ def make_job(services: Services, face: Any, prompt: Any, negative: Any, presets:
     except OSError as exc:  # e.g. ENOSPC: no partial file stays behind
         face_path.unlink(missing_ok=True)
         raise VoteRefused(f"The upload could not be saved on the server: {disk_problem(exc)}.") from None
-    notes = list(upload.notes + settings.notes)
+    notes = [*upload.notes, *submission.notes]
     known = services.store.get_face_by_sha(hashlib.sha256(face_path.read_bytes()).hexdigest())
     if known is not None:  # the runner keys faces by the same hash: the stored face is reused, not copied again
         notes.append(f"this face is already in the study (face #{known['id']}); its stored copy is reused")
-    return GenerateJob(face_path=str(face_path), prompt=settings.prompt, negative_prompt=settings.negative_prompt,
-                       presets=tuple(settings.presets), seeds=tuple(settings.seeds), steps=settings.steps,
-                       width=settings.width, height=settings.height, ip_weight=settings.ip_weight,
-                       cn_scale=settings.cn_scale, guidance_scale=guidance_f,
-                       notes=tuple(notes))
+    return GenerateJob(face_path=str(face_path), submission=submission, notes=tuple(notes))
 
 
 def disk_problem(exc: OSError) -> str:
@@ -105,6 +94,7 @@ def form_limits(services: Services) -> Limits:
 
 
 def handlers(services: Services) -> dict[str, Any]:
+    """The tab's event handlers: unlock and generate (each checks the admin on the server)."""
     def unlock(password: Any, request: gr.Request, profile: gr.OAuthProfile | None = None) -> list[Any]:
         try:
             if profile is None or not services.grant_admin(request.session_hash, profile.username):
@@ -134,7 +124,7 @@ def handlers(services: Services) -> dict[str, Any]:
         try:
             progress(0.0, desc="Starting")
             rows = services.run_job(job, lambda fraction, text: progress(fraction, desc=text))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the job's boundary: any failure becomes the admin's message (logged)
             raise gr.Error(job_failure(exc), print_exception=False) from None
         finally:
             services.generate_lock.release()
@@ -153,6 +143,7 @@ def build_generate_tab(services: Services) -> None:
     """The Generate tab; call inside ``gr.Tabs()``."""
     fns, enabled = handlers(services), bool(services.config.admin_password)
     limits = form_limits(services)  # the widgets offer exactly what the server accepts
+    defaults = GenerationSettings()  # and start at the settings' own defaults
     with gr.Tab("Generate", id="generate"):
         gr.Markdown("Admin only. The password is checked on the server for every action." if enabled else
                     "Generation is disabled: no admin password is configured (set REVIEW_ADMIN_PASSWORD).")
@@ -170,25 +161,26 @@ def build_generate_tab(services: Services) -> None:
                                file_types=["image"], file_count="single")
                 with gr.Column():
                     prompt = gr.Textbox(label="Prompt", lines=2, max_length=limits.max_prompt_chars)
-                    negative = gr.Textbox(label="Negative prompt", lines=1, max_length=limits.max_prompt_chars)
+                    negative = gr.Textbox(defaults.negative_prompt, label="Negative prompt", lines=1,
+                                          max_length=limits.max_prompt_chars)
             # choices arrive with the unlock; custom values allowed, so the server never trusts the choice list
             presets = gr.Dropdown(choices=[], value=[], multiselect=True, allow_custom_value=True,
                                   label="Presets to compare with the baseline")
             custom = gr.Textbox(label="More preset specs (comma-separated, e.g. output:0-2@0-0.5)")
             seeds = gr.Textbox("0, 1", label="Seeds (e.g. 0, 1, 5-7)")
             with gr.Row():
-                steps = gr.Slider(limits.min_steps, limits.max_steps, value=30, step=1, label="Steps")
+                steps = gr.Slider(limits.min_steps, limits.max_steps, value=defaults.steps, step=1, label="Steps")
                 side = dict(precision=0, minimum=limits.min_size, maximum=limits.max_size, step=limits.size_multiple)
-                width = gr.Number(1024, label=f"Width ({limits.min_size}-{limits.max_size}, multiple of "
+                width = gr.Number(defaults.width, label=f"Width ({limits.min_size}-{limits.max_size}, multiple of "
                                   f"{limits.size_multiple})", **side)
-                height = gr.Number(1024, label="Height", **side)
+                height = gr.Number(defaults.height, label="Height", **side)
             with gr.Row():
-                ip_weight = gr.Slider(limits.min_ip_weight, limits.max_ip_weight, value=0.8, step=0.05,
-                                      label="Face (IP) weight")
-                cn_scale = gr.Slider(limits.min_cn_scale, limits.max_cn_scale, value=0.8, step=0.05,
+                ip_weight = gr.Slider(limits.min_ip_weight, limits.max_ip_weight, value=defaults.ip_weight,
+                                      step=0.05, label="Face (IP) weight")
+                cn_scale = gr.Slider(limits.min_cn_scale, limits.max_cn_scale, value=defaults.cn_scale, step=0.05,
                                      label="IdentityNet scale")
-                guidance = gr.Slider(limits.min_guidance, limits.max_guidance, value=5.0, step=0.5,
-                                     label="Guidance scale")
+                guidance = gr.Slider(limits.min_guidance, limits.max_guidance, value=defaults.guidance_scale,
+                                     step=0.5, label="Guidance scale")
             run = gr.Button("Generate pairs", variant="primary")
             summary = gr.Markdown("")
             results = gr.Dataframe(headers=RESULT_COLUMNS, interactive=False)
