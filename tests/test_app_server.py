@@ -290,6 +290,7 @@ def test_generate_is_disabled_without_a_configured_password(tmp_path):
         assert trials[0]["reviewer_id"] != services.store.get_trial(voted)["reviewer_id"]  # hashed
 
 
+@pytest.mark.slow
 def test_app_py_takes_flags_and_environment_and_serves_the_page(tmp_path):
     """python app.py: environment variables set the defaults, the tiny stack shows its banner."""
     env = {**os.environ, "REVIEW_DB": str(tmp_path / "env.db"), "REVIEW_DATA": str(tmp_path / "data"),

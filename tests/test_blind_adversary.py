@@ -233,6 +233,7 @@ def adversary_figures(tmp_path_factory):
     return figures
 
 
+@pytest.mark.slow
 def test_colluding_reviewers_cannot_predict_the_full_side(adversary_figures):
     figures = adversary_figures
     assert figures["trials"] >= 500 and figures["real_trials"] >= 450

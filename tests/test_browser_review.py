@@ -206,6 +206,7 @@ def pixels(url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(httpx.get(url, timeout=10).content)).convert("RGB"))
 
 
+@pytest.mark.slow
 def test_reviewer_votes_with_mouse_and_keyboard_and_nothing_leaks(tmp_path):
     from playwright.sync_api import sync_playwright
 

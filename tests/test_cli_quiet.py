@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from instantid import quiet
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO / "data" / "faces" / "astronaut.jpg"
 
 
+@pytest.mark.slow
 def test_tiny_generate_prints_json_on_stdout_and_no_third_party_lines(tmp_path):
     env = {**os.environ, "INSTANTID_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
     proc = subprocess.run(

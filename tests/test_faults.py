@@ -346,6 +346,7 @@ def test_the_app_says_why_a_vote_was_not_saved_reports_health_and_serves_again(t
         assert big.status_code == 413
 
 
+@pytest.mark.slow
 def test_sigterm_mid_generation_stops_after_the_current_image_and_tells_the_admin(tmp_path):
     """app.py with the tiny stack makes demo pairs on an empty database; SIGTERM arrives while the job loads the
     engine (it holds the generation lock by then), so the image in progress is the first: exactly one is stored

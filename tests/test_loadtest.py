@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tools.loadtest.client import LoadOptions
 from tools.loadtest.harness import compare, main, passed, percentile, run
 
@@ -23,6 +25,7 @@ def test_small_load_stores_every_acknowledged_vote_once(tmp_path, capsys):
     assert (tmp_path / "review.db").is_file() and (tmp_path / "server.log").is_file()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_load_loses_no_acknowledged_vote_and_the_app_serves_again(tmp_path):
     figures = run(LoadOptions(reviewers=4, votes=10, think_s=0.4, kill_after_s=2.5), tmp_path)
     assert figures["reviewers_active_at_kill"] > 0, figures  # the kill came mid-load

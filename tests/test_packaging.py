@@ -17,7 +17,7 @@ import pytest
 import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
-TEST_TOOLS = {"pytest", "pytest-timeout", "hypothesis", "playwright", "ruff"}
+TEST_TOOLS = {"pytest", "pytest-timeout", "pytest-xdist", "hypothesis", "playwright", "ruff"}
 
 pytestmark = pytest.mark.packaging
 

@@ -110,16 +110,20 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--
           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
 
 
+def launch_args(db: Path) -> list[str]:
+    return ["--stack", "tiny", "--db", str(db), "--faces", str(FACE), "--prompts", "a portrait", "--presets", "fast",
+            "--seeds", "1,2", "--steps", "1", "--size", "128x128", "--quiet"]
+
+
 def launch(tmp_path: Path, db: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "INSTANTID_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "HF_HOME": str(tmp_path / "hf"),  # no user accelerate config can change the launch
            "CUDA_VISIBLE_DEVICES": ""}  # CPU processes even where a GPU exists
-    args = ["--stack", "tiny", "--db", str(db), "--faces", str(FACE), "--prompts", "a portrait", "--presets", "fast",
-            "--seeds", "1,2", "--steps", "1", "--size", "128x128", "--quiet"]
-    return subprocess.run([*LAUNCH, "-m", "review", "generate", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([*LAUNCH, "-m", "review", "generate", *launch_args(db)], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_share_one_database_condition_by_condition(tmp_path):
     pytest.importorskip("accelerate")
     db = tmp_path / "out" / "study.db"
@@ -145,11 +149,3 @@ def test_two_cpu_processes_share_one_database_condition_by_condition(tmp_path):
     assert len(list((db.parent / "images").iterdir())) == 4 and len(list((db.parent / "faces").iterdir())) == 1
     with sqlite3.connect(db) as raw:
         assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-
-    again = launch(tmp_path, db)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "generated 0 images, added 0 pairs; 2 pairs in" in again.stdout
-    with Store(db) as store:
-        assert store.db["generations"].count == 4 and len(store.list_pairs()) == 2
-        assert store.integrity_check() == []
-    assert len(list((db.parent / "images").iterdir())) == 4
