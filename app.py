@@ -38,6 +38,7 @@ from typing import Any
 from instantid import GenerationSettings
 from review.cli.verdict import add_verdict_options, verdict_config
 from review.export.sidecar import save_study_settings
+from review.generation.engines import Engines, install_engines
 from review.generation.inputs import Submission
 from review.spaces_env import ensure_onnxruntime, storage_root
 from review.stats.allocation import allocation_from_board
@@ -57,75 +58,6 @@ ON_SPACES = bool(os.environ.get("SPACE_ID"))
 DEMO_PROMPT = "a portrait photo of a person, studio light"
 DEMO_PRESETS = ("balanced", "fast")
 DEMO_SEEDS = (0, 1)
-
-try:  # ZeroGPU: each decorated call gets a GPU; without the package the decorator does nothing
-    import spaces
-except ImportError:
-    spaces = None
-
-LOAD_S, GENERATE_S = 300, 120  # GPU time asked for: the first call also loads the engine
-
-
-class Engines:
-    """Loads the engine once, on first use (thread-safe). ``get()`` is the engine with ``generate`` routed
-    through ``spaces.GPU`` (GpuEngine); ``load()`` the engine itself."""
-
-    def __init__(self, weights: str | None) -> None:
-        self.stack = weights or "tiny"
-        self._engine: Any = None
-        self._lock = threading.Lock()
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the engine is loaded already."""
-        return self._engine is not None
-
-    def load(self) -> Any:
-        """The engine, loaded on the first call."""
-        with self._lock:
-            if self._engine is None:
-                from instantid import load_engine
-
-                logger.info("loading the %s engine ...", self.stack)
-                self._engine = load_engine(self.stack)
-                logger.info("engine ready: %s", self._engine.describe())
-            return self._engine
-
-    def get(self) -> GpuEngine:
-        """The engine with ``generate`` routed through ``spaces.GPU``."""
-        return GpuEngine(self)
-
-
-ENGINES: Engines | None = None  # set by main(); the GPU function reaches the engine through it
-
-
-def _gpu_seconds(request: Any, preset: Any) -> int:
-    return GENERATE_S if ENGINES is not None and ENGINES.loaded else LOAD_S
-
-
-def _generate(request: Any, preset: Any) -> Any:
-    """One generation. Under ZeroGPU this runs in the GPU worker: the engine loads there, inside the GPU context,
-    on the first call; only the request and the preset cross the process boundary (never the engine)."""
-    assert ENGINES is not None
-    return ENGINES.load().generate(request, preset)
-
-
-_generate_on_gpu = spaces.GPU(duration=_gpu_seconds)(_generate) if spaces is not None else _generate
-
-
-class GpuEngine:
-    """The engine with ``generate`` routed through ``spaces.GPU`` (everything else delegated, loaded on use)."""
-
-    def __init__(self, engines: Engines) -> None:
-        self._engines = engines
-
-    def generate(self, request: Any, preset: Any = "full", progress: Any = None) -> Any:
-        """``Engine.generate`` in the GPU worker (``progress`` stays here: it cannot cross the boundary)."""
-        return _generate_on_gpu(request, preset)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._engines.load(), name)
-
 
 def job_runner(engines: Engines, store: Store, dirs: DataDirs,
                stopping: threading.Event | None = None) -> Callable[..., list[dict[str, Any]]]:
@@ -295,7 +227,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Open the store, wire the services, build the app and serve it until SIGTERM or Ctrl-C."""
-    global ENGINES
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.captureWarnings(True)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up requests, one INFO line each
@@ -314,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     except (StoreError, AppLockError, OSError) as exc:  # one sentence, no traceback
         logger.error("%s", exc)
         sys.exit(f"error: {exc}")
-    engines = ENGINES = Engines(args.weights)
+    engines = install_engines(args.weights)
     tiny = engines.stack == "tiny"
     try:
         from instantid import PRESET_NAMES
