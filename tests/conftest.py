@@ -15,6 +15,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 
 
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test, put back afterwards: the tiny stack is dispatch-bound, and two threads on a
+    shared 2-core CPU crawl (seconds per step)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipe():
     """The tiny InstantID pipeline (SDXL topology, random weights) with its face adapter attached."""

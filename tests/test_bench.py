@@ -26,13 +26,7 @@ META_FIELDS = {"device", "dtype", "torch", "diffusers", "gpu_name", "date", "sta
                "reps", "timer", "mem_kind", "reps_done", "stopped_early", "work_share", "model_mb"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny stack is dispatch-bound; 2 threads on a shared 2-core CPU crawl (seconds per step)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture()

@@ -9,14 +9,7 @@ from test_bench import checked_steps
 
 from instantid.bench import runner as bench_runner
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The CPU work around meta kernels is dispatch-bound: one thread, put back afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.slow

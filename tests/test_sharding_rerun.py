@@ -10,12 +10,13 @@ from review.store import Store
 
 
 @pytest.mark.slow
-def test_a_launched_rerun_of_a_finished_study_generates_nothing(tmp_path, tiny_engine):
+def test_a_launched_rerun_of_a_finished_study_generates_nothing(tmp_path, monkeypatch):
     """The re-run half, on its own so the two launches can run in parallel: the same study made in this process
     (same conditions and keys as the launched run makes), then launched on two processes: both skip everything."""
     pytest.importorskip("accelerate")
     from review.cli.generate import main_generate
 
+    monkeypatch.setenv("INSTANTID_CACHE", str(tmp_path / "cache"))  # the launch below uses the same cache
     db = tmp_path / "out" / "study.db"
     assert main_generate(launch_args(db)) == 0
     with Store(db) as store:
