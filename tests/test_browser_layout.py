@@ -151,6 +151,26 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
     assert sum(t["vote_id"] is not None for t in trials) == 2
 
 
+def test_every_tab_stays_a_visible_tab_on_the_narrowest_phone(browser, shown_app):
+    # at 320 px Gradio's default overflow menu hides Export and Leaderboard behind "..." (a wider font did so at
+    # 375 px on a CI machine); the tabs wrap onto a second row instead, and the review answers stay on screen
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 320, "height": 640})
+    try:
+        page.goto(shown_app)
+        _wait_for_pair(page)
+        tabs = [(tab.inner_text().strip(), tab.is_visible()) for tab in page.get_by_role("tab").all()]
+        bottoms = page.eval_on_selector_all("#vote-left, #vote-right, #vote-same",
+                                            "els => els.map(e => e.getBoundingClientRect().bottom)")
+        page.screenshot(path=str(ARTIFACTS / "review-phone-320x640.png"))
+        assert tabs == [("Review", True), ("Generate", True), ("Export", True), ("Leaderboard", True)], tabs
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.wait_for_selector("#leaderboard-key", timeout=30000)
+    finally:
+        page.close()
+    assert len(bottoms) == 3 and max(bottoms) <= 640, bottoms
+
+
 @pytest.mark.parametrize("device", list(VIEWPORTS))
 def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, shown_app, device):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,9 @@ def build_demo(services: Services, desk: ReviewDesk | None = None) -> gr.Blocks:
         gr.Markdown(f"## {TITLE}", elem_id="app-title")
         if services.config.banner:
             gr.Markdown(f"**{services.config.banner}**", elem_id="banner")
-        with gr.Tabs():
+        # "wrap": on a narrow phone every tab stays a visible tab on a second row; Gradio's default "menu" hides
+        # the last ones (the Leaderboard first) behind a "..." button, depending on the width and the fonts
+        with gr.Tabs(overflow_behavior="wrap"):
             build_review_tab(demo, services, desk)
             build_generate_tab(services)
             build_export_tab(services)
