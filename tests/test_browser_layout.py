@@ -1,6 +1,6 @@
 """The review page on a phone (375x667) and a laptop (1366x768), in Debian's Chromium: the two compared images
 are the largest elements, side by side (each >= 45 % of the width), the answers are on screen without scrolling,
-the reference face is small; the end of a session leaves no dead-end button; switching the task keeps the trial.
+the reference face is small; at 320 px every tab is still a visible tab; the end of a session leaves no dead-end button; switching the task keeps the trial.
 Screenshots and the measured sizes go to test-artifacts/layout/."""
 
 from __future__ import annotations
