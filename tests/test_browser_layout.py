@@ -1,6 +1,7 @@
 """The review page on a phone (375x667) and a laptop (1366x768), in Debian's Chromium: the two compared images
 are the largest elements, side by side (each >= 45 % of the width), the answers are on screen without scrolling,
-the reference face is small; at 320 px every tab is still a visible tab; the end of a session leaves no dead-end button; switching the task keeps the trial.
+the reference face is small; at 320 px every tab is still a visible tab; the end of a session leaves no dead-end
+button; switching the task keeps the trial.
 Screenshots and the measured sizes go to test-artifacts/layout/."""
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _wait_for_pair(page) -> str:
 def browser():
     from playwright.sync_api import sync_playwright
 
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # every test here saves its screenshots there
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=FLAGS)
         yield chromium
@@ -75,7 +77,6 @@ def shown_app(tmp_path_factory):
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))
 def test_compared_images_are_largest_side_by_side_and_answers_on_screen(browser, shown_app, device):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     width, height = VIEWPORTS[device]
     page = browser.new_page(viewport={"width": width, "height": height})
     try:
@@ -103,7 +104,6 @@ def test_compared_images_are_largest_side_by_side_and_answers_on_screen(browser,
 
 
 def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_trial(browser, tmp_path):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     # reveal=each (training): the reveal and 'Next pair' must fit the phone screen too
     services = make_services(tmp_path / "study", study=StudyConfig(gold_rate=0.0, trials_per_session=2,
                                                                    reveal="each"), seeds=(0, 1, 2))
@@ -154,7 +154,6 @@ def test_end_of_session_leaves_no_dead_end_button_and_a_mode_switch_keeps_the_tr
 def test_every_tab_stays_a_visible_tab_on_the_narrowest_phone(browser, shown_app):
     # at 320 px Gradio's default overflow menu hides Export and Leaderboard behind "..." (a wider font did so at
     # 375 px on a CI machine); the tabs wrap onto a second row instead, and the review answers stay on screen
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 320, "height": 640})
     try:
         page.goto(shown_app)
@@ -173,7 +172,6 @@ def test_every_tab_stays_a_visible_tab_on_the_narrowest_phone(browser, shown_app
 
 @pytest.mark.parametrize("device", list(VIEWPORTS))
 def test_leaderboard_key_columns_fit_without_horizontal_scrolling(browser, shown_app, device):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     width, height = VIEWPORTS[device]
     page = browser.new_page(viewport={"width": width, "height": height})
     try:
